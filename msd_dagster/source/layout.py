@@ -1,0 +1,64 @@
+"""Where things are in an MSD dataset root, and what a partition is.
+
+A partition is a second-level folder such as ``A/B`` (``data/A/B/*/*.h5``): 35 in the subset,
+up to 676 in the full set, a few hundred to ~1,500 files each. That is small enough to parse
+and load in one step with bounded memory, and large enough that Dagster's per-run overhead
+stays a small share of the work (third-level folders hold 1-23 files: far too small).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+PARTITION_KEY_PATTERN = re.compile(r"^[A-Z]/[A-Z]$")
+SONG_FILE_PATTERN = re.compile(r"^data/([A-Z])/([A-Z])/([A-Z])/(TR[A-Z0-9]{16})\.h5$")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One song file at the source: its key relative to the dataset root, size and version."""
+
+    key: str
+    size: int
+    modified: datetime | None = None
+    etag: str | None = None
+
+    @property
+    def track_id(self) -> str:
+        return self.key.rsplit("/", 1)[-1].removesuffix(".h5")
+
+
+def validate_partition_key(key: str) -> str:
+    if not PARTITION_KEY_PATTERN.match(key):
+        raise ValueError(
+            f"invalid partition key {key!r}: expected a second-level folder like 'A/B'"
+        )
+    return key
+
+
+def partition_prefix(key: str) -> str:
+    """``'A/B'`` -> ``'data/A/B/'``."""
+    return f"data/{validate_partition_key(key)}/"
+
+
+def partition_of_track(track_id: str) -> str:
+    """``'TRABCDE...'`` -> ``'A/B'`` (3rd and 4th characters of the track id)."""
+    return f"{track_id[2]}/{track_id[3]}"
+
+
+def is_song_file_key(key: str) -> bool:
+    """True for ``data/X/Y/Z/TRXYZ....h5`` whose folders agree with the track id."""
+    match = SONG_FILE_PATTERN.match(key)
+    return bool(match) and match.group(4)[2:5] == "".join(match.groups()[:3])
+
+
+def listing_fingerprint(entries: Iterable[tuple[str, int, str]]) -> str:
+    """A short stable hash of (key, size, version) triples, e.g. for change detection."""
+    digest = hashlib.sha256()
+    for key, size, version in sorted(entries):
+        digest.update(f"{key}\0{size}\0{version}\n".encode())
+    return digest.hexdigest()[:32]

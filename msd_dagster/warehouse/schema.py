@@ -1,0 +1,285 @@
+"""The twelve ``msd_*`` tables, defined once for every SQL dialect.
+
+Names and columns follow the earlier pipeline's ERD (see the README's data model); the
+additions keep every field of the song files that the ERD dropped. Decisions that matter:
+
+* Surrogate keys (``bar_id``, ``artist_term_id`` ...) are identity columns; the natural keys
+  (``track_id, track_bar_id``, ``artist_id, term_name`` ...) are unique, which is what makes
+  reruns idempotent.
+* Floats are ``DOUBLE`` everywhere (MySQL's ``FLOAT`` is single precision and would lose data).
+* Text is Unicode everywhere (NVARCHAR on SQL Server, utf8mb4 on MySQL/MariaDB) and sized to the
+  HDF5 field widths, so nothing is truncated. Key text columns use a binary collation so that
+  distinct tags stay distinct ('Rock' vs 'rock', accents).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mssql, mysql, postgresql
+from sqlalchemy.ext.compiler import compiles
+
+# Bumped whenever a table definition changes; stored in msd_schema_version.
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+MYSQL_TABLE_ARGS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+
+
+def _id_column(name: str) -> sa.Column:
+    """Identity surrogate key: BIGINT IDENTITY / BIGSERIAL-like, INTEGER rowid on SQLite."""
+    return sa.Column(
+        name,
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        sa.Identity(start=1),
+        primary_key=True,
+    )
+
+
+# Binary collations: comparisons, uniqueness and ORDER BY follow code points on every dialect,
+# and staging tables (SQL Server #temp tables live in tempdb, whose default collation may differ)
+# compare with the real tables without a collation conflict.
+MSSQL_BINARY_COLLATION = "Latin1_General_100_BIN2"
+
+
+class KeyUnicode(sa.Unicode):
+    """Unicode key text. On MySQL/MariaDB it gets a NO PAD binary collation (see below)."""
+
+    cache_ok = True
+
+
+@compiles(KeyUnicode, "mysql")
+@compiles(KeyUnicode, "mariadb")
+def _compile_key_unicode_mysql(type_: KeyUnicode, compiler, **kw) -> str:
+    # utf8mb4_bin is a PAD SPACE collation: 'rock' = 'rock ' and a unique key would merge two
+    # distinct tags. MariaDB has utf8mb4_nopad_bin, MySQL 8 utf8mb4_0900_bin (both NO PAD).
+    # The server flavour is known once the dialect has connected (DDL always runs connected).
+    dialect = compiler.dialect
+    version = dialect.server_version_info or ()
+    if dialect.is_mariadb:
+        collation = "utf8mb4_nopad_bin"
+    elif version and version >= (8, 0, 17):
+        collation = "utf8mb4_0900_bin"
+    else:
+        collation = "utf8mb4_bin"
+    return f"VARCHAR({type_.length}) CHARACTER SET utf8mb4 COLLATE {collation}"
+
+
+def _key_text(length: int) -> sa.types.TypeEngine:
+    """Unicode text that takes part in a unique key: compared byte for byte on every dialect."""
+    return (
+        KeyUnicode(length)
+        .with_variant(mssql.NVARCHAR(length, collation=MSSQL_BINARY_COLLATION), "mssql")
+        .with_variant(postgresql.VARCHAR(length, collation="C"), "postgresql")
+    )
+
+
+def _msd_id() -> sa.types.TypeEngine:
+    # Track, artist and song ids are 18 ASCII characters. Binary collation: the partition range
+    # (track_id >= 'TRAB' AND track_id < 'TRAC') and the "smallest source_track_id wins" rule
+    # compare code points everywhere, never a locale's ordering.
+    return (
+        sa.CHAR(18)
+        .with_variant(mssql.CHAR(18, collation=MSSQL_BINARY_COLLATION), "mssql")
+        .with_variant(postgresql.CHAR(18, collation="C"), "postgresql")
+    )
+
+
+def _timestamp() -> sa.types.TypeEngine:
+    # Microseconds survive: MySQL DATETIME and SQL Server DATETIME would round them away.
+    return (
+        sa.DateTime()
+        .with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+        .with_variant(mssql.DATETIME2(precision=6), "mssql")
+    )
+
+
+def _text(length: int = 1024) -> sa.types.TypeEngine:
+    return sa.Unicode(length)
+
+
+def _double() -> sa.types.TypeEngine:
+    return sa.Double().with_variant(mysql.DOUBLE(asdecimal=False), "mysql", "mariadb")
+
+
+msd_schema_version = sa.Table(
+    "msd_schema_version",
+    metadata,
+    sa.Column("schema_version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    **MYSQL_TABLE_ARGS,
+)
+
+msd_artist = sa.Table(
+    "msd_artist",
+    metadata,
+    sa.Column("artist_id", _msd_id(), primary_key=True),
+    sa.Column("artist_mbid", sa.String(40)),
+    sa.Column("artist_name", _text()),
+    sa.Column("artist_lat", _double()),
+    sa.Column("artist_long", _double()),
+    sa.Column("artist_location", _text()),
+    sa.Column("artist_familiarity", _double()),
+    sa.Column("artist_hotttnesss", _double()),
+    sa.Column("artist_7digitalid", sa.Integer),
+    sa.Column("artist_playmeid", sa.Integer),
+    # The song file whose artist fields won (smallest track id); NULL when the artist is only
+    # known from a similar-artists list or from AdditionalFiles.
+    sa.Column("source_track_id", _msd_id()),
+    **MYSQL_TABLE_ARGS,
+)
+
+msd_track = sa.Table(
+    "msd_track",
+    metadata,
+    sa.Column("track_id", _msd_id(), primary_key=True),
+    sa.Column("analysis_sample_rate", sa.Integer),
+    sa.Column("audio_md5", sa.String(32)),
+    sa.Column("danceability", _double()),
+    sa.Column("duration", _double()),
+    sa.Column("end_of_fade_in", _double()),
+    sa.Column("energy", _double()),
+    sa.Column("key", sa.Integer),
+    sa.Column("key_confidence", _double()),
+    sa.Column("loudness", _double()),
+    sa.Column("mode", sa.Integer),
+    sa.Column("mode_confidence", _double()),
+    sa.Column("start_of_fade_out", _double()),
+    sa.Column("tempo", _double()),
+    sa.Column("time_signature", sa.Integer),
+    sa.Column("time_signature_confidence", _double()),
+    sa.Column("artist_id", _msd_id(), sa.ForeignKey("msd_artist.artist_id"), nullable=False),
+    sa.Column("release", _text()),
+    sa.Column("song_hotness", _double()),
+    sa.Column("title", _text()),
+    sa.Column("track_7digitalid", sa.Integer),
+    sa.Column("year", sa.Integer),
+    # When the song file was last modified at the source (file mtime / S3 LastModified), so a
+    # rerun writes the same value.
+    sa.Column("upload_timestamp", _timestamp()),
+    sa.Column("song_id", _msd_id()),
+    sa.Column("release_7digitalid", sa.Integer),
+    sa.Column("analyzer_version", sa.String(32)),
+    sa.Column("genre", _text()),
+    sa.Index("ix_msd_track_artist_id", "artist_id"),
+    **MYSQL_TABLE_ARGS,
+)
+
+msd_r_term = sa.Table(
+    "msd_r_term",
+    metadata,
+    _id_column("term_id"),
+    sa.Column("term_name", _key_text(256), nullable=False, unique=True),
+    **MYSQL_TABLE_ARGS,
+)
+
+msd_r_mbtag = sa.Table(
+    "msd_r_mbtag",
+    metadata,
+    _id_column("mbtag_id"),
+    sa.Column("mbtag_name", _key_text(256), nullable=False, unique=True),
+    **MYSQL_TABLE_ARGS,
+)
+
+msd_artist_term = sa.Table(
+    "msd_artist_term",
+    metadata,
+    _id_column("artist_term_id"),
+    sa.Column("artist_id", _msd_id(), sa.ForeignKey("msd_artist.artist_id"), nullable=False),
+    sa.Column("term_name", _key_text(256), nullable=False),
+    sa.Column("term_freq", _double()),
+    sa.Column("term_weight", _double()),
+    sa.UniqueConstraint("artist_id", "term_name", name="uq_msd_artist_term"),
+    **MYSQL_TABLE_ARGS,
+)
+
+msd_artist_mbtag = sa.Table(
+    "msd_artist_mbtag",
+    metadata,
+    _id_column("artist_mbtag_id"),
+    sa.Column("artist_id", _msd_id(), sa.ForeignKey("msd_artist.artist_id"), nullable=False),
+    sa.Column("mbtag_name", _key_text(256), nullable=False),
+    sa.Column("mbtag_count", sa.Integer),
+    sa.UniqueConstraint("artist_id", "mbtag_name", name="uq_msd_artist_mbtag"),
+    **MYSQL_TABLE_ARGS,
+)
+
+msd_artist_similarity = sa.Table(
+    "msd_artist_similarity",
+    metadata,
+    _id_column("artist_similarity_id"),
+    sa.Column("artist_id_1", _msd_id(), sa.ForeignKey("msd_artist.artist_id"), nullable=False),
+    sa.Column("artist_id_2", _msd_id(), sa.ForeignKey("msd_artist.artist_id"), nullable=False),
+    # 1-based position in the song file's similar-artists list (most similar first).
+    sa.Column("similarity_rank", sa.Integer),
+    sa.UniqueConstraint("artist_id_1", "artist_id_2", name="uq_msd_artist_similarity"),
+    sa.Index("ix_msd_artist_similarity_artist_id_2", "artist_id_2"),
+    **MYSQL_TABLE_ARGS,
+)
+
+
+def _analysis_table(name: str, singular: str, extra: list[sa.Column]) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        _id_column(f"{singular}_id"),
+        sa.Column("track_id", _msd_id(), sa.ForeignKey("msd_track.track_id"), nullable=False),
+        sa.Column(f"track_{singular}_id", sa.Integer, nullable=False),
+        sa.Column(f"{singular}_confidence", _double()),
+        sa.Column(f"{singular}_start", _double()),
+        *extra,
+        # Also the index on track_id that partition deletes and the checks use.
+        sa.UniqueConstraint("track_id", f"track_{singular}_id", name=f"uq_{name}_position"),
+        **MYSQL_TABLE_ARGS,
+    )
+
+
+msd_bar = _analysis_table("msd_bar", "bar", [])
+msd_beat = _analysis_table("msd_beat", "beat", [])
+msd_section = _analysis_table("msd_section", "section", [])
+msd_tatum = _analysis_table("msd_tatum", "tatum", [])
+msd_segment = _analysis_table(
+    "msd_segment",
+    "segment",
+    [
+        sa.Column("segment_loudness_max", _double()),
+        sa.Column("segment_loudness_max_time", _double()),
+        sa.Column("segment_loudness_start", _double()),
+        *[sa.Column(f"p{i}", _double()) for i in range(1, 13)],
+        *[sa.Column(f"t{i}", _double()) for i in range(1, 13)],
+    ],
+)
+
+# Load order: parents before children (foreign keys).
+SHARED_TABLES: tuple[sa.Table, ...] = (
+    msd_r_term,
+    msd_r_mbtag,
+    msd_artist,
+    msd_artist_term,
+    msd_artist_mbtag,
+    msd_artist_similarity,
+)
+TRACK_TABLES: tuple[sa.Table, ...] = (msd_track, msd_bar, msd_beat, msd_section, msd_tatum, msd_segment)
+MSD_TABLES: tuple[sa.Table, ...] = SHARED_TABLES + TRACK_TABLES
+TABLES_BY_NAME: dict[str, sa.Table] = {t.name: t for t in MSD_TABLES}
+
+# The natural key that makes a row unique (what upserts and the duplicate checks use).
+NATURAL_KEYS: dict[str, tuple[str, ...]] = {
+    "msd_r_term": ("term_name",),
+    "msd_r_mbtag": ("mbtag_name",),
+    "msd_artist": ("artist_id",),
+    "msd_artist_term": ("artist_id", "term_name"),
+    "msd_artist_mbtag": ("artist_id", "mbtag_name"),
+    "msd_artist_similarity": ("artist_id_1", "artist_id_2"),
+    "msd_track": ("track_id",),
+    "msd_bar": ("track_id", "track_bar_id"),
+    "msd_beat": ("track_id", "track_beat_id"),
+    "msd_section": ("track_id", "track_section_id"),
+    "msd_tatum": ("track_id", "track_tatum_id"),
+    "msd_segment": ("track_id", "track_segment_id"),
+}
+
+
+def load_columns(table: sa.Table) -> list[str]:
+    """The columns a loader writes: every column except the identity surrogate key."""
+    return [c.name for c in table.columns if c.identity is None]
