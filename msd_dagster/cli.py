@@ -63,9 +63,10 @@ def _sample(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=_progress_printer("generated"),
     )
+    seconds = time.perf_counter() - started
     print(
         f"\nwrote {len(result.track_ids)} songs by {len(result.artist_ids)} artists in "
-        f"{len(result.folders)} partitions to {result.root} in {time.perf_counter() - started:.1f} s"
+        f"{len(result.folders)} partitions to {result.root} in {seconds:.1f} s"
     )
     return 0
 
@@ -98,16 +99,27 @@ def _load(args: argparse.Namespace) -> int:
         os.environ["MSD_SOURCE"] = args.source
     if args.database_url:
         os.environ["MSD_DATABASE_URL"] = args.database_url
-    os.environ.setdefault("DAGSTER_HOME", str(settings.msd_home() / "dagster_home"))
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    if "DAGSTER_HOME" not in os.environ:
+        home = settings.msd_home() / "dagster_home"
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "dagster.yaml").touch()
+        os.environ["DAGSTER_HOME"] = str(home)
 
     import dagster as dg
 
     from msd_dagster.definitions import defs
+
+    with dg.build_resources(
+        {"msd_source": defs.resources["msd_source"], "warehouse": defs.resources["warehouse"]}
+    ) as resources:
+        return _load_partitions(args, resources.msd_source, resources.warehouse)
+
+
+def _load_partitions(args: argparse.Namespace, source, warehouse) -> int:
+    import dagster as dg
+
     from msd_dagster.defs.partitions import msd_folders
 
-    source = defs.resources["msd_source"]
-    warehouse = defs.resources["warehouse"]
     dataset = source.dataset()
     available = dataset.list_partitions()
     selected = args.partition or available
@@ -143,35 +155,52 @@ def _load(args: argparse.Namespace) -> int:
                 f"{len(outcome.rejected)} rejected, {outcome.seconds:.1f} s",
                 flush=True,
             )
+    totals = run_totals_check()
     _print_summary(outcomes, warehouse, time.perf_counter() - started)
-    failed = [o for o in outcomes if not o.success or o.failed_checks]
+    if totals.failed_checks:
+        print(f"check failed: {', '.join(totals.failed_checks)}")
+    failed = [o for o in [*outcomes, totals] if not o.success or o.failed_checks]
     return 1 if failed else 0
 
 
 def run_partition(partition_key: str) -> PartitionOutcome:
     """Run the partition job for one partition in this process and summarize it."""
-    import dagster as dg
-
     from msd_dagster.definitions import partition_job
 
+    return _run_job(partition_job, partition_key)
+
+
+def run_totals_check() -> PartitionOutcome:
+    """Run the unpartitioned total-tracks check once every partition is loaded."""
+    from msd_dagster.definitions import totals_job
+
+    return _run_job(totals_job, None)
+
+
+def _run_job(job_fn, partition_key: str | None) -> PartitionOutcome:
+    import dagster as dg
+
     started = time.perf_counter()
+    tags = {"msd/launched_by": "cli"}
+    if partition_key:
+        tags["dagster/partition"] = partition_key
     with dg.DagsterInstance.get() as instance:
         result = dg.execute_job(
-            dg.reconstructable(partition_job),
+            dg.reconstructable(job_fn),
             instance=instance,
-            tags={"dagster/partition": partition_key, "msd/launched_by": "cli"},
+            tags=tags,
+            # The full event log goes to the instance (and the UI); the terminal gets progress.
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
-        outcome = PartitionOutcome(partition_key, result.success, 0.0)
+        outcome = PartitionOutcome(partition_key or "all", result.success, 0.0)
         for event in result.all_events:
             if event.is_step_materialization:
-                materialization = event.asset_materialization
+                materialization = event.step_materialization_data.materialization
                 path = materialization.asset_key.path
                 if path[0] == "warehouse":
-                    outcome.rows[path[1]] = int(
-                        materialization.metadata["dagster/row_count"].value
-                    )
+                    outcome.rows[path[1]] = int(materialization.metadata["dagster/row_count"].value)
             elif event.event_type_value == "ASSET_CHECK_EVALUATION":
-                evaluation = event.event_specific_data
+                evaluation = event.asset_check_evaluation_data
                 if not evaluation.passed:
                     outcome.failed_checks.append(
                         f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
@@ -186,7 +215,7 @@ def run_partition(partition_key: str) -> PartitionOutcome:
 def _rejected_files(result) -> list[tuple[str, str]]:
     for event in result.all_events:
         if event.is_step_materialization:
-            materialization = event.asset_materialization
+            materialization = event.step_materialization_data.materialization
             if materialization.asset_key.path == ["normalized", "rejected_files"]:
                 listed = materialization.metadata["rejected_list"].value
                 return [(item["name"], item["reason"]) for item in listed]

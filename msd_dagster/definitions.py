@@ -12,7 +12,7 @@ from msd_dagster.defs.assets.raw import raw_song_files
 from msd_dagster.defs.assets.warehouse import warehouse_tables
 from msd_dagster.defs.checks import all_valid_song_files_loaded, warehouse_checks
 from msd_dagster.defs.io_managers import ParquetIOManager
-from msd_dagster.defs.jobs import msd_partition_job
+from msd_dagster.defs.jobs import msd_partition_job, msd_totals_job
 from msd_dagster.defs.resources import MsdSourceResource, WarehouseResource
 from msd_dagster.defs.sensors import msd_discovery_sensor
 
@@ -48,7 +48,7 @@ def build_resources() -> dict[str, object]:
 defs = dg.Definitions(
     assets=[raw_song_files, normalized_tables, warehouse_tables],
     asset_checks=[warehouse_checks, all_valid_song_files_loaded],
-    jobs=[msd_partition_job],
+    jobs=[msd_partition_job, msd_totals_job],
     sensors=[msd_discovery_sensor],
     resources=build_resources(),
     # Steps of a partition run one after another; parallelism comes from running
@@ -60,3 +60,7 @@ defs = dg.Definitions(
 def partition_job() -> dg.JobDefinition:
     """The partition job, resolved; ``dg.reconstructable`` re-imports it in worker processes."""
     return defs.resolve_job_def(msd_partition_job.name)
+
+
+def totals_job() -> dg.JobDefinition:
+    return defs.resolve_job_def(msd_totals_job.name)

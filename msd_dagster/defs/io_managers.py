@@ -1,7 +1,5 @@
 """Parquet IO manager for the raw listings and normalized frames (typed, compact, no pickle)."""
 
-from __future__ import annotations
-
 import os
 import uuid
 

@@ -1,7 +1,5 @@
 """Resources: where the song files are (local folder or S3) and which database to load."""
 
-from __future__ import annotations
-
 import fcntl
 import functools
 from pathlib import Path

@@ -1,7 +1,5 @@
 """The discovery sensor: adds new second-level folders as partitions and requests their runs."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from msd_dagster.defs.jobs import msd_partition_job

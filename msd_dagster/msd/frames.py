@@ -249,7 +249,10 @@ def artist_mbtags_frame(representatives: Sequence[Song]) -> pd.DataFrame:
     return _artist_list_frame(
         representatives,
         "mbtag_name",
-        {"mbtag_name": "musicbrainz/artist_mbtags", "mbtag_count": "musicbrainz/artist_mbtags_count"},
+        {
+            "mbtag_name": "musicbrainz/artist_mbtags",
+            "mbtag_count": "musicbrainz/artist_mbtags_count",
+        },
     )
 
 

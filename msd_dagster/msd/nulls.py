@@ -2,14 +2,12 @@
 
 This is the one place these rules live; the reader applies them to every song it returns.
 
-| field(s)                                           | unknown when      | why                                   |
-|----------------------------------------------------|-------------------|---------------------------------------|
-| every float (hotttnesss, latitude, longitude, ...) | NaN               | the MSD writes NaN for "not computed" |
-| year (musicbrainz/songs)                           | 0                 | 0 means "no release year known"       |
-| danceability, energy                               | 0.0               | never computed in the MSD             |
-| artist_7digitalid, release_7digitalid,             | <= 0              | -1 / 0 mean "no such id"              |
-| track_7digitalid, artist_playmeid                  |                   |                                       |
-| text fields (mbid, location, genre, release, ...)  | empty string      | the fixed-width fields are blank      |
+* every float (hotttnesss, latitude, longitude, ...): NaN, the MSD's "not computed";
+* ``year`` (musicbrainz/songs): 0, "no release year known";
+* ``danceability``, ``energy``: 0.0, never computed in the MSD;
+* ``artist_7digitalid``, ``release_7digitalid``, ``track_7digitalid``, ``artist_playmeid``:
+  values <= 0 (-1 / 0 mean "no such id");
+* text fields (mbid, location, genre, release, ...): the empty string (blank fixed-width field).
 
 Arrays (bars, segments, terms ...) are kept as they are: an empty array is "no rows", and a NaN
 inside an analysis array becomes NULL in its column when loaded.

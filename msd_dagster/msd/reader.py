@@ -97,7 +97,9 @@ def read_song(
     except UnicodeDecodeError as exc:
         raise InvalidSongFile(label, f"a text field is not valid UTF-8 ({exc.reason})") from exc
     except (OSError, KeyError, ValueError, IndexError, TypeError, RuntimeError, zlib.error) as exc:
-        raise InvalidSongFile(label, f"unreadable HDF5 content ({type(exc).__name__}: {exc})") from exc
+        raise InvalidSongFile(
+            label, f"unreadable HDF5 content ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _label_of(source: Any) -> str:
@@ -127,7 +129,9 @@ def _parse(image: bytes, label: str) -> Song:
     try:
         fid = _open_image(image)
     except OSError as exc:
-        raise InvalidSongFile(label, "truncated or corrupt HDF5 file (HDF5 cannot open it)") from exc
+        raise InvalidSongFile(
+            label, "truncated or corrupt HDF5 file (HDF5 cannot open it)"
+        ) from exc
     try:
         missing_groups = [g for g in GROUPS if not fid.links.exists(g.encode())]
         if missing_groups:
@@ -169,9 +173,7 @@ def _open_dataset(fid: h5py.h5f.FileID, path: str, label: str) -> h5py.h5d.Datas
         raise InvalidSongFile(label, f"{path} is not a readable dataset") from exc
 
 
-def _read_compound_row(
-    fid: h5py.h5f.FileID, path: str, image: bytes, label: str
-) -> dict[str, Any]:
+def _read_compound_row(fid: h5py.h5f.FileID, path: str, image: bytes, label: str) -> dict[str, Any]:
     dsid = _open_dataset(fid, path, label)
     expected = [name for name, _ in COMPOUND_TABLES[path]]
     names = dsid.dtype.names or ()
@@ -224,7 +226,7 @@ class _FallBack(Exception):
 
 
 def _fast_read(dsid: h5py.h5d.DatasetID, image: bytes) -> np.ndarray | None:
-    """Decode a gzip(+shuffle) chunked dataset directly from the file image, or None to fall back."""
+    """Decode a gzip(+shuffle) chunked dataset straight from the file image (None: fall back)."""
     shape = dsid.shape
     dtype = dsid.dtype
     if shape[0] == 0:

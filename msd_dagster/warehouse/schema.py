@@ -259,7 +259,14 @@ SHARED_TABLES: tuple[sa.Table, ...] = (
     msd_artist_mbtag,
     msd_artist_similarity,
 )
-TRACK_TABLES: tuple[sa.Table, ...] = (msd_track, msd_bar, msd_beat, msd_section, msd_tatum, msd_segment)
+TRACK_TABLES: tuple[sa.Table, ...] = (
+    msd_track,
+    msd_bar,
+    msd_beat,
+    msd_section,
+    msd_tatum,
+    msd_segment,
+)
 MSD_TABLES: tuple[sa.Table, ...] = SHARED_TABLES + TRACK_TABLES
 TABLES_BY_NAME: dict[str, sa.Table] = {t.name: t for t in MSD_TABLES}
 

@@ -1,7 +1,5 @@
 """raw: the song files of one partition, as listed at the source."""
 
-from __future__ import annotations
-
 import dagster as dg
 import pandas as pd
 

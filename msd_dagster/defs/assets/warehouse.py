@@ -1,7 +1,5 @@
 """warehouse: the twelve msd_* SQL tables, loaded one partition at a time in one transaction."""
 
-from __future__ import annotations
-
 import time
 
 import dagster as dg

@@ -1,0 +1,829 @@
+"""A dataset root in S3 (or an S3-compatible store): ``s3://bucket/prefix/data/X/Y/Z/TR....h5``.
+
+``S3Dataset`` offers the same interface as ``LocalDataset`` (describe, list_partitions,
+list_files, read, additional_file) plus ``read_many`` (concurrent, memory-bounded reads),
+``partition_fingerprint`` (change detection for the discovery sensor) and ``check``.
+``stage_dataset`` uploads a local dataset root to S3, resumably.
+
+No Dagster imports here: the CLI and the tests use this module directly.
+Credentials never come from this module's arguments: only from the environment / the standard
+AWS chain, and no error message ever contains them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+
+from msd_dagster.source.layout import PARTITION_KEY_PATTERN, SourceFile, partition_prefix
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+else:  # the stubs are optional; the client is duck-typed at run time
+    S3Client = Any
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_READ_WORKERS",
+    "S3Dataset",
+    "S3ObjectNotFound",
+    "S3SourceError",
+    "StageResult",
+    "make_s3_client",
+    "parse_s3_url",
+    "s3_client_config",
+    "stage_dataset",
+]
+
+DEFAULT_READ_WORKERS = 8
+# Files up to this size are uploaded with one PutObject, so their ETag is their MD5.
+# MSD song files are < ~1 MB; only the AdditionalFiles SQLite databases (hundreds of MB) go
+# multipart, and for those the MD5 is kept in object metadata instead.
+SINGLE_PUT_MAX_BYTES = 64 * 1024 * 1024
+MD5_METADATA_KEY = "md5"  # stored as x-amz-meta-md5
+# Streaming-body faults happen after botocore's retry layer has returned; retry them here.
+BODY_READ_ATTEMPTS = 4
+
+_THROTTLING_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "ServiceUnavailable",
+    "InternalError",
+    "503",
+    "500",
+}
+_CREDENTIAL_CODES = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "InvalidSecurity",
+    "RequestExpired",
+    "RequestTimeTooSkewed",
+}
+_REGION_CODES = {
+    "PermanentRedirect",
+    "AuthorizationHeaderMalformed",
+    "IllegalLocationConstraintException",
+    "301",
+}
+_NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+# Redact anything that looks like an access key id, should a server echo one back.
+_ACCESS_KEY_RE = re.compile(r"\b(?:AKIA|ASIA|AROA|AIDA)[A-Z0-9]{12,}\b")
+_STREAMING_ERRORS = (
+    ResponseStreamingError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ConnectionClosedError,
+    ConnectionError,  # builtin: resets surfacing from the socket while reading the body
+)
+
+
+class S3SourceError(RuntimeError):
+    """S3 could not be used as an MSD source: the message says which bucket/prefix and what
+    to check. Never contains credentials."""
+
+
+class S3ObjectNotFound(S3SourceError, FileNotFoundError):
+    """An object that should exist does not (also a ``FileNotFoundError``, like a local read)."""
+
+
+class _TruncatedBody(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------------------------
+# URLs and clients
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``'s3://bucket/some/prefix'`` -> ``('bucket', 'some/prefix/')``; ``'s3://bucket'`` ->
+    ``('bucket', '')``. The prefix has no leading slash and a trailing slash when non-empty."""
+    if not isinstance(url, str) or not url.startswith("s3://"):
+        raise ValueError(f"not an S3 URL: {url!r} (expected s3://bucket[/prefix])")
+    rest = url[len("s3://") :]
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise ValueError(f"S3 URL without a bucket name: {url!r} (expected s3://bucket[/prefix])")
+    # S3 naming rules (legacy us-east-1 names may also hold capitals and '_'); this also
+    # rejects credentials pasted into the URL as user:secret@bucket.
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._\-]{1,254}", bucket):
+        raise ValueError(
+            f"invalid S3 bucket name in {_redact(url)!r}: expected letters, digits, '.', '-' "
+            "and '_' only (s3://bucket[/prefix])"
+        )
+    return bucket, _normalize_prefix(prefix)
+
+
+def _normalize_prefix(prefix: str) -> str:
+    prefix = prefix.strip("/")
+    if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
+        raise ValueError(f"invalid S3 prefix {prefix!r}: empty, '.' or '..' path segments")
+    return f"{prefix}/" if prefix else ""
+
+
+def s3_client_config(
+    max_attempts: int = 8,
+    *,
+    retry_mode: str = "standard",
+    max_pool_connections: int = 32,
+    connect_timeout: float = 10,
+    read_timeout: float = 60,
+) -> Config:
+    """Client settings for reading many small objects from S3.
+
+    ``max_attempts`` has botocore's meaning: *retries* after the first request, so a request
+    is sent at most ``max_attempts + 1`` times.
+
+    ``standard`` retries throttling (SlowDown, 503), 5xx and connection faults with jittered
+    exponential backoff; ``adaptive`` additionally rate-limits the client after throttling
+    (useful for very wide fan-outs, slower to recover). The connection pool must be at least
+    as large as the number of threads sharing the client, otherwise urllib3 discards and
+    re-opens connections.
+    """
+    if max_attempts < 1:
+        raise ValueError("max_attempts must be >= 1")
+    if retry_mode not in ("standard", "adaptive", "legacy"):
+        raise ValueError(f"unknown retry mode {retry_mode!r}")
+    return Config(
+        retries={"mode": retry_mode, "max_attempts": max_attempts},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        max_pool_connections=max(max_pool_connections, DEFAULT_READ_WORKERS),
+        tcp_keepalive=True,
+    )
+
+
+def make_s3_client(
+    *,
+    endpoint_url: str | None = None,
+    region_name: str | None = None,
+    unsigned: bool = False,
+    max_attempts: int = 8,
+    profile_name: str | None = None,
+    max_pool_connections: int = 32,
+) -> S3Client:
+    """A boto3 S3 client for code outside Dagster (the CLI, tests).
+
+    Credentials come only from the environment / the standard AWS chain (env vars,
+    ``AWS_PROFILE`` or ``profile_name``, SSO, instance/container role). ``unsigned=True``
+    sends anonymous requests (public buckets) and needs no credentials at all.
+    """
+    session = boto3.session.Session(profile_name=profile_name, region_name=region_name)
+    config = s3_client_config(max_attempts, max_pool_connections=max_pool_connections)
+    if unsigned:
+        config = config.merge(Config(signature_version=botocore.UNSIGNED))
+    return session.client("s3", endpoint_url=endpoint_url, config=config)
+
+
+# --------------------------------------------------------------------------------------------
+# Error translation
+
+
+def _redact(text: str) -> str:
+    text = _ACCESS_KEY_RE.sub("<redacted>", text)
+    # scheme://user:secret@host style URLs (S3 URLs, endpoint URLs)
+    return re.sub(r"([a-z][a-z0-9+.\-]*://)[^/@\s]*@", r"\1<redacted>@", text)
+
+
+def _endpoint_of(client: Any) -> str:
+    try:
+        return str(client.meta.endpoint_url)
+    except AttributeError:  # pragma: no cover - duck-typed clients
+        return "<unknown endpoint>"
+
+
+def _hint_for(code: str) -> str:
+    creds = (
+        "the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, "
+        "or AWS_PROFILE / the instance role)"
+    )
+    if code == "NoSuchBucket":
+        return (
+            "the bucket does not exist: check the bucket name, and that the endpoint "
+            "(MSD_S3_ENDPOINT_URL / endpoint_url) and region point at the right service"
+        )
+    if code in ("AccessDenied", "403", "AllAccessDisabled", "Forbidden"):
+        return (
+            f"access denied: check that {creds} may s3:ListBucket and s3:GetObject "
+            "(s3:PutObject to stage) on this bucket and prefix; for a public bucket use "
+            "unsigned requests (MSD_S3_UNSIGNED=1)"
+        )
+    if code in _CREDENTIAL_CODES:
+        return f"the credentials were rejected: check {creds}; temporary ones may have expired"
+    if code in _REGION_CODES:
+        return "the bucket is in another region: set AWS_REGION (region_name) to its region"
+    if code in _THROTTLING_CODES:
+        return (
+            "S3 kept failing after all retries (throttling or a service fault): retry later "
+            "or lower the read concurrency"
+        )
+    if code in _NOT_FOUND_CODES:
+        return "no such object: check the prefix (the dataset root must contain data/)"
+    if code in ("NoCredentialsError", "PartialCredentialsError"):
+        return (
+            f"no usable AWS credentials were found: set {creds}; for a public bucket use "
+            "unsigned requests (MSD_S3_UNSIGNED=1)"
+        )
+    if code in ("EndpointConnectionError", "ConnectTimeoutError"):
+        return (
+            "the endpoint cannot be reached: check the endpoint URL (MSD_S3_ENDPOINT_URL / "
+            "AWS_ENDPOINT_URL), the region, the network and any proxy settings"
+        )
+    return f"check {creds}, the endpoint, the bucket name and the prefix"
+
+
+def _translate(
+    exc: BaseException,
+    *,
+    client: Any,
+    bucket: str,
+    prefix: str,
+    operation: str,
+    key: str | None = None,
+) -> S3SourceError:
+    """A readable ``S3SourceError`` for a botocore fault; names bucket, prefix and endpoint."""
+    if isinstance(exc, S3SourceError):
+        return exc
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = str(
+            err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        )
+        detail = f"{code}: {str(err.get('Message') or 'no message').rstrip('.')}"
+    else:
+        code = type(exc).__name__
+        # BotoCoreError messages name the endpoint / operation, never the secret.
+        detail = f"{code}: {str(exc).rstrip('.')}"
+    where = f"bucket {bucket!r}, prefix {prefix!r}"
+    if key is not None:
+        where += f", key {key!r}"
+    message = _redact(
+        f"S3 {operation} failed for {where} (s3://{bucket}/{prefix}) at {_endpoint_of(client)}: "
+        f"{detail}. Check: {_hint_for(code)}"
+    )
+    cls = S3ObjectNotFound if code in _NOT_FOUND_CODES and key is not None else S3SourceError
+    return cls(message)
+
+
+_BOTO_ERRORS = (ClientError, BotoCoreError)
+
+
+# --------------------------------------------------------------------------------------------
+# The dataset
+
+
+class S3Dataset:
+    """Lists and reads song files under ``s3://bucket/prefix/data``.
+
+    ``client`` is a boto3 S3 client (thread-safe; shared by the reader threads). Keys given to
+    and returned by this class are relative to the dataset root (``data/A/B/C/TRABC....h5``).
+    """
+
+    def __init__(self, client: S3Client, bucket: str, prefix: str = "") -> None:
+        if not bucket:
+            raise ValueError("S3Dataset needs a bucket name")
+        self.client = client
+        self.bucket = bucket
+        self.prefix = _normalize_prefix(prefix)
+
+    @classmethod
+    def from_url(cls, client: S3Client, url: str) -> S3Dataset:
+        bucket, prefix = parse_s3_url(url)
+        return cls(client, bucket, prefix)
+
+    def __repr__(self) -> str:
+        return f"S3Dataset({self.describe()!r})"
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    # -- errors
+
+    def _error(self, exc: BaseException, operation: str, key: str | None = None) -> S3SourceError:
+        return _translate(
+            exc,
+            client=self.client,
+            bucket=self.bucket,
+            prefix=self.prefix,
+            operation=operation,
+            key=key,
+        )
+
+    def _no_data_error(self) -> S3SourceError:
+        # Show what *is* at the prefix: a wrong prefix is usually one level off.
+        try:
+            resp = self.client.list_objects_v2(
+                Bucket=self.bucket, Prefix=self.prefix, Delimiter="/", MaxKeys=20
+            )
+            found = [p["Prefix"] for p in resp.get("CommonPrefixes", [])] + [
+                o["Key"] for o in resp.get("Contents", [])
+            ]
+        except _BOTO_ERRORS:
+            found = []
+        seen = ", ".join(found[:10]) if found else "nothing"
+        return S3SourceError(
+            f"no data/ folder under bucket {self.bucket!r}, prefix {self.prefix!r} "
+            f"(s3://{self.bucket}/{self.prefix}data/ is empty; found {seen}) at "
+            f"{_endpoint_of(self.client)}. Check: the prefix must be the dataset root that "
+            "contains data/ (and AdditionalFiles/), and the bucket name and endpoint must be "
+            "the ones the dataset was copied to"
+        )
+
+    # -- listing
+
+    def _iter_objects(self, prefix: str, operation: str = "ListObjectsV2") -> Iterator[dict]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                yield from page.get("Contents", [])
+        except _BOTO_ERRORS as exc:
+            raise self._error(exc, operation) from exc
+
+    def _child_prefixes(self, prefix: str) -> list[str]:
+        """The "folders" directly below ``prefix`` (a Delimiter listing: cheap, no objects)."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        children: list[str] = []
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                children.extend(
+                    p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", [])
+                )
+        except _BOTO_ERRORS as exc:
+            raise self._error(exc, "ListObjectsV2") from exc
+        return children
+
+    def check(self) -> None:
+        """Fail fast (``S3SourceError``) unless the bucket is reachable and holds ``data/``."""
+        try:
+            resp = self.client.list_objects_v2(
+                Bucket=self.bucket, Prefix=self.prefix + "data/", MaxKeys=1
+            )
+        except _BOTO_ERRORS as exc:
+            raise self._error(exc, "ListObjectsV2") from exc
+        if not resp.get("KeyCount", len(resp.get("Contents", []))):
+            raise self._no_data_error()
+
+    def list_partitions(self) -> list[str]:
+        """Second-level folders ``"A/B"`` that exist under ``data/``.
+
+        Cost: 1 + (number of first-level folders, <= 26) Delimiter listings, whatever the
+        number of objects. Raises ``S3SourceError`` when there is no ``data/`` at all (a wrong
+        prefix must not look like an empty dataset).
+        """
+        data = self.prefix + "data/"
+        firsts = [name for name in self._child_prefixes(data) if re.fullmatch(r"[A-Z]", name)]
+        if not firsts:
+            self.check()  # raises with a helpful message when data/ is missing or unreadable
+            return []
+        # The second-level listings are independent round trips: overlap them.
+        with ThreadPoolExecutor(max_workers=min(8, len(firsts))) as pool:
+            seconds = list(pool.map(lambda f: self._child_prefixes(f"{data}{f}/"), firsts))
+        keys = [
+            f"{first}/{second}"
+            for first, names in zip(firsts, seconds, strict=True)
+            for second in names
+        ]
+        return sorted(k for k in keys if PARTITION_KEY_PATTERN.match(k))
+
+    def list_files(self, partition_key: str) -> list[SourceFile]:
+        """Every ``*.h5`` object below the partition folder (paginated; also misplaced or
+        misnamed ones, so that the normalizer can reject them with a reason)."""
+        folder = self.prefix + partition_prefix(partition_key)
+        files = [
+            SourceFile(
+                key=obj["Key"][len(self.prefix) :],
+                size=int(obj["Size"]),
+                modified=_naive_utc(obj.get("LastModified")),
+                etag=_clean_etag(obj.get("ETag")),
+            )
+            for obj in self._iter_objects(folder)
+            if obj["Key"].endswith(".h5")
+        ]
+        if not files:
+            # An empty partition is fine; an empty partition because the prefix is wrong is not.
+            self.check()
+        return sorted(files, key=lambda f: f.key)
+
+    def partition_fingerprint(self, partition_key: str) -> str:
+        """SHA-256 over the partition's sorted ``(key, size, etag)`` listing: changes when a
+        file is added, removed or rewritten. Costs one listing (no reads)."""
+        digest = hashlib.sha256()
+        for f in self.list_files(partition_key):
+            digest.update(f"{f.key}\t{f.size}\t{f.etag or ''}\n".encode())
+        return digest.hexdigest()
+
+    # -- reading
+
+    def _object_key(self, key: str) -> str:
+        if key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
+            raise ValueError(f"invalid dataset key {key!r}: expected e.g. 'data/A/B/C/TR....h5'")
+        return self.prefix + key
+
+    def _get(self, key: str, operation: str = "GetObject") -> bytes:
+        object_key = self._object_key(key)
+        for attempt in range(1, BODY_READ_ATTEMPTS + 1):
+            try:
+                resp = self.client.get_object(Bucket=self.bucket, Key=object_key)
+            except _BOTO_ERRORS as exc:
+                # botocore already retried transient faults (see s3_client_config).
+                raise self._error(exc, operation, key) from exc
+            body = resp["Body"]
+            try:
+                data = body.read()
+                expected = resp.get("ContentLength")
+                if expected is not None and len(data) != int(expected):
+                    raise _TruncatedBody(f"got {len(data)} of {expected} bytes")
+                return data
+            except (*_STREAMING_ERRORS, _TruncatedBody) as exc:
+                # The connection broke while streaming the body, past botocore's retry layer.
+                if attempt == BODY_READ_ATTEMPTS:
+                    raise self._error(exc, operation, key) from exc
+                log.warning("retrying %s after a broken body read (%s)", key, exc)
+                time.sleep(min(2.0, 0.1 * 2**attempt))
+            finally:
+                body.close()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def read(self, key: str) -> bytes:
+        """The bytes of one object (key relative to the dataset root).
+
+        Raises ``S3ObjectNotFound`` (a ``FileNotFoundError``) when it does not exist and
+        ``S3SourceError`` for other faults that survived the retries.
+        """
+        return self._get(key)
+
+    def read_many(
+        self,
+        keys: Iterable[str],
+        max_workers: int = DEFAULT_READ_WORKERS,
+        *,
+        max_in_flight: int | None = None,
+    ) -> Iterator[tuple[str, bytes]]:
+        """``(key, bytes)`` for every key, **in the order of ``keys``**, read concurrently.
+
+        ``max_workers`` GetObject calls run at once (capped at the client's connection pool).
+        At most ``max_in_flight`` bodies (default ``2 * max_workers``) are held at any time:
+        downloading, or downloaded and waiting to be yielded. Reading stops when the consumer
+        stops, so memory is bounded by ``max_in_flight`` objects, not by the number of keys.
+        The first failing key raises (``S3SourceError``) when its turn to be yielded comes;
+        pending reads are then cancelled.
+        """
+        workers = max(1, min(max_workers, _pool_size(self.client)))
+        window = max(workers, max_in_flight if max_in_flight is not None else 2 * workers)
+        key_iter = iter(keys)
+        pending: deque[tuple[str, Future[bytes]]] = deque()
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3-read")
+        try:
+            for key in islice(key_iter, window):
+                pending.append((key, pool.submit(self._get, key)))
+            while pending:
+                key, future = pending.popleft()
+                data = future.result()
+                # Refill the window before handing the body over: downloads continue while
+                # the consumer parses, and the window stays at most ``window`` bodies.
+                for nxt in islice(key_iter, 1):
+                    pending.append((nxt, pool.submit(self._get, nxt)))
+                yield key, data
+                del data
+        finally:
+            for _key, future in pending:
+                future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def additional_file(self, name: str) -> bytes | None:
+        """``AdditionalFiles/<name>``, or None when there is no such object."""
+        try:
+            return self._get(f"AdditionalFiles/{name}")
+        except S3ObjectNotFound:
+            return None
+
+
+def _pool_size(client: Any) -> int:
+    try:
+        return int(client.meta.config.max_pool_connections)
+    except (AttributeError, TypeError, ValueError):  # pragma: no cover - duck-typed clients
+        return DEFAULT_READ_WORKERS
+
+
+def _naive_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def _clean_etag(etag: str | None) -> str | None:
+    return etag.strip('"') if etag else None
+
+
+# --------------------------------------------------------------------------------------------
+# Staging a local dataset root into S3
+
+
+@dataclass
+class StageResult:
+    """What ``stage_dataset`` did. ``failures`` lists ``(key, reason)`` for each failed file."""
+
+    total: int = 0
+    uploaded: int = 0
+    skipped: int = 0
+    bytes_uploaded: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    aborted: bool = False
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def not_attempted(self) -> int:
+        """Files never tried because staging was aborted after too many failures."""
+        return max(0, self.total - self.uploaded - self.skipped - self.failed)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.aborted and self.not_attempted == 0
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Local files whose remote counterparts are listed with one (paginated) listing."""
+
+    rel_prefix: str  # relative to the dataset root, "" or ending with "/"
+    directory: Path
+    recursive: bool
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith(".")
+
+
+def _stage_groups(root: Path) -> list[_Group]:
+    """``data/X/Y/`` folders (one listing each, ~1,500 objects in the full set), the shallower
+    data folders, ``AdditionalFiles/`` and the root's own files (README, LICENSE).
+    Hidden files and other top-level folders are not part of the dataset and are skipped."""
+    groups = [_Group("", root, recursive=False)]
+    data = root / "data"
+    if data.is_dir():
+        groups.append(_Group("data/", data, recursive=False))
+        for first in sorted(p for p in data.iterdir() if p.is_dir() and _visible(p.name)):
+            groups.append(_Group(f"data/{first.name}/", first, recursive=False))
+            for second in sorted(p for p in first.iterdir() if p.is_dir() and _visible(p.name)):
+                groups.append(_Group(f"data/{first.name}/{second.name}/", second, recursive=True))
+    extra = root / "AdditionalFiles"
+    if extra.is_dir():
+        groups.append(_Group("AdditionalFiles/", extra, recursive=True))
+    return groups
+
+
+def _group_files(group: _Group) -> Iterator[tuple[str, Path]]:
+    """``(relative key, path)`` of each regular, non-hidden file of a group, sorted."""
+    if not group.recursive:
+        for path in sorted(group.directory.iterdir()):
+            if path.is_file() and _visible(path.name):
+                yield group.rel_prefix + path.name, path
+        return
+    for dirpath, dirs, files in os.walk(group.directory):
+        dirs[:] = sorted(d for d in dirs if _visible(d))
+        base = Path(dirpath)
+        for name in sorted(files):
+            path = base / name
+            if _visible(name) and path.is_file():
+                yield group.rel_prefix + path.relative_to(group.directory).as_posix(), path
+
+
+def _file_md5(path: Path, chunk: int = 1024 * 1024) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stage_dataset(
+    source_root: Path,
+    client: S3Client,
+    bucket: str,
+    prefix: str = "",
+    *,
+    workers: int = 8,
+    progress: Callable[[int, int, int], None] | None = None,
+    max_failures: int | None = 1000,
+) -> StageResult:
+    """Upload a local dataset root (``data/**``, ``AdditionalFiles/**`` and the root's files
+    such as README/LICENSE) to ``s3://bucket/prefix``, ``workers`` files at a time.
+
+    Resumable: an object that already exists with the same size and MD5 is skipped. The MD5 is
+    compared with the listed ETag (files <= 64 MiB are uploaded with one PutObject, so their
+    ETag is their MD5) and, when the ETag cannot be an MD5 (multipart upload, SSE-KMS), with the
+    ``x-amz-meta-md5`` every upload carries. Uploads send Content-MD5, so S3 rejects a
+    corrupted body. ``progress(done, total, bytes_uploaded)`` is called from the calling thread
+    after each file. A file that fails (after botocore's retries) is recorded in
+    ``failures``; after ``max_failures`` failures no new uploads start (``aborted``).
+    Raises ``S3SourceError`` only for faults that make staging impossible (missing bucket,
+    rejected credentials, a listing that keeps failing).
+    """
+    started = time.monotonic()
+    root = Path(source_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} is not a directory")
+    prefix = _normalize_prefix(prefix)
+    if not (root / "data").is_dir():
+        raise FileNotFoundError(f"{root} has no data/ folder: is it an MSD dataset root?")
+    stager = _Stager(client, bucket, prefix)
+    stager.check_bucket()
+
+    groups = _stage_groups(root)
+    result = StageResult(total=sum(1 for g in groups for _ in _group_files(g)))
+    done = 0
+    outstanding: set[Future[tuple[str, int]]] = set()
+    keys: dict[Future[tuple[str, int]], str] = {}
+
+    # Futures are collected in this (the calling) thread: no locks, and ``progress`` need not
+    # be thread-safe.
+    def collect(finished: Iterable[Future[tuple[str, int]]]) -> None:
+        nonlocal done
+        for fut in finished:
+            outstanding.discard(fut)
+            key = keys.pop(fut)
+            try:
+                outcome, nbytes = fut.result()
+            except Exception as exc:  # every failure is reported, with its reason
+                reason = (
+                    str(stager.error(exc, "PutObject", key))
+                    if isinstance(exc, _BOTO_ERRORS)
+                    else f"{type(exc).__name__}: {exc}"
+                )
+                result.failures.append((key, reason))
+            else:
+                if outcome == "uploaded":
+                    result.uploaded += 1
+                    result.bytes_uploaded += nbytes
+                else:
+                    result.skipped += 1
+            done += 1
+            if progress:
+                progress(done, result.total, result.bytes_uploaded)
+
+    # Bounded submission: at most 4 * workers files queued, so memory does not grow with the
+    # dataset (a full-set walk yields a million paths).
+    limit = max(1, workers) * 4
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="s3-stage") as pool:
+        try:
+            for group in groups:
+                local = list(_group_files(group))
+                if not local:
+                    continue
+                remote = stager.list_remote(group)
+                for rel_key, path in local:
+                    if max_failures is not None and result.failed >= max_failures:
+                        result.aborted = True
+                        break
+                    while len(outstanding) >= limit:
+                        finished, _ = wait(outstanding, return_when=FIRST_COMPLETED)
+                        collect(finished)
+                    fut = pool.submit(stager.upload, path, rel_key, remote.get(rel_key))
+                    keys[fut] = rel_key
+                    outstanding.add(fut)
+                if result.aborted:
+                    break
+            while outstanding:
+                finished, _ = wait(outstanding, return_when=FIRST_COMPLETED)
+                collect(finished)
+        finally:
+            for fut in outstanding:
+                fut.cancel()
+    result.seconds = time.monotonic() - started
+    if result.aborted:
+        log.error("staging aborted after %d failures", result.failed)
+    return result
+
+
+class _Stager:
+    def __init__(self, client: S3Client, bucket: str, prefix: str) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+
+    def error(self, exc: BaseException, operation: str, key: str | None = None) -> S3SourceError:
+        return _translate(
+            exc,
+            client=self.client,
+            bucket=self.bucket,
+            prefix=self.prefix,
+            operation=operation,
+            key=key,
+        )
+
+    def check_bucket(self) -> None:
+        # One cheap call first: a missing bucket or bad credentials must not become a
+        # million identical per-file failures.
+        try:
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+        except _BOTO_ERRORS as exc:
+            raise self.error(exc, "ListObjectsV2") from exc
+
+    def list_remote(self, group: _Group) -> dict[str, tuple[int, str | None]]:
+        """``relative key -> (size, etag)`` of what is already uploaded for a group."""
+        object_prefix = self.prefix + group.rel_prefix
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": object_prefix}
+        if not group.recursive:
+            kwargs["Delimiter"] = "/"
+        remote: dict[str, tuple[int, str | None]] = {}
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(**kwargs):
+                for obj in page.get("Contents", []):
+                    rel = obj["Key"][len(self.prefix) :]
+                    remote[rel] = (int(obj["Size"]), _clean_etag(obj.get("ETag")))
+        except _BOTO_ERRORS as exc:
+            raise self.error(exc, "ListObjectsV2") from exc
+        return remote
+
+    def _remote_md5(self, object_key: str) -> str | None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=object_key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _NOT_FOUND_CODES:
+                return None
+            raise
+        return head.get("Metadata", {}).get(MD5_METADATA_KEY)
+
+    def _same(self, object_key: str, size: int, md5: str, remote: tuple[int, str | None]) -> bool:
+        remote_size, etag = remote
+        if remote_size != size:
+            return False
+        if etag == md5:
+            return True
+        # ETag is not an MD5 for multipart uploads ("...-N") and SSE-KMS objects: ask the
+        # metadata (one HEAD, only for same-size objects).
+        return self._remote_md5(object_key) == md5
+
+    def upload(
+        self, path: Path, rel_key: str, remote: tuple[int, str | None] | None
+    ) -> tuple[str, int]:
+        object_key = self.prefix + rel_key
+        size = path.stat().st_size
+        if size <= SINGLE_PUT_MAX_BYTES:
+            data = path.read_bytes()
+            digest = hashlib.md5(data, usedforsecurity=False)
+            md5 = digest.hexdigest()
+            if remote is not None and self._same(object_key, len(data), md5, remote):
+                return "skipped", 0
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=object_key,
+                Body=data,
+                ContentMD5=base64.b64encode(digest.digest()).decode("ascii"),
+                Metadata={MD5_METADATA_KEY: md5},
+            )
+            return "uploaded", len(data)
+        # Large side files (SQLite databases): stream from disk with a managed multipart upload.
+        from boto3.s3.transfer import TransferConfig
+
+        md5 = _file_md5(path)
+        if remote is not None and self._same(object_key, size, md5, remote):
+            return "skipped", 0
+        self.client.upload_file(
+            str(path),
+            self.bucket,
+            object_key,
+            ExtraArgs={"Metadata": {MD5_METADATA_KEY: md5}},
+            Config=TransferConfig(
+                multipart_threshold=SINGLE_PUT_MAX_BYTES,
+                multipart_chunksize=SINGLE_PUT_MAX_BYTES,
+                max_concurrency=4,
+            ),
+        )
+        return "uploaded", size

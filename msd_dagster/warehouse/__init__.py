@@ -1,0 +1,55 @@
+"""The SQL warehouse: table definitions, DDL, bulk loading, partition loads and check queries.
+
+Importing this package never imports pyodbc (it fails on machines without unixODBC); the
+driver is imported lazily by :func:`create_engine_for_url` for ``mssql+pyodbc`` URLs.
+"""
+
+from msd_dagster.warehouse.bulk import BulkInsertError, bulk_insert
+from msd_dagster.warehouse.ddl import (
+    DatabaseEncodingError,
+    SchemaMismatchError,
+    create_sqlite_engine,
+    drop_schema,
+    ensure_schema,
+    install_sqlite_pragmas,
+    schema_fingerprint,
+    warehouse_table,
+)
+from msd_dagster.warehouse.partition_load import load_partition, partition_track_range
+from msd_dagster.warehouse.queries import (
+    count_duplicate_natural_keys,
+    count_orphan_foreign_keys,
+    count_rows,
+    total_tracks,
+)
+from msd_dagster.warehouse.urls import (
+    OdbcDriverMissingError,
+    azure_access_token_connect_args,
+    azure_sql_url,
+    create_engine_for_url,
+    mask_url,
+)
+
+__all__ = [
+    "BulkInsertError",
+    "DatabaseEncodingError",
+    "OdbcDriverMissingError",
+    "SchemaMismatchError",
+    "azure_access_token_connect_args",
+    "azure_sql_url",
+    "bulk_insert",
+    "count_duplicate_natural_keys",
+    "count_orphan_foreign_keys",
+    "count_rows",
+    "create_engine_for_url",
+    "create_sqlite_engine",
+    "drop_schema",
+    "ensure_schema",
+    "install_sqlite_pragmas",
+    "load_partition",
+    "mask_url",
+    "partition_track_range",
+    "schema_fingerprint",
+    "total_tracks",
+    "warehouse_table",
+]
