@@ -92,7 +92,7 @@ def _no_fk_copy(engine: sa.Engine) -> sa.Table:
             sa.Column(
                 c.name,
                 c.type,
-                c.identity.copy() if c.identity is not None else None,
+                *([sa.Identity(start=1)] if c.identity is not None else []),
                 primary_key=c.primary_key,
                 nullable=c.nullable,
             )

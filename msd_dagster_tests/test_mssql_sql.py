@@ -148,13 +148,17 @@ def test_merge_statements() -> None:
     target = warehouse_table(dialect, "msd_artist")
     merge = upsert_statement(dialect, target, stage_table(dialect, target))
     assert isinstance(merge, str)
+    wins = (
+        "s.source_track_id IS NOT NULL AND "
+        "(t.source_track_id IS NULL OR s.source_track_id <= t.source_track_id)"
+    )
     assert merge.startswith(
         "MERGE INTO dbo.msd_artist WITH (HOLDLOCK) AS t USING [#msd_stage_msd_artist] AS s "
-        "ON t.artist_id = s.artist_id WHEN MATCHED AND s.source_track_id IS NOT NULL AND "
-        "(t.source_track_id IS NULL OR s.source_track_id < t.source_track_id) THEN UPDATE SET "
-        "t.artist_mbid = s.artist_mbid, "
+        "ON t.artist_id = s.artist_id WHEN MATCHED THEN UPDATE SET "
+        f"t.artist_mbid = CASE WHEN {wins} THEN COALESCE(s.artist_mbid, t.artist_mbid) "
+        "ELSE COALESCE(t.artist_mbid, s.artist_mbid) END, "
     )
-    assert "t.source_track_id = s.source_track_id" in merge
+    assert f"t.source_track_id = CASE WHEN {wins} THEN s.source_track_id" in merge
     assert "t.artist_id = s.artist_id," not in merge  # the key is never updated
     assert merge.endswith(";")  # MERGE must be terminated
     insert_part = merge[merge.index("WHEN NOT MATCHED BY TARGET THEN INSERT") :]

@@ -136,23 +136,19 @@ def normalize_column(series: pd.Series, column: sa.Column) -> ColumnData:
             raise TypeError(f"{where}: values are not numbers ({exc})") from None
         return ColumnData(column.name, kind, values, _none_if_empty(np.isnan(values)))
     if kind == "int":
-        if pd.api.types.is_integer_dtype(series.dtype) and not isinstance(
-            series.dtype, pd.api.extensions.ExtensionDtype
-        ):
-            return ColumnData(column.name, kind, series.to_numpy(dtype=np.int64), None)
+        if pd.api.types.is_integer_dtype(series.dtype):  # numpy int or nullable Int32/Int64
+            mask = series.isna().to_numpy()
+            values = series.to_numpy(dtype=np.int64, na_value=0)
+            return ColumnData(column.name, kind, values, _none_if_empty(mask))
+        # float (NaN forced the dtype) or object: integral values only, never truncated.
         mask = series.isna().to_numpy()
         try:
             as_float = series.to_numpy(dtype=np.float64, na_value=0.0)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{where}: values are not integers ({exc})") from None
-        if pd.api.types.is_integer_dtype(series.dtype):
-            values = series.to_numpy(dtype=np.int64, na_value=0)
-        else:
-            # Floats holding integers (NaN forced the dtype): refuse silent truncation.
-            if not np.array_equal(as_float, np.trunc(as_float)):
-                raise ValueError(f"{where}: non-integral values in an integer column")
-            values = as_float.astype(np.int64)
-        return ColumnData(column.name, kind, values, _none_if_empty(mask))
+        if not np.array_equal(as_float, np.trunc(as_float)):
+            raise ValueError(f"{where}: non-integral values in an integer column")
+        return ColumnData(column.name, kind, as_float.astype(np.int64), _none_if_empty(mask))
     if kind == "text":
         mask = series.isna().to_numpy()
         if mask.all():  # an all-missing column may have any dtype (often float64 NaN)

@@ -175,8 +175,24 @@ def _key_match(a: sa.Table, b: sa.Table, keys: Sequence[str]) -> sa.ColumnElemen
 def artist_wins(
     incoming: sa.ColumnElement[Any], existing: sa.ColumnElement[Any]
 ) -> sa.ColumnElement[bool]:
-    """Incoming artist attributes replace existing ones: a real source with a smaller track id."""
-    return sa.and_(incoming.is_not(None), sa.or_(existing.is_(None), incoming < existing))
+    """The incoming artist row wins: it comes from a song file whose track id is not larger.
+
+    ``<=`` so that a rerun of the winning file's partition brings its corrected values.
+    """
+    return sa.and_(incoming.is_not(None), sa.or_(existing.is_(None), incoming <= existing))
+
+
+def merged_artist_value(
+    wins: sa.ColumnElement[bool], incoming: sa.ColumnElement[Any], existing: sa.ColumnElement[Any]
+) -> sa.ColumnElement[Any]:
+    """The winner's non-NULL values replace; every other source only fills NULL columns.
+
+    So a location known only from AdditionalFiles (or from another file of the artist)
+    survives a winning song file that lacks it, whatever the load order.
+    """
+    return sa.case(
+        (wins, sa.func.coalesce(incoming, existing)), else_=sa.func.coalesce(existing, incoming)
+    )
 
 
 def upsert_statement(dialect: sa.Dialect, target: sa.Table, stage: sa.Table) -> sa.Executable | str:
@@ -196,11 +212,16 @@ def upsert_statement(dialect: sa.Dialect, target: sa.Table, stage: sa.Table) -> 
             # WHERE true: SQLite needs a WHERE before an upsert clause to parse INSERT ... SELECT.
             select = sa.select(*stage.c).where(sa.true()).order_by(*order)
             stmt = insert(target).from_select(columns, select)
-            return stmt.on_conflict_do_update(
-                index_elements=keys,
-                set_={c: stmt.excluded[c] for c in attributes},
-                where=artist_wins(stmt.excluded[SOURCE_COLUMN], target.c[SOURCE_COLUMN]),
+            wins = artist_wins(stmt.excluded[SOURCE_COLUMN], target.c[SOURCE_COLUMN])
+            set_ = {
+                c: merged_artist_value(wins, stmt.excluded[c], target.c[c])
+                for c in attributes
+                if c != SOURCE_COLUMN
+            }
+            set_[SOURCE_COLUMN] = sa.case(
+                (wins, stmt.excluded[SOURCE_COLUMN]), else_=target.c[SOURCE_COLUMN]
             )
+            return stmt.on_conflict_do_update(index_elements=keys, set_=set_)
         select = (
             sa.select(*stage.c)
             .where(~sa.exists().where(_key_match(target, stage, keys)))
@@ -231,12 +252,17 @@ def mysql_upsert_sql(
     if is_artist:
         select = f"SELECT {select_list} FROM {s} AS s ORDER BY {order}"
         src = q(SOURCE_COLUMN)
-        wins = f"VALUES({src}) IS NOT NULL AND ({t}.{src} IS NULL OR VALUES({src}) < {t}.{src})"
+        wins = f"VALUES({src}) IS NOT NULL AND ({t}.{src} IS NULL OR VALUES({src}) <= {t}.{src})"
         # Assignments run left to right and see earlier updates: source_track_id goes last so
-        # every condition compares with the existing row's source.
-        attributes = [c for c in columns if c not in keys and c != SOURCE_COLUMN] + [SOURCE_COLUMN]
+        # every condition compares with the existing row's source (see merged_artist_value).
+        attributes = [c for c in columns if c not in keys and c != SOURCE_COLUMN]
         updates = ", ".join(
-            f"{t}.{q(c)} = IF({wins}, VALUES({q(c)}), {t}.{q(c)})" for c in attributes
+            [
+                f"{t}.{q(c)} = IF({wins}, COALESCE(VALUES({q(c)}), {t}.{q(c)}), "
+                f"COALESCE({t}.{q(c)}, VALUES({q(c)})))"
+                for c in attributes
+            ]
+            + [f"{t}.{src} = IF({wins}, VALUES({src}), {t}.{src})"]
         )
     else:
         match = " AND ".join(f"x.{q(k)} = s.{q(k)}" for k in keys)
@@ -263,10 +289,17 @@ def mssql_merge_sql(
     matched = ""
     if is_artist:
         src = q(SOURCE_COLUMN)
-        sets = ", ".join(f"t.{q(c)} = s.{q(c)}" for c in columns if c not in keys)
+        wins = f"s.{src} IS NOT NULL AND (t.{src} IS NULL OR s.{src} <= t.{src})"
+        # See merged_artist_value: the winner's non-NULL values replace, others fill NULLs.
+        sets = ", ".join(
+            f"t.{q(c)} = CASE WHEN {wins} THEN COALESCE(s.{q(c)}, t.{q(c)}) "
+            f"ELSE COALESCE(t.{q(c)}, s.{q(c)}) END"
+            for c in columns
+            if c not in keys and c != SOURCE_COLUMN
+        )
         matched = (
-            f" WHEN MATCHED AND s.{src} IS NOT NULL AND (t.{src} IS NULL OR s.{src} < t.{src})"
-            f" THEN UPDATE SET {sets}"
+            f" WHEN MATCHED THEN UPDATE SET {sets}, "
+            f"t.{src} = CASE WHEN {wins} THEN s.{src} ELSE t.{src} END"
         )
     # HOLDLOCK: serializable range locks, so a concurrent MERGE cannot insert the same key
     # between the match and the insert.

@@ -69,9 +69,7 @@ def _missing_keys(
         if condition is not None:
             statement = statement.where(condition)
     in_database = pd.DataFrame(conn.execute(statement).all(), columns=keys)
-    # CHAR columns may come back blank-padded on some dialects.
-    for k in keys:
-        in_database[k] = in_database[k].astype("string").str.rstrip(" ")
+    in_database = in_database.astype("string")
     expected = frame[keys].astype("string").drop_duplicates()
     merged = expected.merge(in_database.drop_duplicates(), on=keys, how="left", indicator=True)
     return int((merged["_merge"] == "left_only").sum())
