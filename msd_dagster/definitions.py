@@ -39,6 +39,7 @@ def build_resources() -> dict[str, object]:
             azure_database=env_or("MSD_AZURE_SQL_DATABASE", ""),
             azure_user=env_or("MSD_AZURE_SQL_USER", ""),
             azure_password=env_or("MSD_AZURE_SQL_PASSWORD", ""),
+            azure_access_token=env_or("MSD_AZURE_SQL_ACCESS_TOKEN", ""),
             azure_driver=env_or("MSD_AZURE_SQL_DRIVER", "ODBC Driver 18 for SQL Server"),
         ),
         "parquet_io_manager": ParquetIOManager(base_dir=env_or("MSD_PARQUET_DIR", "")),

@@ -3,19 +3,120 @@
 import fcntl
 import functools
 from pathlib import Path
+from typing import Any
 
+import boto3
+import botocore
 import dagster as dg
 import sqlalchemy as sa
+from botocore.config import Config
+from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
+from pydantic import Field
 
 from msd_dagster import settings
 from msd_dagster.source.local import LocalDataset
-from msd_dagster.source.s3 import S3Dataset, parse_s3_url
+from msd_dagster.source.s3 import S3Dataset, S3SourceError, parse_s3_url, s3_client_config
 from msd_dagster.warehouse.urls import azure_sql_url, create_engine_for_url, mask_url
 
 
+class MsdS3Resource(S3Resource):
+    """dagster-aws's ``S3Resource`` whose clients also get the timeouts, connection pool and
+    retry mode of :func:`msd_dagster.source.s3.s3_client_config` (reading many small objects
+    from a thread pool needs a pool as large as the number of reader threads).
+
+    Credentials are deliberately not configured here: they come from the environment or the
+    standard AWS chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, SSO,
+    instance or container role), so they never appear in code, run config or the UI.
+    """
+
+    connect_timeout: float = Field(default=10, description="Seconds to wait for a connection.")
+    read_timeout: float = Field(default=60, description="Seconds to wait for response bytes.")
+    max_pool_connections: int = Field(default=32, description="HTTP connections per client.")
+    retry_mode: str = Field(
+        default="standard", description="botocore retry mode: standard, adaptive or legacy."
+    )
+
+    def get_client(self) -> Any:
+        return s3_client_for(self)
+
+
+def s3_client_for(s3: S3Resource) -> Any:
+    """A new boto3 S3 client for an ``S3Resource`` (plain or :class:`MsdS3Resource`).
+
+    Same settings as ``S3Resource.get_client()`` (endpoint, region, profile, SSL, unsigned
+    access, ``max_attempts``) plus the client Config of ``s3_client_config``: botocore's
+    standard retries (throttling, 5xx, connection faults, with jittered backoff), timeouts and
+    a connection pool sized for the concurrent readers. Unsigned sessions send anonymous
+    requests (public buckets) and need no credentials.
+    """
+    config = s3_client_config(
+        s3.max_attempts,
+        retry_mode=getattr(s3, "retry_mode", "standard"),
+        max_pool_connections=getattr(s3, "max_pool_connections", 32),
+        connect_timeout=getattr(s3, "connect_timeout", 10),
+        read_timeout=getattr(s3, "read_timeout", 60),
+    )
+    if s3.use_unsigned_session:
+        config = config.merge(Config(signature_version=botocore.UNSIGNED))
+    session = boto3.session.Session(profile_name=s3.profile_name)
+    # Explicit keys are passed only when someone configured them (e.g. with dg.EnvVar);
+    # otherwise boto3 resolves them itself through the standard chain.
+    explicit = {
+        name: value
+        for name in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+        if (value := getattr(s3, name, None))
+    }
+    return session.client(
+        "s3",
+        region_name=s3.region_name,
+        endpoint_url=s3.endpoint_url,
+        use_ssl=s3.use_ssl,
+        verify=s3.verify,
+        config=config,
+        **explicit,
+    )
+
+
+# ClientError codes (or HTTP statuses) that retrying cannot fix: wrong bucket, denied access,
+# rejected credentials, wrong region. Anything else (throttling, 5xx, network) is transient.
+_PERMANENT_S3_CODES = frozenset(
+    {
+        "NoSuchBucket",
+        "AccessDenied",
+        "AllAccessDisabled",
+        "Forbidden",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "InvalidBucketName",
+        "PermanentRedirect",
+        "AuthorizationHeaderMalformed",
+        "301",
+        "400",
+        "403",
+        "404",
+    }
+)
+
+
+def is_permanent_s3_error(error: S3SourceError) -> bool:
+    """True when retrying cannot help: a missing bucket, a prefix without ``data/``, denied
+    access or rejected/missing credentials. Throttling, 5xx and network faults are transient."""
+    cause = error.__cause__
+    if cause is None:
+        return True  # raised by the dataset itself: no data/ under the prefix
+    if isinstance(cause, ClientError):
+        code = str(cause.response.get("Error", {}).get("Code") or "")
+        status = str(cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or "")
+        return code in _PERMANENT_S3_CODES or (not code and status in _PERMANENT_S3_CODES)
+    return type(cause).__name__ in ("NoCredentialsError", "PartialCredentialsError")
+
+
 class MsdSourceResource(dg.ConfigurableResource):
-    """The MSD dataset root: a local folder, or ``s3://bucket/prefix`` read through ``s3``.
+    """The MSD dataset root: a local folder, or ``s3://bucket/prefix`` read through ``s3``
+    (a dagster-aws ``S3Resource``; :class:`MsdS3Resource` adds timeouts and pool size).
 
     Empty ``location`` means the embedded default: a generated sample under ``MSD_HOME``,
     written on first use.
@@ -23,17 +124,33 @@ class MsdSourceResource(dg.ConfigurableResource):
 
     location: str = ""
     sample_songs: int = settings.DEFAULT_SAMPLE_SONGS
-    s3: S3Resource = S3Resource()
+    # Optional: a nested resource cannot be a field default in Dagster 1.13 (validation fails
+    # with "Input should be ... an instance of S3Resource"); None means MsdS3Resource().
+    s3: S3Resource | None = None
 
     @property
     def is_s3(self) -> bool:
         return self.location.startswith("s3://")
 
     def dataset(self) -> LocalDataset | S3Dataset:
-        """A dataset handle; for S3 it holds one new boto3 client, so build it once per step."""
+        """A dataset handle; for S3 it holds one new boto3 client, so build it once per step.
+
+        For S3 the bucket and prefix are checked first (one cheap listing): a missing bucket,
+        a prefix without ``data/`` or denied access raise ``dg.Failure`` with
+        ``allow_retries=False`` naming the bucket and prefix, so the step fails at once
+        instead of going through its retry policy. Transient faults that survived botocore's
+        retries raise ``S3SourceError``, which the step's RetryPolicy retries.
+        """
         if self.is_s3:
             bucket, prefix = parse_s3_url(self.location)
-            return S3Dataset(self.s3.get_client(), bucket, prefix)
+            dataset = S3Dataset(s3_client_for(self.s3 or MsdS3Resource()), bucket, prefix)
+            try:
+                dataset.check()
+            except S3SourceError as exc:
+                if is_permanent_s3_error(exc):
+                    raise dg.Failure(description=str(exc), allow_retries=False) from exc
+                raise
+            return dataset
         if self.location:
             return LocalDataset(self.location)
         return LocalDataset(ensure_default_sample(self.sample_songs))
@@ -74,6 +191,7 @@ class WarehouseResource(dg.ConfigurableResource):
     azure_database: str = ""
     azure_user: str = ""
     azure_password: str = ""
+    azure_access_token: str = ""
     azure_driver: str = "ODBC Driver 18 for SQL Server"
     pool_size: int = 5
     pool_recycle_seconds: int = 1800
@@ -88,6 +206,7 @@ class WarehouseResource(dg.ConfigurableResource):
                 self.azure_user or None,
                 self.azure_password or None,
                 driver=self.azure_driver,
+                access_token=self.azure_access_token or None,
             )
         return settings.default_database_url()
 

@@ -6,8 +6,15 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
-from msd_dagster.msd.frames import TABLE_NAMES
-from msd_dagster.warehouse.schema import TABLES_BY_NAME, TRACK_TABLES
+from msd_dagster.msd.frames import (
+    ANALYSIS_KINDS,
+    ARTIST_COLUMNS,
+    SINGULAR,
+    TABLE_NAMES,
+    TRACK_ANALYSIS_COLUMNS,
+    TRACK_METADATA_COLUMNS,
+)
+from msd_dagster.warehouse.schema import TABLES_BY_NAME, TRACK_TABLES, load_columns
 
 # msd_* table -> normalized asset name
 NORMALIZED_NAMES: dict[str, str] = {
@@ -50,6 +57,56 @@ def warehouse_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["warehouse", table])
 
 
+def source_field(table: str, column: str) -> str | None:
+    """Where a column comes from in the song file (HDF5 path and field), for the catalog."""
+    if table != "msd_track" and column == "track_id":
+        return "analysis/songs.track_id"
+    if table not in ("msd_track", "msd_artist") and column in ("artist_id", "artist_id_1"):
+        return "metadata/songs.artist_id"
+    if table == "msd_track":
+        if column in TRACK_ANALYSIS_COLUMNS:
+            return f"analysis/songs.{column}"
+        if column in TRACK_METADATA_COLUMNS:
+            return f"metadata/songs.{TRACK_METADATA_COLUMNS[column]}"
+        return {
+            "track_id": "analysis/songs.track_id (= file name)",
+            "year": "musicbrainz/songs.year",
+            "upload_timestamp": "source object modification time",
+        }.get(column)
+    if table == "msd_artist":
+        if column in ARTIST_COLUMNS:
+            return f"metadata/songs.{ARTIST_COLUMNS[column]}"
+        return {
+            "artist_id": "metadata/songs.artist_id, metadata/similar_artists",
+            "source_track_id": "track id of the song file whose artist fields won",
+        }.get(column)
+    if table in ANALYSIS_KINDS:
+        kind, one = ANALYSIS_KINDS[table], SINGULAR[table]
+        if column == f"{one}_id":
+            return None  # identity surrogate key
+        if column.startswith(f"{one}_"):
+            return f"analysis/{kind}_{column.removeprefix(one + '_')}"
+        if column.startswith("segment_"):
+            return f"analysis/segments_{column.removeprefix('segment_')}"
+        if column[0] in "pt" and column[1:].isdigit():
+            array = "pitches" if column[0] == "p" else "timbre"
+            return f"analysis/segments_{array}[:, {int(column[1:]) - 1}]"
+        if column == f"track_{one}_id":
+            return f"1-based index in analysis/{kind}_start"
+        return None
+    return {
+        ("msd_artist_term", "term_name"): "metadata/artist_terms",
+        ("msd_artist_term", "term_freq"): "metadata/artist_terms_freq",
+        ("msd_artist_term", "term_weight"): "metadata/artist_terms_weight",
+        ("msd_artist_mbtag", "mbtag_name"): "musicbrainz/artist_mbtags",
+        ("msd_artist_mbtag", "mbtag_count"): "musicbrainz/artist_mbtags_count",
+        ("msd_artist_similarity", "artist_id_2"): "metadata/similar_artists",
+        ("msd_artist_similarity", "similarity_rank"): "1-based index in metadata/similar_artists",
+        ("msd_r_term", "term_name"): "metadata/artist_terms (distinct)",
+        ("msd_r_mbtag", "mbtag_name"): "musicbrainz/artist_mbtags (distinct)",
+    }.get((table, column))
+
+
 def table_schema(table: str) -> dg.TableSchema:
     columns = TABLES_BY_NAME[table].columns
     return dg.TableSchema(
@@ -57,7 +114,9 @@ def table_schema(table: str) -> dg.TableSchema:
             dg.TableColumn(
                 name=c.name,
                 type=_type_name(c.type),
-                description=c.comment,
+                description=(
+                    f"from {source_field(table, c.name)}" if source_field(table, c.name) else None
+                ),
                 constraints=dg.TableColumnConstraints(nullable=c.nullable, unique=c.primary_key),
             )
             for c in columns
@@ -70,6 +129,17 @@ def _type_name(type_: sa.types.TypeEngine) -> str:
         return str(type_.compile())
     except Exception:  # noqa: BLE001 - a dialect-only type: its class name is informative
         return type(type_).__name__
+
+
+def column_lineage(table: str) -> dg.TableColumnLineage:
+    """Each warehouse column comes from the same-named column of its normalized frame."""
+    upstream = normalized_key(table)
+    return dg.TableColumnLineage(
+        deps_by_column={
+            column: [dg.TableColumnDep(asset_key=upstream, column_name=column)]
+            for column in load_columns(TABLES_BY_NAME[table])
+        }
+    )
 
 
 def preview(df: pd.DataFrame, rows: int = 5) -> dg.MetadataValue:
