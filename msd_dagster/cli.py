@@ -35,6 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     load.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="partitions loaded at once"
     )
+    load.add_argument(
+        "--skip-additional-files",
+        action="store_true",
+        help="do not load AdditionalFiles/ (loaded after the partitions when present)",
+    )
 
     stage = commands.add_parser("stage", help="upload a local dataset root to S3 (resumable)")
     stage.add_argument("--from", dest="source", type=Path, required=True)
@@ -115,11 +120,55 @@ def _load(args: argparse.Namespace) -> int:
         return _load_partitions(args, resources.msd_source, resources.warehouse)
 
 
+def database_problem(warehouse) -> str | None:
+    """None when the database answers; else what to print, in one line, without any secret.
+
+    Checked before any run starts: an unusable URL would otherwise fail every partition's load
+    step only after its retries (minutes), then end in a traceback.
+    """
+    try:
+        with warehouse.engine().connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - any driver, network or URL error
+        return _without_secrets(
+            f"cannot connect to the database {warehouse.display_url()}: {_one_line(exc)}",
+            warehouse,
+        )
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc  # the driver's error inside SQLAlchemy's
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    return f"{type(orig).__name__}: {lines[0] if lines else 'no details'}"
+
+
+def _without_secrets(text: str, warehouse) -> str:
+    """``text`` with the database password (and any ``user:password@`` part) masked."""
+    import contextlib
+    import re
+    from urllib.parse import quote, quote_plus
+
+    import sqlalchemy as sa
+
+    secrets = [getattr(warehouse, "azure_password", "") or ""]
+    with contextlib.suppress(Exception):  # an unparsable URL: the pattern below masks it
+        secrets.append(sa.make_url(warehouse.sqlalchemy_url()).password or "")
+    for secret in filter(None, secrets):
+        for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
+            text = text.replace(form, "***")
+    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+
+
 def _load_partitions(args: argparse.Namespace, source, warehouse) -> int:
     import dagster as dg
 
     from msd_dagster.defs.partitions import msd_folders
 
+    problem = database_problem(warehouse)
+    if problem:
+        print(f"error: {problem}")
+        return 2
     dataset = source.dataset()
     available = dataset.list_partitions()
     selected = args.partition or available
@@ -155,12 +204,39 @@ def _load_partitions(args: argparse.Namespace, source, warehouse) -> int:
                 f"{len(outcome.rejected)} rejected, {outcome.seconds:.1f} s",
                 flush=True,
             )
+    extra = _load_additional_files(dataset) if not args.skip_additional_files else []
     totals = run_totals_check()
     _print_summary(outcomes, warehouse, time.perf_counter() - started)
     if totals.failed_checks:
         print(f"check failed: {', '.join(totals.failed_checks)}")
-    failed = [o for o in [*outcomes, totals] if not o.success or o.failed_checks]
+    failed = [o for o in [*outcomes, *extra, totals] if not o.success or o.failed_checks]
     return 1 if failed else 0
+
+
+def _load_additional_files(dataset) -> list[PartitionOutcome]:
+    """After the partitions (song-file rows win, AdditionalFiles rows only fill), load the
+    side files when any are present; one unpartitioned run."""
+    from msd_dagster.defs.assets.additional_files import find_additional_files
+
+    found = find_additional_files(dataset)
+    if not found:
+        return []
+    outcome = _run_job(_additional_files_job_fn(), None)
+    status = "ok" if outcome.success and not outcome.failed_checks else "FAILED"
+    print(
+        f"[AdditionalFiles] {len(found)} file(s): {status}, "
+        f"{outcome.rows.get('additional_files', 0):,} rows, {outcome.seconds:.1f} s",
+        flush=True,
+    )
+    if not outcome.success:
+        print(f"AdditionalFiles FAILED: {outcome.error}")
+    return [outcome]
+
+
+def _additional_files_job_fn():
+    from msd_dagster.definitions import additional_files_job
+
+    return additional_files_job
 
 
 def run_partition(partition_key: str) -> PartitionOutcome:
@@ -184,32 +260,53 @@ def _run_job(job_fn, partition_key: str | None) -> PartitionOutcome:
     tags = {"msd/launched_by": "cli"}
     if partition_key:
         tags["dagster/partition"] = partition_key
-    with dg.DagsterInstance.get() as instance:
-        result = dg.execute_job(
-            dg.reconstructable(job_fn),
-            instance=instance,
-            tags=tags,
-            # The full event log goes to the instance (and the UI); the terminal gets progress.
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        )
-        outcome = PartitionOutcome(partition_key or "all", result.success, 0.0)
-        for event in result.all_events:
-            if event.is_step_materialization:
-                materialization = event.step_materialization_data.materialization
-                path = materialization.asset_key.path
-                if path[0] == "warehouse":
-                    outcome.rows[path[1]] = int(materialization.metadata["dagster/row_count"].value)
-            elif event.event_type_value == "ASSET_CHECK_EVALUATION":
-                evaluation = event.asset_check_evaluation_data
-                if not evaluation.passed:
-                    outcome.failed_checks.append(
-                        f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
-                    )
-            elif event.is_step_failure:
-                outcome.error = event.message or "step failed"
-        outcome.rejected = _rejected_files(result)
+    instance = _process_instance()
+    result = dg.execute_job(
+        dg.reconstructable(job_fn),
+        instance=instance,
+        tags=tags,
+        # The full event log goes to the instance (and the UI); the terminal gets progress.
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
+    outcome = PartitionOutcome(partition_key or "all", result.success, 0.0)
+    for event in result.all_events:
+        if event.is_step_materialization:
+            materialization = event.step_materialization_data.materialization
+            path = materialization.asset_key.path
+            if path[0] == "warehouse":
+                # Rows this run wrote; frame sizes would count the shared rows (artists,
+                # terms ...) once per partition that mentions them.
+                metadata = materialization.metadata
+                value = metadata.get("rows_written")
+                if value is None:
+                    value = metadata["dagster/row_count"]
+                outcome.rows[path[1]] = int(value.value)
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluation = event.asset_check_evaluation_data
+            if not evaluation.passed:
+                outcome.failed_checks.append(
+                    f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+                )
+        elif event.is_step_failure:
+            outcome.error = event.message or "step failed"
+    outcome.rejected = _rejected_files(result)
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+_INSTANCE: tuple[int, object] | None = None
+
+
+def _process_instance():
+    """The Dagster instance of this process, created once: a worker process runs many
+    partitions, and opening the instance (storage engines, config) for each run costs time.
+    Keyed by pid, so a forked worker never reuses its parent's connections."""
+    global _INSTANCE
+    import dagster as dg
+
+    if _INSTANCE is None or _INSTANCE[0] != os.getpid():
+        _INSTANCE = (os.getpid(), dg.DagsterInstance.get())
+    return _INSTANCE[1]
 
 
 def _rejected_files(result) -> list[tuple[str, str]]:
@@ -230,7 +327,11 @@ def _print_summary(outcomes: list[PartitionOutcome], warehouse, seconds: float) 
     for outcome in outcomes:
         for table, rows in outcome.rows.items():
             loaded[table] = loaded.get(table, 0) + rows
-    totals = table_totals(warehouse.engine())
+    try:
+        totals = table_totals(warehouse.engine())
+    except Exception as exc:  # noqa: BLE001 - e.g. the database went away during the load
+        print(_without_secrets(f"cannot count the rows: {_one_line(exc)}", warehouse))
+        totals = {}
     print(f"{'table':<24}{'rows this load':>16}{'rows in database':>18}")
     for table, total in totals.items():
         print(f"{table:<24}{loaded.get(table, 0):>16,}{total:>18,}")
@@ -247,19 +348,48 @@ def _print_summary(outcomes: list[PartitionOutcome], warehouse, seconds: float) 
 
 
 def _stage(args: argparse.Namespace) -> int:
-    from msd_dagster.source.s3 import make_s3_client, parse_s3_url, stage_dataset
+    """Upload a local dataset root to ``s3://bucket/prefix``; exit 1 unless every file is there.
 
-    bucket, prefix = parse_s3_url(args.target)
-    client = make_s3_client(endpoint_url=args.endpoint_url)
+    Credentials come from the environment / the standard AWS chain only; the endpoint from
+    ``--endpoint-url`` or ``MSD_S3_ENDPOINT_URL``, the region from ``AWS_REGION`` (or
+    ``AWS_DEFAULT_REGION``). Rerunning skips the objects already uploaded (same size and MD5).
+    """
+    from msd_dagster.source.s3 import S3SourceError, make_s3_client, parse_s3_url, stage_dataset
+
+    try:
+        bucket, prefix = parse_s3_url(args.target)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    client = make_s3_client(
+        endpoint_url=args.endpoint_url or None,
+        region_name=os.environ.get("AWS_REGION") or None,
+    )
+    show = _progress_printer("staged")
 
     def progress(done: int, total: int, sent: int) -> None:
-        print(f"\rstaged {done}/{total} files, {sent / 1e6:.1f} MB", end="", file=sys.stderr)
+        show(done, total)
 
-    result = stage_dataset(
-        args.source, client, bucket, prefix, workers=args.workers, progress=progress
+    print(f"staging {args.source} to s3://{bucket}/{prefix} ({args.workers} uploads at a time)")
+    try:
+        result = stage_dataset(
+            args.source, client, bucket, prefix, workers=args.workers, progress=progress
+        )
+    except (S3SourceError, FileNotFoundError) as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"\n{result.total} files: {result.uploaded} uploaded "
+        f"({result.bytes_uploaded / 1e6:.1f} MB), {result.skipped} already there, "
+        f"{result.failed} failed, {result.not_attempted} not attempted in {result.seconds:.1f} s"
     )
-    print(f"\n{result}")
-    return 1 if getattr(result, "failed", 0) else 0
+    for key, reason in result.failures[:20]:
+        print(f"  failed: {key}: {reason}")
+    if result.failed > 20:
+        print(f"  ... and {result.failed - 20} more failures")
+    if result.aborted:
+        print("staging aborted after too many failures; rerun to resume")
+    return 0 if result.ok else 1
 
 
 if __name__ == "__main__":

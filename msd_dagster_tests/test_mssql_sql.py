@@ -489,3 +489,8 @@ def test_missing_odbc_driver_and_engine_options(monkeypatch: pytest.MonkeyPatch)
     )
     with pytest.raises(ValueError, match="utf8mb4"):
         create_engine_for_url("mysql+pymysql://root@db/msd?charset=latin1")
+
+
+def test_mask_url_hides_the_password_of_an_unparsable_url() -> None:
+    masked = mask_url("postgresql+psycopg://u:hunter2@h:notaport/x")
+    assert "hunter2" not in masked and "u:***@h" in masked

@@ -368,6 +368,15 @@ def is_retryable(exc: BaseException) -> bool:
     return "(1205)" in message and "deadlock" in message.lower()  # SQL Server victim
 
 
+def is_transient_database_error(exc: BaseException) -> bool:
+    """Worth retrying later: a deadlock, a lost or refused connection, a lock timeout."""
+    if is_retryable(exc):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+
+
 def _invalidate_if_disconnected(conn: sa.Connection, exc: BaseException) -> None:
     # Raw driver errors (COPY, fast_executemany) bypass SQLAlchemy's disconnect detection:
     # make sure a killed connection is not returned to the pool.

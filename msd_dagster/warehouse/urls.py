@@ -116,7 +116,12 @@ def azure_sql_url(
     )
 
 
+# user:password@ in a URL that SQLAlchemy could not parse (e.g. a bad port).
+_USERINFO_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@\s]*)(@)")
+
+
 def _mask_text(text: str) -> str:
+    text = _USERINFO_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}{m.group(3)}", text)
     return _SECRET_IN_TEXT.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
 
 
@@ -129,6 +134,7 @@ def mask_url(url: str | sa.URL) -> str:
     """
     try:
         parsed = sa.make_url(url) if isinstance(url, str) else url
+        parsed.port  # noqa: B018 - a bad port only fails when read
     except Exception:
         return _mask_text(str(url))
     query: dict[str, str | tuple[str, ...]] = {}

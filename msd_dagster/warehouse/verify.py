@@ -68,7 +68,10 @@ def _missing_keys(
         condition = partition_filter(conn, table, partition_key)
         if condition is not None:
             statement = statement.where(condition)
-    in_database = pd.DataFrame(conn.execute(statement).all(), columns=keys)
+    # Plain tuples: given SQLAlchemy Rows, pandas probes each one through Row's (slow,
+    # exception-raising) attribute fallback, which took most of the checks' time.
+    rows = [tuple(row) for row in conn.execute(statement)]
+    in_database = pd.DataFrame.from_records(rows, columns=keys)
     in_database = in_database.astype("string")
     expected = frame[keys].astype("string").drop_duplicates()
     merged = expected.merge(in_database.drop_duplicates(), on=keys, how="left", indicator=True)

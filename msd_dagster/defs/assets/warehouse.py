@@ -7,7 +7,6 @@ import pandas as pd
 
 from msd_dagster.defs.partitions import msd_folders
 from msd_dagster.defs.resources import WarehouseResource
-from msd_dagster.defs.retries import WAREHOUSE_RETRY_POLICY
 from msd_dagster.defs.tables import (
     DESCRIPTIONS,
     NORMALIZED_NAMES,
@@ -16,7 +15,7 @@ from msd_dagster.defs.tables import (
     warehouse_key,
 )
 from msd_dagster.warehouse.ddl import ensure_schema
-from msd_dagster.warehouse.partition_load import load_partition
+from msd_dagster.warehouse.partition_load import is_transient_database_error, load_partition
 
 WAREHOUSE_POOL = "msd_warehouse"
 
@@ -43,7 +42,6 @@ def dialect_kind(dialect_name: str) -> str:
         )
         for table in NORMALIZED_NAMES
     ],
-    retry_policy=WAREHOUSE_RETRY_POLICY,
     pool=WAREHOUSE_POOL,
     op_tags={"msd/stage": "load"},
 )
@@ -60,7 +58,14 @@ def warehouse_tables(context: dg.AssetExecutionContext, warehouse: WarehouseReso
         table: frames[name] for table, name in NORMALIZED_NAMES.items()
     }
     started = time.perf_counter()
-    written = load_partition(engine, context.partition_key, by_table)
+    try:
+        written = load_partition(engine, context.partition_key, by_table)
+    except Exception as exc:
+        # Lost connections and lock timeouts are worth another try; a constraint violation or
+        # a schema mismatch fails the same way every time, so it fails at once.
+        if is_transient_database_error(exc):
+            raise dg.RetryRequested(max_retries=2, seconds_to_wait=10) from exc
+        raise
     seconds = time.perf_counter() - started
     total = sum(written.values())
     context.log.info(

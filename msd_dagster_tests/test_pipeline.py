@@ -1,0 +1,775 @@
+"""The real Dagster asset graph end to end: raw -> normalized -> warehouse, plus the checks.
+
+Every test runs ``msd_dagster.definitions.defs`` (assets, checks, sensor, CLI) with resources
+pointed at temporary copies: a generated dataset (``pipeline_dataset``) or the real samples in
+``../shared``, a temporary SQLite file or a fresh PostgreSQL / MariaDB database, and a temporary
+Parquet folder. Runs are in process (``dg.materialize``) except for the CLI test.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import h5py
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from dagster_aws.s3 import S3Resource
+
+from msd_dagster import cli
+from msd_dagster.defs import sensors
+from msd_dagster.defs.partitions import msd_folders
+from msd_dagster.defs.resources import MsdSourceResource, WarehouseResource
+from msd_dagster.defs.tables import normalized_key, warehouse_key
+from msd_dagster.generate import GeneratedDataset
+from msd_dagster.warehouse.ddl import warehouse_table
+from msd_dagster.warehouse.schema import MSD_TABLES, NATURAL_KEYS, SHARED_TABLES
+from msd_dagster_tests.db_fixtures import empty_schema
+from msd_dagster_tests.pipeline_helpers import (
+    PARTITIONS_DEF_NAME,
+    PIPELINE_FOLDERS,
+    PIPELINE_SONGS,
+    REJECTED_KEY,
+    UNICODE_MBTAGS,
+    PipelineTarget,
+    check_evaluations,
+    dump_tables,
+    expected_row_counts,
+    fast_folder,
+    materialization_metadata,
+    partition_check_keys,
+    partition_tracks,
+    row_counts,
+    sqlite_url,
+    table_rows,
+    warehouse_check_keys,
+)
+from msd_dagster_tests.shared_data import REAL_SUBSET, real_song_paths
+
+ANALYSIS = {
+    "msd_bar": "bars",
+    "msd_beat": "beats",
+    "msd_section": "sections",
+    "msd_tatum": "tatums",
+    "msd_segment": "segments",
+}
+SINGULAR = {"msd_bar": "bar", "msd_beat": "beat", "msd_section": "section"}
+SINGULAR |= {"msd_tatum": "tatum", "msd_segment": "segment"}
+
+
+def failed_checks(result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
+    return sorted(key for key, e in check_evaluations(result).items() if not e.passed)
+
+
+def assert_partition_run_ok(result: dg.ExecuteInProcessResult) -> None:
+    """The run succeeded and evaluated every check of the partition job, all passed."""
+    assert result.success
+    evaluations = check_evaluations(result)
+    assert set(evaluations) == partition_check_keys()
+    assert failed_checks(result) == []
+
+
+def exact(value: Any, zero_sign: bool = True) -> tuple[str, Any]:
+    """A value compared exactly: floats by their bits (``float.hex``), everything by type.
+
+    ``zero_sign=False`` treats -0.0 as 0.0: SQLite (REAL affinity stores integral values as
+    integers) and the MariaDB server both store -0.0 as 0.0; only PostgreSQL keeps the sign.
+    """
+    if isinstance(value, float):
+        return ("float", (value if zero_sign or value != 0 else 0.0).hex())
+    return (type(value).__name__, value)
+
+
+def assert_same_contents(
+    actual: dict[str, list[tuple]],
+    expected: dict[str, list[tuple]],
+    label: str,
+    zero_sign: bool = True,
+) -> None:
+    assert sorted(actual) == sorted(expected)
+    for table in expected:
+        a, e = actual[table], expected[table]
+        assert len(a) == len(e), f"{label}: {table} has {len(a)} rows, expected {len(e)}"
+        for i, (row_a, row_e) in enumerate(zip(a, e, strict=True)):
+            if [exact(v, zero_sign) for v in row_a] != [exact(v, zero_sign) for v in row_e]:
+                pytest.fail(f"{label}: {table} row {i} differs:\n  {row_a!r}\n  {row_e!r}")
+
+
+def negative_zeros(dump: dict[str, list[tuple]]) -> int:
+    return sum(
+        1
+        for rows in dump.values()
+        for row in rows
+        for v in row
+        if isinstance(v, float) and v == 0 and math.copysign(1, v) < 0
+    )
+
+
+def source_negative_zeros(dataset: GeneratedDataset) -> int:
+    """-0.0 values in the analysis arrays of the generated song files."""
+    total = 0
+    for track_id in dataset.track_ids:
+        with h5py.File(dataset.track_path(track_id), "r") as f:
+            for name, item in f["analysis"].items():
+                if name != "songs":
+                    values = item[:]
+                    total += int(np.count_nonzero((values == 0) & np.signbit(values)))
+    return total
+
+
+def assert_unique_natural_keys(dump: dict[str, list[tuple]], engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        for table in MSD_TABLES:
+            names = [
+                c.name for c in warehouse_table(conn, table.name).columns if c.identity is None
+            ]
+            positions = [names.index(k) for k in NATURAL_KEYS[table.name]]
+            keys = [tuple(row[p] for p in positions) for row in dump[table.name]]
+            assert len(keys) == len(set(keys)), f"duplicate natural keys in {table.name}"
+
+
+# --------------------------------------------------------------------------------------------
+# Two partitions of the generated dataset in SQLite, shared by several tests. Tests that change
+# the database restore it (and say so); ``baseline`` is the dump taken right after loading.
+
+
+@dataclass
+class LoadedSqlite:
+    target: PipelineTarget
+    engine: sa.Engine
+    results: dict[str, dg.ExecuteInProcessResult]
+    baseline: dict[str, list[tuple]]
+
+
+@pytest.fixture(scope="module")
+def sqlite_loaded(pipeline_dataset: GeneratedDataset, fast_tmp_root: Path) -> LoadedSqlite:
+    tmp = fast_folder(fast_tmp_root, "sqlite_pipeline")
+    target = PipelineTarget.create(
+        pipeline_dataset.root, sqlite_url(tmp / "msd.sqlite"), tmp / "parquet"
+    )
+    results = {partition: target.materialize(partition) for partition in PIPELINE_FOLDERS}
+    engine = target.engine()
+    yield LoadedSqlite(target, engine, results, dump_tables(engine))
+    engine.dispose()
+
+
+def test_two_partitions_load_the_generated_rows_and_pass_every_check(
+    sqlite_loaded: LoadedSqlite, pipeline_dataset: GeneratedDataset
+) -> None:
+    assert msd_folders.name == PARTITIONS_DEF_NAME  # the helpers' instances register these
+    ds, engine = pipeline_dataset, sqlite_loaded.engine
+    counts = row_counts(engine)
+    # The generator's own counts ...
+    assert counts["msd_track"] == len(ds.track_ids) == PIPELINE_SONGS
+    for table, kind in ANALYSIS.items():
+        assert counts[table] == ds.rows[kind] > 0, table
+    assert counts["msd_artist_term"] == ds.artist_rows["terms"]
+    assert counts["msd_artist_mbtag"] == ds.artist_rows["mbtags"]
+    assert counts["msd_artist_similarity"] == ds.artist_rows["similar"]
+    assert counts["msd_r_term"] == len(ds.unique_terms)
+    assert counts["msd_r_mbtag"] == len(ds.unique_mbtags)
+    # ... and msd_artist: artists with songs plus id-only rows for their similar artists.
+    assert counts == expected_row_counts(ds)
+
+    tracks = {row["track_id"]: row for row in table_rows(engine, "msd_track")}
+    assert sorted(tracks) == ds.track_ids
+    assert {t: row["artist_id"] for t, row in tracks.items()} == ds.track_artist
+    assert {t: row["song_id"] for t, row in tracks.items()} == ds.song_ids
+    artists = table_rows(engine, "msd_artist")
+    with_songs = sorted(a["artist_id"] for a in artists if a["source_track_id"] is not None)
+    assert with_songs == ds.artist_ids
+    with engine.connect() as conn:
+        for table, kind in ANALYSIS.items():
+            t = warehouse_table(conn, table)
+            per_track = dict(
+                conn.execute(sa.select(t.c.track_id, sa.func.count()).group_by(t.c.track_id)).all()
+            )
+            expected = {tid: rows[kind] for tid, rows in ds.track_rows.items() if rows[kind]}
+            assert per_track == expected, table
+    assert sorted(row[0] for row in sqlite_loaded.baseline["msd_r_term"]) == ds.unique_terms
+    mbtags = [row[0] for row in sqlite_loaded.baseline["msd_r_mbtag"]]
+    assert sorted(mbtags) == ds.unique_mbtags
+    assert set(UNICODE_MBTAGS) <= set(mbtags)
+
+    for partition, result in sqlite_loaded.results.items():
+        assert_partition_run_ok(result)
+        part = expected_row_counts(ds, partition_tracks(ds, partition))
+        for table in part:
+            metadata = materialization_metadata(result, warehouse_key(table))
+            assert metadata["dagster/row_count"] == part[table], (partition, table)
+        evaluations = check_evaluations(result)
+        bars = evaluations[("warehouse/msd_bar", "row_count_matches")].metadata
+        assert bars["database_rows"].value == bars["frame_rows"].value == part["msd_bar"]
+        assert bars["missing_keys"].value == 0
+        source = evaluations[(normalized_key("msd_segment").to_user_string(), "rows_match_source")]
+        assert source.metadata["frame_rows"].value == part["msd_segment"]
+        assert source.metadata["source_rows"].value == part["msd_segment"]
+
+
+def test_rerunning_a_partition_leaves_identical_contents(
+    sqlite_loaded: LoadedSqlite, pipeline_dataset: GeneratedDataset
+) -> None:
+    engine = sqlite_loaded.engine
+    ids_before = {
+        table.name: sorted(tuple(row.values()) for row in table_rows(engine, table.name))
+        for table in SHARED_TABLES
+        if table.name != "msd_artist"
+    }
+    result = sqlite_loaded.target.materialize("A/A")
+    assert_partition_run_ok(result)
+    after = dump_tables(engine)
+    assert_same_contents(after, sqlite_loaded.baseline, "after rerunning A/A")
+    assert_unique_natural_keys(after, engine)
+    written = {
+        table.name: materialization_metadata(result, warehouse_key(table.name))["rows_written"]
+        for table in MSD_TABLES
+    }
+    assert written["msd_track"] == len(partition_tracks(pipeline_dataset, "A/A"))
+    # Shared rows are upserted in place: nothing new, and their surrogate ids are unchanged.
+    for table in ids_before:
+        assert written[table] == 0, table
+    for table, rows in ids_before.items():
+        assert sorted(tuple(row.values()) for row in table_rows(engine, table)) == rows, table
+
+
+def test_bad_files_are_rejected_with_a_reason_and_the_good_ones_load(
+    pipeline_dataset: GeneratedDataset, fast_tmp_path: Path
+) -> None:
+    ds = pipeline_dataset
+    root = fast_tmp_path / "dataset"
+    shutil.copytree(ds.root / "data" / "A" / "A", root / "data" / "A" / "A")
+    good = partition_tracks(ds, "A/A")
+    donor = ds.track_path(good[0]).read_bytes()
+    (root / "data" / "A" / "A" / "Z").mkdir(exist_ok=True)
+    bad = {
+        # name of a valid track id, content not HDF5
+        "data/A/A/Z/TRAAZZZ128F4200001.h5": (b"not a song file\n" * 64, ["not an HDF5 file"]),
+        # the first half of a good file
+        "data/A/A/Z/TRAAZZZ128F4200002.h5": (donor[: len(donor) // 2], ["truncated"]),
+        # a good file under another track's name
+        "data/A/A/Z/TRAAZZZ128F4200003.h5": (donor, ["TRAAZZZ128F4200003", good[0]]),
+    }
+    for key, (content, _) in bad.items():
+        assert not (root / key).exists()
+        (root / key).write_bytes(content)
+
+    target = PipelineTarget.create(
+        root, sqlite_url(fast_tmp_path / "msd.sqlite"), fast_tmp_path / "parquet", ["A/A"]
+    )
+    result = target.materialize("A/A")
+    assert_partition_run_ok(result)
+
+    assert materialization_metadata(result, dg.AssetKey(["raw", "song_files"]))["files"] == (
+        len(good) + len(bad)
+    )
+    rejected = materialization_metadata(result, REJECTED_KEY)
+    assert rejected["dagster/row_count"] == len(bad)
+    reasons = {item["name"]: item["reason"] for item in rejected["rejected_list"]}
+    assert sorted(reasons) == sorted(bad)
+    for key, (_, fragments) in bad.items():
+        for fragment in fragments:
+            assert fragment in reasons[key], (key, reasons[key])
+        assert key in rejected["rejected"]  # the Markdown list shown in the UI
+    songs = materialization_metadata(result, normalized_key("msd_track"))
+    assert songs["dagster/row_count"] == len(good)
+    assert songs["rejected_files"] == len(bad)
+
+    engine = target.engine()
+    try:
+        assert sorted(row["track_id"] for row in table_rows(engine, "msd_track")) == good
+        assert row_counts(engine) == expected_row_counts(ds, good)
+    finally:
+        engine.dispose()
+
+
+def test_a_check_fails_when_rows_vanish_and_passes_after_rematerializing(
+    sqlite_loaded: LoadedSqlite, pipeline_dataset: GeneratedDataset
+) -> None:
+    """Deletes rows of the shared SQLite database, then restores them by re-materializing."""
+    ds, engine, partition = pipeline_dataset, sqlite_loaded.engine, "A/B"
+    tracks = partition_tracks(ds, partition)
+    expected_bars = sum(ds.track_rows[t]["bars"] for t in tracks)
+    victim = max(tracks, key=lambda t: ds.track_rows[t]["bars"])
+    with engine.begin() as conn:
+        bar = warehouse_table(conn, "msd_bar")
+        deleted = conn.execute(
+            sa.delete(bar).where(bar.c.track_id == victim, bar.c.track_bar_id <= 5)
+        ).rowcount
+    assert deleted == 5
+
+    check_keys = warehouse_check_keys()
+    result = sqlite_loaded.target.execute_checks(partition, check_keys)
+    assert result.get_asset_materialization_events() == []  # only the checks ran
+    # row_count_matches is blocking: its failure fails the step (and the run).
+    assert not result.success
+    [failure] = [event for event in result.all_events if event.is_step_failure]
+    assert failure.step_failure_data.error.cls_name == "DagsterAssetCheckFailedError"
+    evaluations = check_evaluations(result)
+    assert set(evaluations) == {(k.asset_key.to_user_string(), k.name) for k in check_keys}
+    assert failed_checks(result) == [("warehouse/msd_bar", "row_count_matches")]
+    failed = evaluations[("warehouse/msd_bar", "row_count_matches")]
+    assert failed.severity == dg.AssetCheckSeverity.ERROR
+    assert {e.partition for e in evaluations.values()} == {partition}
+    assert {name: value.value for name, value in failed.metadata.items()} == {
+        "database_rows": expected_bars - 5,
+        "frame_rows": expected_bars,
+        "missing_keys": 5,
+    }
+
+    result = sqlite_loaded.target.materialize(partition)
+    assert_partition_run_ok(result)
+    assert_same_contents(dump_tables(engine), sqlite_loaded.baseline, "after re-materializing")
+
+
+# --------------------------------------------------------------------------------------------
+# The real song files, checked against an independent h5py read
+
+
+def _text(value: Any) -> str | None:
+    text = bytes(value).decode("utf-8")
+    return text or None
+
+
+def _float(value: Any) -> float | None:
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+def _unknown_if_zero(value: Any) -> float | None:
+    number = _float(value)
+    return None if number == 0 else number
+
+
+def _int(value: Any) -> int:
+    return int(value)
+
+
+def _id(value: Any) -> int | None:
+    number = int(value)
+    return None if number <= 0 else number
+
+
+def _texts(dataset: h5py.Dataset) -> list[str]:
+    return [bytes(v).decode("utf-8") for v in dataset[:]]
+
+
+def _first_occurrences(values: list[str]) -> list[tuple[str, int]]:
+    """``(value, 1-based position)`` of each value's first occurrence."""
+    seen: dict[str, int] = {}
+    for position, value in enumerate(values, 1):
+        seen.setdefault(value, position)
+    return list(seen.items())
+
+
+def assert_values_equal(actual: dict[str, Any], expected: dict[str, Any], label: str) -> None:
+    assert sorted(actual) == sorted(expected), f"{label}: columns differ"
+    wrong = {
+        column: (actual[column], value)
+        for column, value in expected.items()
+        if exact(actual[column]) != exact(value)
+    }
+    assert not wrong, f"{label}: (database, file) differ: {wrong}"
+
+
+def assert_bits_equal(column: list[Any], expected: np.ndarray, label: str) -> None:
+    """Database floats (NULL = NaN) equal the file's float64 values bit for bit."""
+    actual = np.array([np.nan if v is None else v for v in column], dtype=np.float64)
+    expected = np.ascontiguousarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, label
+    same = (actual.view(np.uint64) == expected.view(np.uint64)) | (
+        np.isnan(actual) & np.isnan(expected)
+    )
+    assert same.all(), f"{label}: {int((~same).sum())} value(s) differ"
+
+
+def expected_track_row(path: Path, f: h5py.File) -> dict[str, Any]:
+    a, m, mb = f["analysis/songs"][0], f["metadata/songs"][0], f["musicbrainz/songs"][0]
+    mtime = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC).replace(tzinfo=None)
+    return {
+        "track_id": path.stem,
+        "analysis_sample_rate": _int(a["analysis_sample_rate"]),
+        "audio_md5": _text(a["audio_md5"]),
+        "danceability": _unknown_if_zero(a["danceability"]),
+        "duration": _float(a["duration"]),
+        "end_of_fade_in": _float(a["end_of_fade_in"]),
+        "energy": _unknown_if_zero(a["energy"]),
+        "key": _int(a["key"]),
+        "key_confidence": _float(a["key_confidence"]),
+        "loudness": _float(a["loudness"]),
+        "mode": _int(a["mode"]),
+        "mode_confidence": _float(a["mode_confidence"]),
+        "start_of_fade_out": _float(a["start_of_fade_out"]),
+        "tempo": _float(a["tempo"]),
+        "time_signature": _int(a["time_signature"]),
+        "time_signature_confidence": _float(a["time_signature_confidence"]),
+        "artist_id": _text(m["artist_id"]),
+        "release": _text(m["release"]),
+        "song_hotness": _float(m["song_hotttnesss"]),
+        "title": _text(m["title"]),
+        "track_7digitalid": _id(m["track_7digitalid"]),
+        "year": int(mb["year"]) or None,
+        "upload_timestamp": mtime,
+        "song_id": _text(m["song_id"]),
+        "release_7digitalid": _id(m["release_7digitalid"]),
+        "analyzer_version": _text(m["analyzer_version"]),
+        "genre": _text(m["genre"]),
+    }
+
+
+def expected_artist_row(track_id: str, f: h5py.File) -> dict[str, Any]:
+    m = f["metadata/songs"][0]
+    return {
+        "artist_id": _text(m["artist_id"]),
+        "artist_mbid": _text(m["artist_mbid"]),
+        "artist_name": _text(m["artist_name"]),
+        "artist_lat": _float(m["artist_latitude"]),
+        "artist_long": _float(m["artist_longitude"]),
+        "artist_location": _text(m["artist_location"]),
+        "artist_familiarity": _float(m["artist_familiarity"]),
+        "artist_hotttnesss": _float(m["artist_hotttnesss"]),
+        "artist_7digitalid": _id(m["artist_7digitalid"]),
+        "artist_playmeid": _id(m["artist_playmeid"]),
+        "source_track_id": track_id,
+    }
+
+
+def analysis_rows(engine: sa.Engine, table: str) -> dict[str, list[dict[str, Any]]]:
+    """Rows per track in position order, identity id dropped."""
+    one = SINGULAR[table]
+    by_track: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    with engine.connect() as conn:
+        t = warehouse_table(conn, table)
+        columns = [c for c in t.columns if c.identity is None]
+        statement = sa.select(*columns).order_by(t.c.track_id, t.c[f"track_{one}_id"])
+        for row in conn.execute(statement):
+            by_track[row.track_id].append(dict(row._mapping))
+    return by_track
+
+
+def test_real_folder_matches_an_independent_h5py_read(fast_tmp_path: Path) -> None:
+    paths = real_song_paths()
+    assert len(paths) == 13
+    target = PipelineTarget.create(
+        REAL_SUBSET, sqlite_url(fast_tmp_path / "msd.sqlite"), fast_tmp_path / "parquet", ["A/A"]
+    )
+    result = target.materialize("A/A")
+    assert_partition_run_ok(result)
+    assert materialization_metadata(result, REJECTED_KEY)["dagster/row_count"] == 0
+
+    engine = target.engine()
+    try:
+        tracks = {row["track_id"]: row for row in table_rows(engine, "msd_track")}
+        artists = {row["artist_id"]: row for row in table_rows(engine, "msd_artist")}
+        terms = {
+            (r["artist_id"], r["term_name"]): (r["term_freq"], r["term_weight"])
+            for r in table_rows(engine, "msd_artist_term")
+        }
+        mbtags = {
+            (r["artist_id"], r["mbtag_name"]): r["mbtag_count"]
+            for r in table_rows(engine, "msd_artist_mbtag")
+        }
+        similar: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        for r in sorted(
+            table_rows(engine, "msd_artist_similarity"),
+            key=lambda r: (r["artist_id_1"], r["similarity_rank"]),
+        ):
+            similar[r["artist_id_1"]].append((r["artist_id_2"], r["similarity_rank"]))
+        r_terms = {r["term_name"] for r in table_rows(engine, "msd_r_term")}
+        r_mbtags = {r["mbtag_name"] for r in table_rows(engine, "msd_r_mbtag")}
+        analysis = {table: analysis_rows(engine, table) for table in ANALYSIS}
+    finally:
+        engine.dispose()
+
+    assert sorted(tracks) == [p.stem for p in paths]
+    expected_artists: dict[str, dict[str, Any]] = {}
+    expected_terms: dict[tuple[str, str], tuple[float, float]] = {}
+    expected_mbtags: dict[tuple[str, str], int] = {}
+    expected_similar: dict[str, list[tuple[str, int]]] = {}
+    all_terms: set[str] = set()
+    all_mbtags: set[str] = set()
+    for path in paths:  # sorted: an artist's first file has the smallest track id and wins
+        track_id = path.stem
+        with h5py.File(path, "r") as f:
+            assert _text(f["analysis/songs"][0]["track_id"]) == track_id
+            assert_values_equal(tracks[track_id], expected_track_row(path, f), track_id)
+
+            for table, kind in ANALYSIS.items():
+                one, rows = SINGULAR[table], analysis[table].get(track_id, [])
+                starts = f[f"analysis/{kind}_start"][:]
+                label = f"{track_id} {table}"
+                assert [r[f"track_{one}_id"] for r in rows] == list(range(1, len(starts) + 1))
+                assert_bits_equal([r[f"{one}_start"] for r in rows], starts, label)
+                confidence = f[f"analysis/{kind}_confidence"][:]
+                assert_bits_equal([r[f"{one}_confidence"] for r in rows], confidence, label)
+                if table == "msd_segment":
+                    for column in ("loudness_max", "loudness_max_time", "loudness_start"):
+                        values = [r[f"segment_{column}"] for r in rows]
+                        assert_bits_equal(values, f[f"analysis/segments_{column}"][:], label)
+                    pitches, timbre = (
+                        f["analysis/segments_pitches"][:],
+                        f["analysis/segments_timbre"][:],
+                    )
+                    for i in range(12):
+                        assert_bits_equal([r[f"p{i + 1}"] for r in rows], pitches[:, i], label)
+                        assert_bits_equal([r[f"t{i + 1}"] for r in rows], timbre[:, i], label)
+
+            artist = _text(f["metadata/songs"][0]["artist_id"])
+            term_names = _texts(f["metadata/artist_terms"])
+            tag_names = _texts(f["musicbrainz/artist_mbtags"])
+            all_terms.update(term_names)
+            all_mbtags.update(tag_names)
+            if artist in expected_artists:
+                continue
+            expected_artists[artist] = expected_artist_row(track_id, f)
+            freq, weight = f["metadata/artist_terms_freq"][:], f["metadata/artist_terms_weight"][:]
+            for i, term in enumerate(term_names):
+                expected_terms.setdefault((artist, term), (float(freq[i]), float(weight[i])))
+            counts = f["musicbrainz/artist_mbtags_count"][:]
+            for i, tag in enumerate(tag_names):
+                expected_mbtags.setdefault((artist, tag), int(counts[i]))
+            expected_similar[artist] = _first_occurrences(_texts(f["metadata/similar_artists"]))
+
+    stubs = {s for pairs in expected_similar.values() for s, _ in pairs} - set(expected_artists)
+    empty = dict.fromkeys(next(iter(expected_artists.values())), None)
+    for stub in stubs:
+        expected_artists[stub] = {**empty, "artist_id": stub}
+    assert sorted(artists) == sorted(expected_artists)
+    for artist_id, row in expected_artists.items():
+        assert_values_equal(artists[artist_id], row, f"msd_artist {artist_id}")
+    assert sorted(terms) == sorted(expected_terms)
+    for key, (freq, weight) in expected_terms.items():
+        assert [exact(v) for v in terms[key]] == [exact(freq), exact(weight)], key
+    assert mbtags == expected_mbtags
+    assert dict(similar) == {a: pairs for a, pairs in expected_similar.items() if pairs}
+    assert r_terms == all_terms
+    assert r_mbtags == all_mbtags
+    # The documented edge case (its artist has no other file here): no MusicBrainz tags,
+    # year 0 and NaN coordinates become NULL / no rows.
+    edge = tracks["TRAAADZ128F9348C2E"]
+    assert edge["year"] is None
+    edge_artist = artists[edge["artist_id"]]
+    assert edge_artist["source_track_id"] == "TRAAADZ128F9348C2E"
+    assert edge_artist["artist_lat"] is None and edge_artist["artist_long"] is None
+    assert not [key for key in mbtags if key[0] == edge["artist_id"]]
+
+
+# --------------------------------------------------------------------------------------------
+# The same graph on every backend
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
+def test_every_backend_holds_the_same_contents_as_sqlite(
+    backend: str,
+    request: pytest.FixtureRequest,
+    sqlite_loaded: LoadedSqlite,
+    pipeline_dataset: GeneratedDataset,
+    fast_tmp_path: Path,
+) -> None:
+    url = request.getfixturevalue(f"{backend}_url")  # skips, with the reason, without a server
+    engine = request.getfixturevalue(f"{backend}_engine")
+    empty_schema(engine)  # the session database may hold another test's rows
+    target = PipelineTarget.create(pipeline_dataset.root, url, fast_tmp_path / "parquet")
+    # PostgreSQL loads the partitions in the other order: contents must not depend on it.
+    order = PIPELINE_FOLDERS if backend == "mariadb" else tuple(reversed(PIPELINE_FOLDERS))
+    for partition in order:
+        assert_partition_run_ok(target.materialize(partition))
+    dump = dump_tables(engine)
+    # Bit for bit, except the sign of zero (see ``exact``) ...
+    assert_same_contents(dump, sqlite_loaded.baseline, f"{backend} vs SQLite", zero_sign=False)
+    if backend == "postgresql":  # ... which PostgreSQL keeps: every -0.0 of the files is there
+        assert negative_zeros(dump) == source_negative_zeros(pipeline_dataset) > 0
+    assert set(UNICODE_MBTAGS) <= {row[0] for row in dump["msd_r_mbtag"]}
+
+
+# --------------------------------------------------------------------------------------------
+# The discovery sensor
+
+
+def test_discovery_sensor_adds_partitions_and_requests_new_and_changed_folders(
+    pipeline_dataset: GeneratedDataset, fast_tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = fast_tmp_path / "dataset"
+    shutil.copytree(pipeline_dataset.root / "data", root / "data")
+    # One known folder re-fingerprinted per tick: a change is seen within two ticks.
+    monkeypatch.setattr(sensors, "FINGERPRINTS_PER_TICK", 1)
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"msd_source": MsdSourceResource(location=str(root), s3=S3Resource())}
+
+    def tick(cursor: str | None) -> dg.SensorResult:
+        with dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources=resources
+        ) as context:
+            result = sensors.msd_discovery_sensor(context)
+        for request in result.dynamic_partitions_requests or []:  # what the daemon does
+            instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+        return result
+
+    first = tick(None)
+    assert [
+        (r.partitions_def_name, list(r.partition_keys)) for r in first.dynamic_partitions_requests
+    ] == [(msd_folders.name, list(PIPELINE_FOLDERS))]
+    assert [r.partition_key for r in first.run_requests] == list(PIPELINE_FOLDERS)
+    assert {r.tags["msd/reason"] for r in first.run_requests} == {"new"}
+    first_keys = {r.partition_key: r.run_key for r in first.run_requests}
+    assert len(set(first_keys.values())) == 2
+    assert sorted(instance.get_dynamic_partitions(msd_folders.name)) == list(PIPELINE_FOLDERS)
+
+    cursor = first.cursor
+    for _ in range(2):  # every known folder re-checked once: nothing changed
+        quiet = tick(cursor)
+        assert quiet.run_requests == [] and not quiet.dynamic_partitions_requests
+        cursor = quiet.cursor
+
+    changed_file = pipeline_dataset.track_path(partition_tracks(pipeline_dataset, "A/B")[0])
+    changed_file = root / changed_file.relative_to(pipeline_dataset.root)
+    stat = changed_file.stat()
+    os.utime(changed_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 60 * 10**9))
+    requested = []
+    for _ in range(2):
+        result = tick(cursor)
+        assert not result.dynamic_partitions_requests
+        requested.extend(result.run_requests)
+        cursor = result.cursor
+    assert [(r.partition_key, r.tags["msd/reason"]) for r in requested] == [("A/B", "changed")]
+    assert requested[0].run_key != first_keys["A/B"]  # a new run, not deduplicated
+
+    (root / "data" / "B" / "C" / "D").mkdir(parents=True)
+    shutil.copy(changed_file, root / "data" / "B" / "C" / "D" / "TRBCDAA128F4200001.h5")
+    result = tick(cursor)
+    assert [list(r.partition_keys) for r in result.dynamic_partitions_requests] == [["B/C"]]
+    assert [(r.partition_key, r.tags["msd/reason"]) for r in result.run_requests] == [
+        ("B/C", "new")
+    ]
+    for _ in range(3):
+        result = tick(result.cursor)
+        assert result.run_requests == []
+
+
+# --------------------------------------------------------------------------------------------
+# The command line
+
+
+def _cli() -> list[str]:
+    script = Path(sys.executable).with_name("msd-dagster")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "msd_dagster.cli"]
+
+
+def _cli_env(fast_tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSD_", "DAGSTER_", "AWS_"))}
+    home = fast_tmp_path / "dagster_home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env.update(DAGSTER_HOME=str(home), MSD_HOME=str(fast_tmp_path / "msd_home"))
+    return env
+
+
+def _run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*_cli(), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def _summary(stdout: str) -> dict[str, tuple[int, int]]:
+    """``{table: (rows this load, rows in database)}`` from the printed summary."""
+    rows = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].startswith("msd_"):
+            rows[parts[0]] = (int(parts[1].replace(",", "")), int(parts[2].replace(",", "")))
+    return rows
+
+
+def test_cli_load_records_runs_and_fails_clearly_on_an_unusable_database(
+    pipeline_dataset: GeneratedDataset, fast_tmp_path: Path
+) -> None:
+    ds = pipeline_dataset
+    source = fast_tmp_path / "dataset"  # song files only: no AdditionalFiles run
+    shutil.copytree(ds.root / "data", source / "data")
+    env = _cli_env(fast_tmp_path)
+    database = fast_tmp_path / "cli.sqlite"
+
+    done = _run_cli(
+        ["load", "--source", str(source), "--database-url", sqlite_url(database)]
+        + ["--workers", "2"],
+        env,
+        fast_tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Both partitions into an empty database: rows written == rows in the database, also for
+    # the shared tables, which both partitions' frames contain in part. msd_artist adds the
+    # updates: a row (or stub) one partition wrote that an artist's song in the other wins.
+    expected = expected_row_counts(ds)
+    summary = _summary(done.stdout)
+    assert sorted(summary) == sorted(expected), done.stdout
+    for table, rows in expected.items():
+        this_load, in_database = summary[table]
+        assert in_database == rows, (table, done.stdout)
+        if table == "msd_artist":
+            assert rows <= this_load <= rows + len(ds.artist_ids), done.stdout
+        else:
+            assert this_load == rows, (table, done.stdout)
+
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        runs = instance.get_runs()
+        assert sorted(instance.get_dynamic_partitions(msd_folders.name)) == list(PIPELINE_FOLDERS)
+        assert len(runs) == 3  # one per partition, then the totals check
+        assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
+        assert sorted(r.job_name for r in runs) == [
+            "msd_partition_job",
+            "msd_partition_job",
+            "msd_totals_job",
+        ]
+        partitions = [
+            r.tags.get("dagster/partition") for r in runs if r.job_name != "msd_totals_job"
+        ]
+        assert sorted(partitions) == list(PIPELINE_FOLDERS)
+
+    password = "hunter2"
+    failed = _run_cli(
+        ["load", "--source", str(source), "--workers", "1", "--database-url"]
+        + [f"postgresql+psycopg://u:{password}@127.0.0.1:1/x"],
+        env,
+        fast_tmp_path,
+    )
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert password not in output
+    assert "postgresql+psycopg://u:***@127.0.0.1:1/x" in output
+    assert "cannot connect" in output.lower(), output
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        assert len(instance.get_runs()) == 3  # no run was started
+
+
+@pytest.mark.parametrize(
+    "warehouse",
+    [
+        WarehouseResource(url="postgresql+psycopg://u:hunter2@127.0.0.1:1/x"),
+        WarehouseResource(url="postgresql+psycopg://u:hunter2@127.0.0.1:notaport/x"),
+        WarehouseResource(
+            azure_server="127.0.0.1,1", azure_database="x", azure_user="u", azure_password="hunter2"
+        ),
+    ],
+    ids=["refused", "unparsable", "azure-parts"],
+)
+def test_cli_database_problem_says_why_without_the_password(warehouse: WarehouseResource) -> None:
+    problem = cli.database_problem(warehouse)
+    assert problem is not None
+    assert problem.startswith("cannot connect to the database ")
+    assert "hunter2" not in problem
+    assert "u:***@127.0.0.1" in problem
+
+
+def test_cli_database_problem_is_none_for_a_usable_database(fast_tmp_path: Path) -> None:
+    assert (
+        cli.database_problem(WarehouseResource(url=sqlite_url(fast_tmp_path / "ok.sqlite"))) is None
+    )
