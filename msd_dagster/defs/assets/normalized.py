@@ -36,6 +36,17 @@ def rejected_frame(rejected: list[RejectedFile]) -> pd.DataFrame:
     )
 
 
+def tracks_per_decade(songs: pd.DataFrame) -> str:
+    """A small Markdown bar chart of the partition's tracks per decade (unknown year apart)."""
+    years = songs["year"]
+    decades = (years.dropna().astype(int) // 10 * 10).value_counts().sort_index()
+    rows = [
+        f"| {d}s | {n} | {'█' * max(1, round(40 * n / len(songs)))} |" for d, n in decades.items()
+    ]
+    rows.append(f"| unknown | {int(years.isna().sum())} | |")
+    return "| decade | tracks | |\n|---|---:|---|\n" + "\n".join(rows)
+
+
 def rejected_markdown(rejected: list[RejectedFile], limit: int = 50) -> str:
     lines = [f"- `{r.name}`: {r.reason}" for r in rejected[:limit]]
     if len(rejected) > limit:
@@ -56,6 +67,8 @@ def rejected_markdown(rejected: list[RejectedFile], limit: int = 50) -> str:
                 kinds={"pandas", "parquet"},
                 metadata={"dagster/column_schema": table_schema(table)},
                 io_manager_key="parquet_io_manager",
+                owners=["team:data-engineering"],
+                tags={"msd/layer": "normalized"},
                 code_version="1",
             )
             for table, name in NORMALIZED_NAMES.items()
@@ -100,10 +113,14 @@ def normalized_tables(
     for rejected in batch.rejected:
         context.log.warning(f"rejected {rejected.name}: {rejected.reason}")
     for table, frame in batch.frames.items():
+        extra = {}
+        if table == "msd_track" and len(frame):
+            extra["tracks_per_decade"] = dg.MetadataValue.md(tracks_per_decade(frame))
         yield dg.Output(
             frame,
             output_name=NORMALIZED_NAMES[table],
             metadata={
+                **extra,
                 "dagster/row_count": len(frame),
                 "preview": preview(frame),
                 "rejected_files": len(batch.rejected),

@@ -1,5 +1,6 @@
 """warehouse: the twelve msd_* SQL tables, loaded one partition at a time in one transaction."""
 
+import os
 import time
 
 import dagster as dg
@@ -10,6 +11,7 @@ from msd_dagster.defs.resources import WarehouseResource
 from msd_dagster.defs.tables import (
     DESCRIPTIONS,
     NORMALIZED_NAMES,
+    column_lineage,
     normalized_key,
     table_schema,
     warehouse_key,
@@ -26,6 +28,14 @@ def dialect_kind(dialect_name: str) -> str:
     )
 
 
+def configured_dialect_kind() -> str:
+    """The catalog kind of the configured database, read from the environment at load time."""
+    url = os.environ.get("MSD_DATABASE_URL", "")
+    if url:
+        return dialect_kind(url.split(":", 1)[0].split("+", 1)[0])
+    return "sqlserver" if os.environ.get("MSD_AZURE_SQL_SERVER") else "sqlite"
+
+
 @dg.multi_asset(
     name="warehouse_tables",
     group_name="warehouse",
@@ -36,7 +46,9 @@ def dialect_kind(dialect_name: str) -> str:
             warehouse_key(table),
             description=DESCRIPTIONS[table],
             deps=[normalized_key(table)],
-            kinds={"sql"},
+            kinds={"sql", configured_dialect_kind()},
+            owners=["team:data-engineering"],
+            tags={"msd/layer": "warehouse"},
             metadata={"dagster/column_schema": table_schema(table), "dagster/table_name": table},
             code_version="1",
         )
@@ -77,6 +89,7 @@ def warehouse_tables(context: dg.AssetExecutionContext, warehouse: WarehouseReso
             asset_key=warehouse_key(table),
             metadata={
                 "dagster/row_count": len(by_table[table]),
+                "dagster/column_lineage": column_lineage(table),
                 "rows_written": written.get(table, 0),
                 "database": warehouse.display_url(),
                 "dialect": engine.dialect.name,
