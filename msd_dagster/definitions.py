@@ -5,15 +5,19 @@ from __future__ import annotations
 import os
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 
+from msd_dagster.defs.assets.additional_files import (
+    additional_files_frames,
+    additional_files_warehouse,
+    msd_additional_files_job,
+)
 from msd_dagster.defs.assets.normalized import normalized_tables
 from msd_dagster.defs.assets.raw import raw_song_files
 from msd_dagster.defs.assets.warehouse import warehouse_tables
 from msd_dagster.defs.checks import all_valid_song_files_loaded, warehouse_checks
 from msd_dagster.defs.io_managers import ParquetIOManager
 from msd_dagster.defs.jobs import msd_partition_job, msd_totals_job
-from msd_dagster.defs.resources import MsdSourceResource, WarehouseResource
+from msd_dagster.defs.resources import MsdS3Resource, MsdSourceResource, WarehouseResource
 from msd_dagster.defs.sensors import msd_discovery_sensor
 
 
@@ -26,7 +30,7 @@ def build_resources() -> dict[str, object]:
     return {
         "msd_source": MsdSourceResource(
             location=env_or("MSD_SOURCE", ""),
-            s3=S3Resource(
+            s3=MsdS3Resource(
                 endpoint_url=env_or("MSD_S3_ENDPOINT_URL", None),
                 region_name=env_or("AWS_REGION", None),
                 use_unsigned_session=os.environ.get("MSD_S3_UNSIGNED", "") == "1",
@@ -47,9 +51,15 @@ def build_resources() -> dict[str, object]:
 
 
 defs = dg.Definitions(
-    assets=[raw_song_files, normalized_tables, warehouse_tables],
+    assets=[
+        raw_song_files,
+        normalized_tables,
+        warehouse_tables,
+        additional_files_frames,
+        additional_files_warehouse,
+    ],
     asset_checks=[warehouse_checks, all_valid_song_files_loaded],
-    jobs=[msd_partition_job, msd_totals_job],
+    jobs=[msd_partition_job, msd_totals_job, msd_additional_files_job],
     sensors=[msd_discovery_sensor],
     resources=build_resources(),
     # Steps of a partition run one after another; parallelism comes from running
@@ -65,3 +75,7 @@ def partition_job() -> dg.JobDefinition:
 
 def totals_job() -> dg.JobDefinition:
     return defs.resolve_job_def(msd_totals_job.name)
+
+
+def additional_files_job() -> dg.JobDefinition:
+    return defs.resolve_job_def(msd_additional_files_job.name)

@@ -176,7 +176,11 @@ def test_merge_statements() -> None:
         assert merge.startswith(
             f"MERGE INTO dbo.{name} WITH (HOLDLOCK) AS t USING [#msd_stage_{name}] AS s ON "
         )
-        assert "WHEN MATCHED" not in merge  # insert-only: existing rows are never touched
+        if name in ("msd_r_term", "msd_r_mbtag"):
+            assert "WHEN MATCHED" not in merge  # insert-only: existing rows are never touched
+        else:  # existing pairs only gain values where they are NULL
+            assert "WHEN MATCHED AND ((t." in merge and "IS NULL AND s." in merge
+            assert " = COALESCE(t." in merge and "THEN DELETE" not in merge
         assert "WHEN NOT MATCHED BY TARGET THEN INSERT" in merge and merge.endswith(");")
     similarity = upsert_statement(
         dialect,

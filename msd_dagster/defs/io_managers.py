@@ -11,9 +11,21 @@ from msd_dagster import settings
 
 
 class PandasParquetIOManager(dg.UPathIOManager):
-    """Stores each asset partition as ``<base>/<asset key>/<partition>.parquet``."""
+    """Stores each asset partition as ``<base>/<asset key>/<partition>.parquet``.
+
+    Within a run (one IO manager per run and process), a frame written by one step is handed
+    to the steps that read it back as a copy-on-write view of the object that was written, as
+    long as the file is still the one this manager wrote (same size and modification time);
+    otherwise it is read from the file. The UPath base class's per-file debug log lines
+    ("Writing file at ...", "Loading partition ...") are not emitted: each is an event in the
+    run's event log, and the path is recorded in the output metadata anyway.
+    """
 
     extension = ".parquet"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._written: dict[str, tuple[int, int, pd.DataFrame]] = {}
 
     def dump_to_path(self, context: dg.OutputContext, obj: pd.DataFrame, path: UPath) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -21,9 +33,48 @@ class PandasParquetIOManager(dg.UPathIOManager):
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         obj.to_parquet(str(tmp), index=False, compression="zstd")
         os.replace(str(tmp), str(path))
+        if isinstance(obj, pd.DataFrame) and path.protocol in ("", "file"):
+            stat = os.stat(str(path))
+            self._written[str(path)] = (stat.st_size, stat.st_mtime_ns, obj)
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame:
+        cached = self._written.get(str(path))
+        if cached is not None:
+            size, mtime_ns, frame = cached
+            try:
+                stat = os.stat(str(path))
+            except OSError:
+                stat = None
+            if stat is not None and (stat.st_size, stat.st_mtime_ns) == (size, mtime_ns):
+                return frame.copy(deep=False)  # pandas copy-on-write: the steps share nothing
+            del self._written[str(path)]
         return pd.read_parquet(str(path))
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+        if not context.has_asset_partitions:
+            super().handle_output(context, obj)
+            return
+        paths = self._get_paths_for_partitions(context)
+        if len(paths) != 1:
+            super().handle_output(context, obj)  # raises the base class's error
+            return
+        path = next(iter(paths.values()))
+        self._handle_transition_to_partitioned_asset(context, path.parent)
+        self.make_directory(path.parent)
+        self.dump_to_path(context=context, obj=obj, path=path)
+        metadata = {"path": dg.MetadataValue.path(str(path))} if obj is not None else {}
+        metadata.update(self.get_metadata(context=context, obj=obj))  # type: ignore[arg-type]
+        context.add_output_metadata(metadata)
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame | dict[str, pd.DataFrame]:
+        if (
+            context.has_asset_key
+            and context.has_asset_partitions
+            and len(context.asset_partition_keys) == 1
+        ):
+            key = context.asset_partition_keys[0]
+            return self.load_from_path(context, self._get_paths_for_partitions(context)[key])
+        return super().load_input(context)
 
 
 class ParquetIOManager(dg.ConfigurableIOManagerFactory):

@@ -1,4 +1,15 @@
-"""The discovery sensor: adds new second-level folders as partitions and requests their runs."""
+"""The discovery sensor: adds new second-level folders as partitions and requests their runs.
+
+A tick must stay cheap on the full set (676 folders, a million objects) and within the sensor
+timeout: it lists only the second-level folders (on S3: 1 + <= 26 delimiter listings, no
+object listing), fingerprints at most ``NEW_PARTITIONS_PER_TICK`` new folders (the rest are
+picked up by the next ticks) and re-fingerprints ``FINGERPRINTS_PER_TICK`` known folders,
+round-robin (:mod:`msd_dagster.source.discovery`). A fingerprint is one listing of the folder
+(no reads); they run ``FINGERPRINT_WORKERS`` at a time.
+"""
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
@@ -8,6 +19,44 @@ from msd_dagster.defs.resources import MsdSourceResource
 from msd_dagster.source.discovery import DiscoveryState, discover
 
 FINGERPRINTS_PER_TICK = 25
+NEW_PARTITIONS_PER_TICK = 50
+FINGERPRINT_WORKERS = 8
+
+
+def _prefetched(
+    fingerprint: Callable[[str], str], keys: list[str], workers: int
+) -> Callable[[str], str]:
+    """``fingerprint``, with the values for ``keys`` computed up front, concurrently.
+
+    A key that was not prefetched is computed on demand, so a wrong guess costs time only.
+    """
+    cache: dict[str, str] = {}
+    if keys:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys)))) as pool:
+            cache = dict(zip(keys, pool.map(fingerprint, keys), strict=True))
+
+    def lookup(key: str) -> str:
+        return cache[key] if key in cache else fingerprint(key)
+
+    return lookup
+
+
+def plan_tick(
+    state: DiscoveryState, current: list[str], new_budget: int, budget: int
+) -> tuple[list[str], list[str]]:
+    """``(partitions shown to discover(), keys it will fingerprint)`` for one tick.
+
+    All known partitions are shown, plus at most ``new_budget`` new ones (in key order); the
+    fingerprinted keys are those new ones and the round-robin window of known ones.
+    """
+    current = sorted(set(current))
+    known = [k for k in current if k in state.fingerprints]
+    new = [k for k in current if k not in state.fingerprints][: max(0, new_budget)]
+    window: list[str] = []
+    if known:
+        start = state.next_index % len(known)
+        window = [known[(start + i) % len(known)] for i in range(min(budget, len(known)))]
+    return sorted(known + new), new + window
 
 
 @dg.sensor(
@@ -16,18 +65,21 @@ FINGERPRINTS_PER_TICK = 25
     default_status=dg.DefaultSensorStatus.STOPPED,
     description=(
         "Lists the dataset's second-level folders (data/<c3>/<c4>/), adds new ones as "
-        f"partitions and requests runs for new folders and for folders whose files changed "
-        f"(up to {FINGERPRINTS_PER_TICK} known folders re-fingerprinted per tick, round-robin)."
+        f"partitions (up to {NEW_PARTITIONS_PER_TICK} per tick) and requests runs for new "
+        f"folders and for folders whose files changed (up to {FINGERPRINTS_PER_TICK} known "
+        "folders re-fingerprinted per tick, round-robin)."
     ),
 )
 def msd_discovery_sensor(
     context: dg.SensorEvaluationContext, msd_source: MsdSourceResource
 ) -> dg.SensorResult:
-    dataset = msd_source.dataset()
+    dataset = msd_source.dataset()  # one client for the whole tick
     state = DiscoveryState.from_cursor(context.cursor)
-    result = discover(
-        state, dataset.list_partitions(), dataset.partition_fingerprint, FINGERPRINTS_PER_TICK
+    visible, planned = plan_tick(
+        state, dataset.list_partitions(), NEW_PARTITIONS_PER_TICK, FINGERPRINTS_PER_TICK
     )
+    fingerprint = _prefetched(dataset.partition_fingerprint, planned, FINGERPRINT_WORKERS)
+    result = discover(state, visible, fingerprint, FINGERPRINTS_PER_TICK)
     known = set(context.instance.get_dynamic_partitions(msd_folders.name))
     to_add = [key for key in result.new_partitions if key not in known]
     requests = [
@@ -40,7 +92,8 @@ def msd_discovery_sensor(
     ]
     if requests:
         context.log.info(
-            f"{len(result.new_partitions)} new, {len(result.changed_partitions)} changed partitions"
+            f"{len(result.new_partitions)} new, {len(result.changed_partitions)} changed "
+            f"partitions at {dataset.describe()}"
         )
     return dg.SensorResult(
         run_requests=requests,

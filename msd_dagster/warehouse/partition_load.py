@@ -4,9 +4,11 @@ One transaction per partition:
 
 1. Shared, artist-level tables are upserted from temporary staging tables (bulk-loaded, then one
    set-based statement per table): rows whose natural key is missing are inserted, nothing is
-   ever deleted. ``msd_artist`` rows are also updated when the incoming row comes from a smaller
-   ``source_track_id`` (stub rows, whose source is NULL, never overwrite), so the final artist
-   row does not depend on the order partitions were loaded in.
+   ever deleted. ``msd_artist``: the incoming row wins when it comes from a song file with a
+   smaller or equal ``source_track_id``; the winner's non-NULL values replace, every other
+   source (another file, a stub, AdditionalFiles) only fills NULL columns. Term, tag and
+   similarity pairs: existing rows only gain values where they are NULL (e.g. frequencies for a
+   pair first known from AdditionalFiles). So the result does not depend on load order.
 2. The partition's track rows are replaced: deleted from the five analysis tables and
    ``msd_track`` by track-id range, then bulk-inserted.
 
@@ -222,6 +224,20 @@ def upsert_statement(dialect: sa.Dialect, target: sa.Table, stage: sa.Table) -> 
                 (wins, stmt.excluded[SOURCE_COLUMN]), else_=target.c[SOURCE_COLUMN]
             )
             return stmt.on_conflict_do_update(index_elements=keys, set_=set_)
+        if attributes:
+            # Pairs with attributes (freq, weight, count, rank): fill the NULLs of existing rows.
+            select = sa.select(*stage.c).where(sa.true()).order_by(*order)
+            stmt = insert(target).from_select(columns, select)
+            return stmt.on_conflict_do_update(
+                index_elements=keys,
+                set_={c: sa.func.coalesce(target.c[c], stmt.excluded[c]) for c in attributes},
+                where=sa.or_(
+                    *[
+                        sa.and_(target.c[c].is_(None), stmt.excluded[c].is_not(None))
+                        for c in attributes
+                    ]
+                ),
+            )
         select = (
             sa.select(*stage.c)
             .where(~sa.exists().where(_key_match(target, stage, keys)))
@@ -264,6 +280,11 @@ def mysql_upsert_sql(
             ]
             + [f"{t}.{src} = IF({wins}, VALUES({src}), {t}.{src})"]
         )
+    elif len(columns) > len(keys):
+        select = f"SELECT {select_list} FROM {s} AS s ORDER BY {order}"
+        updates = ", ".join(
+            f"{t}.{q(c)} = COALESCE({t}.{q(c)}, VALUES({q(c)}))" for c in columns if c not in keys
+        )
     else:
         match = " AND ".join(f"x.{q(k)} = s.{q(k)}" for k in keys)
         select = (
@@ -301,6 +322,11 @@ def mssql_merge_sql(
             f" WHEN MATCHED THEN UPDATE SET {sets}, "
             f"t.{src} = CASE WHEN {wins} THEN s.{src} ELSE t.{src} END"
         )
+    elif len(columns) > len(keys):
+        attributes = [c for c in columns if c not in keys]
+        fillable = " OR ".join(f"(t.{q(c)} IS NULL AND s.{q(c)} IS NOT NULL)" for c in attributes)
+        sets = ", ".join(f"t.{q(c)} = COALESCE(t.{q(c)}, s.{q(c)})" for c in attributes)
+        matched = f" WHEN MATCHED AND ({fillable}) THEN UPDATE SET {sets}"
     # HOLDLOCK: serializable range locks, so a concurrent MERGE cannot insert the same key
     # between the match and the insert.
     return (

@@ -1,0 +1,199 @@
+"""Load only the shared, artist-level tables (no track rows), e.g. from the AdditionalFiles.
+
+``load_shared_tables`` writes the six shared tables (``msd_r_term``, ``msd_r_mbtag``,
+``msd_artist``, ``msd_artist_term``, ``msd_artist_mbtag``, ``msd_artist_similarity``) in one
+transaction with the staging and upsert machinery of :mod:`.partition_load`:
+
+* rows whose natural key is missing are inserted (partition_load's upsert statement);
+* rows that exist are never overwritten: an incoming row may only **fill** columns that are
+  NULL in the existing row (``COALESCE(existing, incoming)``), so a song-file row keeps every
+  value it has, and gains e.g. a location it lacks. ``source_track_id`` is never filled;
+* nothing is deleted.
+
+The incoming ``msd_artist`` rows are meant to have ``source_track_id`` NULL (AdditionalFiles
+rows): partition_load's upsert never lets a NULL-source row replace an existing one, and this
+module adds the fill. Rerunning with the same frames changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pandas as pd
+import sqlalchemy as sa
+
+from msd_dagster.warehouse.bulk import bulk_insert
+from msd_dagster.warehouse.ddl import warehouse_table
+from msd_dagster.warehouse.partition_load import (
+    SOURCE_COLUMN,
+    _driver_error,
+    _drop_stage_sql,
+    _invalidate_if_disconnected,
+    _key_match,
+    _open_load_connection,
+    _upsert_shared,
+    is_retryable,
+    prepare_frames,
+    stage_table,
+)
+from msd_dagster.warehouse.schema import NATURAL_KEYS, SHARED_TABLES, TRACK_TABLES, load_columns
+
+log = logging.getLogger(__name__)
+
+SHARED_TABLE_NAMES: tuple[str, ...] = tuple(t.name for t in SHARED_TABLES)
+
+__all__ = ["SHARED_TABLE_NAMES", "SharedLoadResult", "load_shared_tables", "song_artists"]
+
+
+@dataclass
+class SharedLoadResult:
+    """Per table: ``written`` = rows inserted + rows filled, ``inserted``, ``filled``
+    (existing rows that gained at least one value). ``before`` is what
+    ``before_load(conn)`` returned, read in the same transaction before anything was written."""
+
+    inserted: dict[str, int] = field(default_factory=dict)
+    filled: dict[str, int] = field(default_factory=dict)
+    before: object = None
+
+    @property
+    def written(self) -> dict[str, int]:
+        return {t: self.inserted.get(t, 0) + self.filled.get(t, 0) for t in self.inserted}
+
+
+def _prepare(frames: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Validate the six frames with partition_load's rules (columns, NULL keys, dedup)."""
+    missing = sorted(set(SHARED_TABLE_NAMES) - set(frames))
+    unknown = sorted(set(frames) - set(SHARED_TABLE_NAMES))
+    if missing or unknown:
+        raise ValueError(
+            f"frames must be keyed by the six shared msd_* tables: missing {missing or 'none'}, "
+            f"unknown {unknown or 'none'}"
+        )
+    # prepare_frames validates all twelve tables; the track tables are given empty, so the
+    # partition key (which only bounds track ids) plays no role.
+    empty_tracks = {t.name: pd.DataFrame(columns=load_columns(t)) for t in TRACK_TABLES}
+    prepared = prepare_frames({**frames, **empty_tracks}, "A/A")
+    return {name: prepared[name] for name in SHARED_TABLE_NAMES}
+
+
+def _fill_columns(target: sa.Table, df: pd.DataFrame) -> list[str]:
+    """Attribute columns the incoming frame has at least one value for."""
+    keys = set(NATURAL_KEYS[target.name])
+    return [
+        c
+        for c in load_columns(target)
+        if c not in keys and c != SOURCE_COLUMN and df[c].notna().any()
+    ]
+
+
+def _fill_nulls(
+    conn: sa.Connection, target: sa.Table, df: pd.DataFrame, chunk_rows: int | None
+) -> int:
+    """Existing rows get the incoming values of columns where they hold NULL; return how many
+    rows gained a value. One set-based UPDATE ... FROM (a join: MySQL forbids naming a
+    temporary table twice in one statement)."""
+    columns = _fill_columns(target, df)
+    if df.empty or not columns:
+        return 0
+    dialect = conn.dialect
+    keys = list(NATURAL_KEYS[target.name])
+    stage = stage_table(dialect, target)
+    conn.exec_driver_sql(_drop_stage_sql(dialect, stage))
+    stage.create(conn)
+    bulk_insert(conn, stage, df, chunk_rows=chunk_rows)
+    fillable = sa.or_(*[sa.and_(target.c[c].is_(None), stage.c[c].is_not(None)) for c in columns])
+    match = _key_match(target, stage, keys)
+    filled = conn.execute(
+        sa.select(sa.func.count()).select_from(target.join(stage, match)).where(fillable)
+    ).scalar_one()
+    if filled:
+        conn.execute(
+            sa.update(target)
+            .where(match, fillable)
+            .values({c: sa.func.coalesce(target.c[c], stage.c[c]) for c in columns})
+        )
+    conn.exec_driver_sql(_drop_stage_sql(dialect, stage))
+    return int(filled)
+
+
+def song_artists(conn: sa.Connection | sa.Engine) -> pd.DataFrame:
+    """``msd_artist`` rows that come from a song file (``source_track_id`` not NULL)."""
+    table = warehouse_table(conn, "msd_artist")
+    statement = sa.select(*table.c).where(table.c[SOURCE_COLUMN].is_not(None))
+    columns = [c.name for c in table.c]
+    if isinstance(conn, sa.Engine):
+        with conn.connect() as c:
+            rows = c.execute(statement).all()
+    else:
+        rows = conn.execute(statement).all()
+    frame = pd.DataFrame(rows, columns=columns)
+    for column in ("artist_id", SOURCE_COLUMN):  # CHAR may come back blank-padded
+        frame[column] = frame[column].astype("string").str.rstrip(" ")
+    return frame
+
+
+def _load_once(
+    engine: sa.Engine,
+    prepared: Mapping[str, pd.DataFrame],
+    chunk_rows: int | None,
+    before_load,
+) -> SharedLoadResult:
+    dialect = engine.dialect
+    result = SharedLoadResult()
+    with _open_load_connection(engine) as conn:
+        try:
+            with conn.begin():
+                if before_load is not None:
+                    result.before = before_load(conn)
+                for table in SHARED_TABLES:  # parents before children
+                    target = warehouse_table(dialect, table)
+                    df = prepared[table.name]
+                    result.filled[table.name] = _fill_nulls(conn, target, df, chunk_rows)
+                    # Inserts the missing keys; existing rows are left alone (a NULL-source
+                    # artist row never wins partition_load's artist rule).
+                    result.inserted[table.name] = _upsert_shared(conn, target, df, chunk_rows)
+        except BaseException as exc:
+            _invalidate_if_disconnected(conn, exc)
+            raise
+    return result
+
+
+def load_shared_tables(
+    engine: sa.Engine,
+    frames: Mapping[str, pd.DataFrame],
+    *,
+    chunk_rows: int | None = None,
+    deadlock_retries: int = 3,
+    before_load=None,
+) -> SharedLoadResult:
+    """Upsert the six shared msd_* tables from ``frames`` in one transaction (module doc).
+
+    ``frames`` maps each shared table name to a frame with exactly ``load_columns(table)``;
+    ``msd_artist`` rows should have ``source_track_id`` NULL. ``before_load(conn)``, when
+    given, runs first inside the transaction (e.g. to read the song-file artists before they
+    are filled); its result is ``SharedLoadResult.before``. Raises ``ValueError`` for invalid
+    frames before touching the database; any database error rolls everything back.
+    Deadlocks with concurrent partition loads are retried (the whole transaction).
+    """
+    prepared = _prepare(frames)
+    attempt = 0
+    while True:
+        try:
+            return _load_once(engine, prepared, chunk_rows, before_load)
+        except Exception as exc:
+            if attempt >= deadlock_retries or not is_retryable(exc):
+                raise
+            attempt += 1
+            delay = 0.2 * 2**attempt * (0.5 + random.random())
+            log.warning(
+                "shared tables: %s; retrying the whole transaction in %.1f s (%d/%d)",
+                type(_driver_error(exc)).__name__,
+                delay,
+                attempt,
+                deadlock_retries,
+            )
+            time.sleep(delay)
