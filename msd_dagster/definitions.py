@@ -18,7 +18,7 @@ from msd_dagster.defs.checks import all_valid_song_files_loaded, warehouse_check
 from msd_dagster.defs.io_managers import ParquetIOManager
 from msd_dagster.defs.jobs import msd_partition_job, msd_totals_job
 from msd_dagster.defs.resources import MsdS3Resource, MsdSourceResource, WarehouseResource
-from msd_dagster.defs.sensors import msd_discovery_sensor
+from msd_dagster.defs.sensors import msd_discovery_sensor, msd_totals_after_loads
 
 
 def env_or(name: str, default: str | int | bool) -> dg.EnvVar | str | int | bool:
@@ -60,7 +60,7 @@ defs = dg.Definitions(
     ],
     asset_checks=[warehouse_checks, all_valid_song_files_loaded],
     jobs=[msd_partition_job, msd_totals_job, msd_additional_files_job],
-    sensors=[msd_discovery_sensor],
+    sensors=[msd_discovery_sensor, msd_totals_after_loads],
     resources=build_resources(),
     # Steps of a partition run one after another; parallelism comes from running
     # partitions concurrently, so per-step subprocesses would only add overhead.

@@ -129,3 +129,13 @@ def test_configured_values_come_from_environment_variables_and_urls_are_masked(
     ).display_url()
     assert "Pa$$w0rd" not in azure and "w0rd" not in azure
     assert "loader:***@example.database.windows.net:1433/msd" in azure
+
+
+def test_totals_sensor_requests_the_totals_job_after_a_partition_run() -> None:
+    import dagster as dg
+
+    from msd_dagster.definitions import defs
+
+    sensor = defs.resolve_sensor_def("msd_totals_after_loads")
+    assert sensor.job_name == "msd_totals_job"
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING

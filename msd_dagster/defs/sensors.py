@@ -8,12 +8,13 @@ round-robin (:mod:`msd_dagster.source.discovery`). A fingerprint is one listing 
 (no reads); they run ``FINGERPRINT_WORKERS`` at a time.
 """
 
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
-from msd_dagster.defs.jobs import msd_partition_job
+from msd_dagster.defs.jobs import msd_partition_job, msd_totals_job
 from msd_dagster.defs.partitions import msd_folders
 from msd_dagster.defs.resources import MsdSourceResource
 from msd_dagster.source.discovery import DiscoveryState, discover
@@ -100,3 +101,19 @@ def msd_discovery_sensor(
         dynamic_partitions_requests=[msd_folders.build_add_request(to_add)] if to_add else [],
         cursor=result.state.to_cursor(),
     )
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[msd_partition_job],
+    request_job=msd_totals_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    description=(
+        "After partition runs succeed, re-evaluates the whole-dataset check "
+        "all_valid_song_files_loaded (at most once a minute)."
+    ),
+)
+def msd_totals_after_loads(context: dg.RunStatusSensorContext) -> dg.RunRequest:
+    # One request per minute at most: the run key folds the loads of a minute together.
+    return dg.RunRequest(run_key=f"totals:{int(time.time() // 60)}")
