@@ -156,6 +156,7 @@ def build_definitions(executor: dg.ExecutorDefinition) -> dg.Definitions:
         sensors=base.sensors,
         resources=base.resources,
         loggers=base.loggers,
+        metadata=base.metadata,
         executor=executor,
     )
 
