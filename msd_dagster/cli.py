@@ -169,6 +169,10 @@ def _load_partitions(args: argparse.Namespace, source, warehouse) -> int:
     if problem:
         print(f"error: {problem}")
         return 2
+    # The check left a connection in this process's pool; worker processes are forked from
+    # here and would inherit it, and two processes talking over one socket corrupt the
+    # protocol (PyMySQL: "Packet sequence number wrong"). Close it before any fork.
+    warehouse.engine().dispose()
     dataset = source.dataset()
     available = dataset.list_partitions()
     selected = args.partition or available
@@ -290,8 +294,35 @@ def _run_job(job_fn, partition_key: str | None) -> PartitionOutcome:
         elif event.is_step_failure:
             outcome.error = event.message or "step failed"
     outcome.rejected = _rejected_files(result)
+    del result
+    _release_run_memory()
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def _release_run_memory() -> None:
+    """A worker process runs partition after partition: drop what the finished run still holds
+    (frames kept by the IO manager, reference cycles of Dagster's contexts that would wait for
+    the cyclic collector), so the next partition starts from the same footprint."""
+    import gc
+
+    from msd_dagster.defs.io_managers import release_cached_frames
+
+    release_cached_frames()
+    gc.collect()
+    _malloc_trim()
+
+
+def _malloc_trim() -> None:
+    """Give the heap pages freed by the run back to the OS (glibc only; a no-op elsewhere)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 _INSTANCE: tuple[int, object] | None = None

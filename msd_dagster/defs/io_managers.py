@@ -2,12 +2,23 @@
 
 import os
 import uuid
+import weakref
 
 import dagster as dg
 import pandas as pd
 from upath import UPath
 
 from msd_dagster import settings
+
+# Every live manager of this process, so that the frames they hold can be dropped at the end of
+# a run (Dagster may keep the last run's IO manager referenced until the next run).
+_MANAGERS: "weakref.WeakSet[PandasParquetIOManager]" = weakref.WeakSet()
+
+
+def release_cached_frames() -> None:
+    """Forget the frames kept for the steps of the run that just ended (memory, not data)."""
+    for manager in list(_MANAGERS):
+        manager._written.clear()
 
 
 class PandasParquetIOManager(dg.UPathIOManager):
@@ -16,7 +27,8 @@ class PandasParquetIOManager(dg.UPathIOManager):
     Within a run (one IO manager per run and process), a frame written by one step is handed
     to the steps that read it back as a copy-on-write view of the object that was written, as
     long as the file is still the one this manager wrote (same size and modification time);
-    otherwise it is read from the file. The UPath base class's per-file debug log lines
+    otherwise it is read from the file (``release_cached_frames`` forgets them after the run).
+    The UPath base class's per-file debug log lines
     ("Writing file at ...", "Loading partition ...") are not emitted: each is an event in the
     run's event log, and the path is recorded in the output metadata anyway.
     """
@@ -26,6 +38,7 @@ class PandasParquetIOManager(dg.UPathIOManager):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._written: dict[str, tuple[int, int, pd.DataFrame]] = {}
+        _MANAGERS.add(self)
 
     def dump_to_path(self, context: dg.OutputContext, obj: pd.DataFrame, path: UPath) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -348,7 +348,7 @@ _PG_FIXED = {
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds: PostgreSQL's epoch
 
 
-def postgres_binary_rows(data: Sequence[ColumnData], types: Sequence[str]) -> bytes | None:
+def postgres_binary_rows(data: Sequence[ColumnData], types: Sequence[str]) -> memoryview | None:
     """The tuples of a chunk in COPY BINARY format, built with numpy in one pass.
 
     Only when every row has the same layout: no NULL and, per text column, one UTF-8 byte
@@ -399,7 +399,7 @@ def postgres_binary_rows(data: Sequence[ColumnData], types: Sequence[str]) -> by
     rows["count"] = len(data)
     for name, array in values:
         rows[name] = array
-    return rows.tobytes()
+    return rows.data  # the tuples' bytes, without a copy
 
 
 def _postgres_copy(
@@ -433,7 +433,9 @@ def _postgres_copy(
                     for row in rows_of(data):
                         copy.write_row(row)
                 else:
-                    copy.write(PG_BINARY_SIGNATURE + block if written == 0 else block)
+                    if written == 0:
+                        copy.write(PG_BINARY_SIGNATURE)
+                    copy.write(block)
                 written += len(chunk)
             if written and not row_mode:
                 copy.write(PG_BINARY_TRAILER)

@@ -1,0 +1,489 @@
+"""End-to-end benchmark of ``msd-dagster load`` on a generated dataset.
+
+    .venv/bin/python -m benchmarks.run --songs 1000 --backend postgresql
+    .venv/bin/python -m benchmarks.run --songs 10000 --backend sqlite,postgresql,mariadb
+
+For each backend: a fresh database (PostgreSQL/MariaDB: a new database, dropped afterwards;
+SQLite: a new file) and a fresh DAGSTER_HOME/MSD_HOME in a temporary folder; then the real
+``python -m msd_dagster.cli load`` in a subprocess, measured from outside (wall time, CPU time
+of the process tree, peak summed RSS of the tree sampled every 0.2 s from /proc), with per-stage
+times read back from the Dagster event log. In the same invocation: a row-by-row baseline on a
+small sample (our rows/s as a ratio to it) and a parse micro-benchmark. Results go to
+``benchmarks/results/*.json`` and the tables of ``docs/benchmarks.md``.
+
+Server URLs (admin connections): MSD_BENCH_POSTGRES_URL, MSD_BENCH_MARIADB_URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from benchmarks.dataset import DEFAULT_SEED, cached_dataset, song_files
+from benchmarks.eventlog import run_stages
+from benchmarks.proctree import load_average, run_tree
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+POSTGRES_ADMIN = os.environ.get(
+    "MSD_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+MARIADB_ADMIN = os.environ.get("MSD_BENCH_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/")
+BACKENDS = ("sqlite", "postgresql", "mariadb")
+# Targets for the generated 10,000-song subset (docs/benchmarks.md).
+TARGET_SECONDS = {"postgresql": 120, "sqlite": 180, "mariadb": 240}
+TARGET_PEAK_RSS = 1.5 * 2**30
+TARGET_PARSE_RATE = 200
+TARGET_DAGSTER_SHARE = 0.10
+
+
+# --------------------------------------------------------------------------------------------
+# Databases
+
+
+@contextmanager
+def fresh_database(backend: str, workdir: Path) -> Iterator[str]:
+    """A URL of a new, empty database; dropped (or deleted) afterwards."""
+    if backend == "sqlite":
+        path = workdir / f"bench-{secrets.token_hex(4)}.sqlite"
+        try:
+            yield f"sqlite:///{path}"
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return
+    admin_url = sa.make_url(POSTGRES_ADMIN if backend == "postgresql" else MARIADB_ADMIN)
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"msd_bench_{secrets.token_hex(4)}"
+    with admin.connect() as conn:
+        if backend == "postgresql":
+            conn.exec_driver_sql(f"CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0")
+        else:
+            conn.exec_driver_sql(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            if backend == "postgresql":
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            else:
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+        admin.dispose()
+
+
+def server_version(backend: str) -> str:
+    if backend == "sqlite":
+        import sqlite3
+
+        return f"SQLite {sqlite3.sqlite_version}"
+    url = POSTGRES_ADMIN if backend == "postgresql" else MARIADB_ADMIN
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            version = conn.exec_driver_sql("SELECT version()").scalar()
+    finally:
+        engine.dispose()
+    return str(version).split(" on ")[0] if backend == "postgresql" else f"MariaDB {version}"
+
+
+def postgres_wal_lsn() -> str | None:
+    engine = sa.create_engine(POSTGRES_ADMIN)
+    try:
+        with engine.connect() as conn:
+            return str(conn.exec_driver_sql("SELECT pg_current_wal_lsn()").scalar())
+    finally:
+        engine.dispose()
+
+
+def postgres_wal_bytes(since: str) -> int:
+    engine = sa.create_engine(POSTGRES_ADMIN)
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.exec_driver_sql(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %(lsn)s::pg_lsn)", {"lsn": since}
+                ).scalar()
+            )
+    finally:
+        engine.dispose()
+
+
+def table_bytes(url: str, backend: str) -> dict[str, int]:
+    """Stored bytes (data + indexes) per msd_* table after the load."""
+    from msd_dagster.warehouse.schema import MSD_TABLES
+
+    engine = sa.create_engine(url)
+    out: dict[str, int] = {}
+    try:
+        with engine.connect() as conn:
+            for table in MSD_TABLES:
+                if backend == "postgresql":
+                    sql = f"SELECT pg_total_relation_size('{table.name}')"
+                elif backend == "mariadb":
+                    sql = (
+                        "SELECT data_length + index_length FROM information_schema.tables "
+                        f"WHERE table_schema = DATABASE() AND table_name = '{table.name}'"
+                    )
+                else:
+                    sql = f"SELECT SUM(pgsize) FROM dbstat WHERE name = '{table.name}'"
+                try:
+                    out[table.name] = int(conn.exec_driver_sql(sql).scalar() or 0)
+                except sa.exc.DBAPIError:
+                    return {}
+    finally:
+        engine.dispose()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The load
+
+
+_RUN_LINE = re.compile(r"^\[\d+/\d+\] (\S+): (\S+), .* ([\d.]+) s$")
+_LOADED = re.compile(r"^loaded (\d+) partition\(s\) in ([\d.]+) s$")
+_TABLE_LINE = re.compile(r"^(msd_\w+)\s+([\d,]+)\s+([\d,]+)$")
+
+
+def parse_cli_output(stdout: str) -> dict[str, Any]:
+    runs: dict[str, float] = {}
+    statuses: dict[str, str] = {}
+    rows: dict[str, int] = {}
+    phase = 0.0
+    for line in stdout.splitlines():
+        line = line.strip()
+        if match := _RUN_LINE.match(line):
+            runs[match[1]] = float(match[3])
+            statuses[match[1]] = match[2].rstrip(",")
+        elif match := _LOADED.match(line):
+            phase = float(match[2])
+        elif match := _TABLE_LINE.match(line):
+            rows[match[1]] = int(match[3].replace(",", ""))
+    return {"run_seconds": runs, "statuses": statuses, "rows": rows, "partition_phase": phase}
+
+
+def run_load(
+    root: Path, backend: str, workers: int, workdir: Path, table_profile: bool
+) -> dict[str, Any]:
+    with fresh_database(backend, workdir) as url:
+        home = workdir / f"load-{backend}-{secrets.token_hex(3)}"
+        dagster_home = home / "dagster_home"
+        dagster_home.mkdir(parents=True)
+        (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(dagster_home),
+            "MSD_HOME": str(home / "msd_home"),
+            "PYTHONUNBUFFERED": "1",
+        }
+        for name in ("MSD_SOURCE", "MSD_DATABASE_URL", "MSD_PARQUET_DIR"):
+            env.pop(name, None)
+        cmd = [
+            sys.executable,
+            "-m",
+            "msd_dagster.cli",
+            "load",
+            "--source",
+            str(root),
+            "--database-url",
+            url,
+            "--workers",
+            str(workers),
+        ]
+        lsn = postgres_wal_lsn() if backend == "postgresql" else None
+        load_before = load_average()
+        print(f"[{backend}] msd-dagster load --workers {workers} ...", flush=True)
+        tree = run_tree(cmd, env, str(home / "load.log"))
+        wal = postgres_wal_bytes(lsn) if lsn else None
+        cli = parse_cli_output(tree.stdout)
+        if tree.returncode != 0:
+            print(tree.stdout[-3000:])
+            raise SystemExit(f"[{backend}] msd-dagster load failed ({tree.returncode})")
+        stages = run_stages(dagster_home, cli["run_seconds"])
+        sizes = table_bytes(url, backend)
+        profile = table_write_profile(url, home / "msd_home" / "parquet") if table_profile else {}
+        shutil.rmtree(home, ignore_errors=True)
+    rows = cli["rows"]
+    total_rows = sum(rows.values())
+    totals = stages["totals"]
+    run_sum = totals.get("cli_seconds", 0.0) or 1e-9
+    fixed = max(0.0, tree.wall_seconds - cli["partition_phase"])
+    dagster_share_runs = totals.get("dagster", 0.0) / run_sum
+    result = {
+        "backend": backend,
+        "workers": workers,
+        "partitions": len(cli["run_seconds"]),
+        "failed_partitions": [p for p, s in cli["statuses"].items() if s != "ok"],
+        "wall_seconds": tree.wall_seconds,
+        "partition_phase_seconds": cli["partition_phase"],
+        "fixed_seconds": fixed,
+        "cpu_user_seconds": tree.cpu_user_seconds,
+        "cpu_system_seconds": tree.cpu_system_seconds,
+        "peak_rss_bytes": tree.peak_rss_bytes,
+        "peak_rss_first_half_bytes": tree.peak_rss_first_half,
+        "peak_rss_second_half_bytes": tree.peak_rss_second_half,
+        "peak_processes": tree.peak_processes,
+        "load_average_before": load_before,
+        "load_average_during": tree.load_average,
+        "cpu_pressure_during": tree.cpu_pressure,
+        "rows": rows,
+        "total_rows": total_rows,
+        "rows_per_second": total_rows / tree.wall_seconds,
+        "stage_seconds": {
+            k: totals.get(k, 0.0)
+            for k in (
+                "list",
+                "read_parse",
+                "normalize",
+                "write",
+                "checks",
+                "parquet_io_other",
+                "dagster_in_run",
+                "dagster_outside_run",
+                "cli_seconds",
+            )
+        },
+        "dagster_share_of_run_time": dagster_share_runs,
+        # Dagster's share of the whole command: its share of every run plus the command's own
+        # start-up and finish (imports, instance, partition registration, totals check).
+        "dagster_share_of_wall": (cli["partition_phase"] * dagster_share_runs + fixed)
+        / tree.wall_seconds,
+        "median_run_seconds": stages["median_run_seconds"],
+        "events_per_run": totals.get("events", 0) / max(1, len(stages["runs"])),
+        "runs": stages["runs"],
+        "table_bytes": sizes,
+        "bytes_per_row": {t: sizes[t] / rows[t] for t in sizes if rows.get(t)},
+        "wal_bytes": wal,
+        "wal_bytes_per_row": (wal / total_rows) if wal and total_rows else None,
+        "table_write_profile": profile,
+        "rss_timeline": tree.rss_timeline,
+    }
+    print(
+        f"[{backend}] {total_rows:,} rows in {tree.wall_seconds:.1f} s "
+        f"({result['rows_per_second']:,.0f} rows/s), peak RSS "
+        f"{tree.peak_rss_bytes / 2**20:,.0f} MiB, CPU "
+        f"{tree.cpu_user_seconds + tree.cpu_system_seconds:.0f} s, Dagster "
+        f"{100 * result['dagster_share_of_wall']:.1f}% of wall",
+        flush=True,
+    )
+    return result
+
+
+def table_write_profile(url: str, parquet_dir: Path) -> dict[str, Any]:
+    """Per-table write time of the largest partition, rerun in a rolled-back transaction."""
+    import pandas as pd
+
+    from msd_dagster.defs.tables import NORMALIZED_NAMES
+    from msd_dagster.warehouse.bulk import bulk_insert
+    from msd_dagster.warehouse.ddl import warehouse_table
+    from msd_dagster.warehouse.partition_load import (
+        _open_load_connection,
+        _upsert_shared,
+        partition_track_range,
+        prepare_frames,
+    )
+    from msd_dagster.warehouse.schema import SHARED_TABLES, TRACK_TABLES
+    from msd_dagster.warehouse.urls import create_engine_for_url
+
+    songs_dir = parquet_dir / "normalized" / NORMALIZED_NAMES["msd_track"]
+    candidates = sorted(songs_dir.glob("*/*.parquet"), key=lambda p: p.stat().st_size)
+    if not candidates:
+        return {}
+    partition = f"{candidates[-1].parent.name}/{candidates[-1].stem}"
+    frames = {
+        table: pd.read_parquet(parquet_dir / "normalized" / name / f"{partition}.parquet")
+        for table, name in NORMALIZED_NAMES.items()
+    }
+    prepared = prepare_frames(frames, partition)
+    lo, hi = partition_track_range(partition)
+    engine = create_engine_for_url(url)
+    out: dict[str, Any] = {"partition": partition, "tables": {}}
+    try:
+        with _open_load_connection(engine) as conn:
+            transaction = conn.begin()
+            try:
+                for table in SHARED_TABLES:
+                    started = time.perf_counter()
+                    _upsert_shared(conn, warehouse_table(conn, table), prepared[table.name], None)
+                    out["tables"][table.name] = _rate(len(prepared[table.name]), started)
+                started = time.perf_counter()
+                for table in reversed(TRACK_TABLES):
+                    target = warehouse_table(conn, table)
+                    conn.execute(
+                        sa.delete(target).where(target.c.track_id >= lo, target.c.track_id < hi)
+                    )
+                out["delete_seconds"] = time.perf_counter() - started
+                for table in TRACK_TABLES:
+                    started = time.perf_counter()
+                    bulk_insert(conn, warehouse_table(conn, table), prepared[table.name])
+                    out["tables"][table.name] = _rate(len(prepared[table.name]), started)
+            finally:
+                transaction.rollback()
+    finally:
+        engine.dispose()
+    return out
+
+
+def _rate(rows: int, started: float) -> dict[str, float]:
+    seconds = time.perf_counter() - started
+    return {"rows": rows, "seconds": seconds, "rows_per_second": rows / max(seconds, 1e-9)}
+
+
+# --------------------------------------------------------------------------------------------
+# Baseline and parse micro-benchmark
+
+
+def run_baseline(root: Path, backend: str, songs: int, workdir: Path) -> dict[str, Any]:
+    from benchmarks.baseline import row_by_row
+    from msd_dagster.warehouse.urls import create_engine_for_url
+
+    files = song_files(root)
+    partition = "/".join(files[0].parts[-4:-2])
+    sample = [f for f in files if "/".join(f.parts[-4:-2]) == partition][:songs]
+    with fresh_database(backend, workdir) as url:
+        engine = create_engine_for_url(url)
+        try:
+            result = row_by_row(engine, sample, partition)
+        finally:
+            engine.dispose()
+    result["partition"] = partition
+    print(
+        f"[{backend}] row-by-row baseline: {result['rows']:,} rows of {result['songs']} songs in "
+        f"{result['seconds']:.1f} s ({result['rows_per_second']:,.0f} rows/s)",
+        flush=True,
+    )
+    return result
+
+
+def run_parse_benchmark(root: Path, files: int) -> dict[str, Any]:
+    from benchmarks.parsebench import parse_benchmark
+
+    chosen = song_files(root)
+    step = max(1, len(chosen) // files)
+    result = parse_benchmark(chosen[::step][:files])
+    print(
+        f"parse: read_song {result['read_song_files_per_cpu_second']:.0f} files/s per core, "
+        f"h5py {result['h5py_files_per_cpu_second']:.0f} files/s per core",
+        flush=True,
+    )
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Machine
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kib = int(f.readline().split()[1])
+    packages = {}
+    for name in ("dagster", "pandas", "numpy", "pyarrow", "h5py", "sqlalchemy", "psycopg"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = "-"
+    packages["pymysql"] = metadata.version("PyMySQL")
+    return {
+        "cores": os.cpu_count(),
+        "ram_gib": round(mem_kib / 2**20, 1),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "packages": packages,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--songs", type=int, default=1000, help="generated songs (cached)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument(
+        "--backend", default="sqlite", help=f"comma-separated, of {', '.join(BACKENDS)}"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="msd-dagster load --workers")
+    parser.add_argument("--repeat", type=int, default=1, help="loads per backend")
+    parser.add_argument("--baseline-songs", type=int, default=10, help="0 to skip")
+    parser.add_argument("--parse-files", type=int, default=300, help="0 to skip")
+    parser.add_argument(
+        "--table-profile", action="store_true", help="per-table write rates (one partition)"
+    )
+    parser.add_argument("--label", default="", help="tag for the result file, e.g. 'before'")
+    parser.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+    unknown = sorted(set(backends) - set(BACKENDS))
+    if unknown:
+        parser.error(f"unknown backend(s): {', '.join(unknown)}")
+
+    root, generated = cached_dataset(args.songs, args.seed)
+    if generated:
+        print(f"generated {args.songs} songs in {generated:.1f} s (cached for next time)")
+    started_at = datetime.now(UTC)
+    result: dict[str, Any] = {
+        "started": started_at.isoformat(timespec="seconds"),
+        "label": args.label,
+        "command": "python -m benchmarks.run " + " ".join(argv or sys.argv[1:]),
+        "songs": args.songs,
+        "seed": args.seed,
+        "dataset_bytes": sum(p.stat().st_size for p in song_files(root)),
+        "machine": machine(),
+        "backends": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="msd-bench-") as tmp:
+        workdir = Path(tmp)
+        if args.parse_files:
+            result["parse"] = run_parse_benchmark(root, args.parse_files)
+        for backend in backends:
+            entry: dict[str, Any] = {"server": server_version(backend), "loads": []}
+            for _ in range(args.repeat):
+                entry["loads"].append(
+                    run_load(root, backend, args.workers, workdir, args.table_profile)
+                )
+            if args.baseline_songs:
+                entry["baseline"] = run_baseline(root, backend, args.baseline_songs, workdir)
+                ours = sorted(load["rows_per_second"] for load in entry["loads"])
+                entry["speedup_vs_row_by_row"] = (
+                    ours[len(ours) // 2] / entry["baseline"]["rows_per_second"]
+                )
+                print(f"[{backend}] ours / row-by-row = {entry['speedup_vs_row_by_row']:.0f}x")
+            result["backends"][backend] = entry
+    RESULTS.mkdir(exist_ok=True)
+    stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
+    label = f"-{args.label}" if args.label else ""
+    out = RESULTS / f"{stamp}-{args.songs}songs-{'-'.join(backends)}{label}.json"
+    out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    print(f"wrote {out.relative_to(HERE.parent)}")
+    if not args.no_docs:
+        from benchmarks.report import update_docs
+
+        update_docs()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
