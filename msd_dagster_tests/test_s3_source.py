@@ -72,8 +72,8 @@ def test_parse_s3_url() -> None:
         with pytest.raises(ValueError):
             parse_s3_url(bad)
     with pytest.raises(ValueError) as info:
-        parse_s3_url("s3://AKIAABCDEFGHIJKLMNOP:secret@bucket/x")
-    assert "secret" not in str(info.value) and "AKIAABCDEFGHIJKLMNOP" not in str(info.value)
+        parse_s3_url("s3://FAKEACCESSKEYID00000:secret@bucket/x")
+    assert "secret" not in str(info.value) and "FAKEACCESSKEYID00000" not in str(info.value)
 
 
 def test_client_config_and_unsigned_client(s3_endpoint: Any, s3_bucket: tuple[Any, str]) -> None:
@@ -313,14 +313,14 @@ def test_rejected_and_insufficient_credentials(
     iam.create_user(UserName=user)
     key = iam.create_access_key(UserName=user)["AccessKey"]  # no policy: may do nothing
 
-    unknown = make_client(s3_endpoint, "AKIAUNKNOWNUNKNOWN00", "wrong-secret-value")
+    unknown = make_client(s3_endpoint, "FAKEUNKNOWNKEYID0000", "wrong-secret-value")
     powerless = make_client(s3_endpoint, key["AccessKeyId"], key["SecretAccessKey"])
     with s3_endpoint.enforce_auth():
         with pytest.raises(S3SourceError) as info:
             S3Dataset(unknown, bucket, "msd").list_partitions()
         message = assert_names_bucket_and_prefix(info.value, bucket, "msd/")
         assert "InvalidAccessKeyId" in message and "AWS_ACCESS_KEY_ID" in message
-        assert "wrong-secret-value" not in message and "AKIAUNKNOWNUNKNOWN00" not in message
+        assert "wrong-secret-value" not in message and "FAKEUNKNOWNKEYID0000" not in message
 
         with pytest.raises(S3SourceError) as info:
             S3Dataset(powerless, bucket, "msd").read(song_key("1"))
