@@ -418,6 +418,17 @@ def machine() -> dict[str, Any]:
 # Main
 
 
+def _rounded(value: Any) -> Any:
+    """Floats to 4 significant digits (the JSON stays small; nothing here is that precise)."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--songs", type=int, default=1000, help="generated songs (cached)")
@@ -476,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
     label = f"-{args.label}" if args.label else ""
     out = RESULTS / f"{stamp}-{args.songs}songs-{'-'.join(backends)}{label}.json"
-    out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    out.write_text(json.dumps(_rounded(result), indent=1, default=str) + "\n")
     print(f"wrote {out.relative_to(HERE.parent)}")
     if not args.no_docs:
         from benchmarks.report import update_docs
