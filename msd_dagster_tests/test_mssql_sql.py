@@ -79,7 +79,7 @@ def mssql_ddl() -> dict[str, str]:
 def test_tables_are_created_in_dbo(mssql_ddl: dict[str, str]) -> None:
     assert set(mssql_ddl) == {f"dbo.{t.name}" for t in MSD_TABLES} | {"dbo.msd_schema_version"}
     assert "REFERENCES dbo.msd_artist (artist_id)" in mssql_ddl["dbo.msd_track"]
-    assert "REFERENCES dbo.msd_track (track_id)" in mssql_ddl["dbo.msd_segment"]
+    assert "REFERENCES" not in mssql_ddl["dbo.msd_segment"]  # a checked reference only
 
 
 def test_text_is_nvarchar_and_keys_are_binary(mssql_ddl: dict[str, str]) -> None:

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from msd_dagster.warehouse import partition_load
+from msd_dagster.warehouse import partition_load, verify
 from msd_dagster.warehouse.bulk import bulk_insert
 from msd_dagster.warehouse.ddl import (
     SchemaMismatchError,
@@ -36,10 +36,12 @@ from msd_dagster.warehouse.queries import (
 )
 from msd_dagster.warehouse.schema import (
     NATURAL_KEYS,
+    SCHEMA_VERSION,
     SHARED_TABLES,
     TABLES_BY_NAME,
     TRACK_TABLES,
     load_columns,
+    references,
 )
 from msd_dagster.warehouse.urls import create_engine_for_url
 
@@ -738,7 +740,7 @@ def test_schema_mismatch_is_detected(engine: sa.Engine, change: str) -> None:
         "missing_column": r"msd_section: missing column\(s\) section_start",
         "extra_column": r"msd_track: extra column\(s\) loaded_by",
         "retyped_column": r"msd_beat\.beat_start: .*32-bit float.*64-bit float",
-        "version": r"schema version 0, this code writes version 1",
+        "version": rf"schema version 0, this code writes version {SCHEMA_VERSION}",
         "fingerprint": r"recorded fingerprint f00d differs",
     }[change]
     with engine.begin() as conn:
@@ -787,7 +789,60 @@ def test_invalid_frames_are_rejected_before_writing(engine: sa.Engine) -> None:
         load_partition(engine, "A/B", frames)
     with pytest.raises(ValueError, match="partition key"):
         load_partition(engine, "a/a", frames)
+    # The analysis tables' track_id is no database constraint: the loader refuses the orphan.
+    orphan = frames["msd_beat"].iloc[:1].assign(track_id=track_id("A/A", 77))
+    beats = pd.concat([frames["msd_beat"], orphan])
+    with pytest.raises(ValueError, match=r"frame msd_beat: 1 row\(s\) whose track_id is not in"):
+        load_partition(engine, "A/A", {**frames, "msd_beat": beats})
     assert total_tracks(engine) == 0
+
+
+def test_analysis_references_are_checked_not_constrained(engine: sa.Engine) -> None:
+    ensure_schema(engine)
+    inspector = sa.inspect(engine)
+    schema = "dbo" if engine.dialect.name == "mssql" else None
+    for table in TRACK_TABLES[1:]:
+        assert inspector.get_foreign_keys(table.name, schema=schema) == [], table.name
+        [reference] = references(table.name)
+        assert (reference.column, reference.parent_table, reference.enforced) == (
+            "track_id",
+            "msd_track",
+            False,
+        )
+    [track_fk] = inspector.get_foreign_keys("msd_track", schema=schema)
+    assert track_fk["referred_table"] == "msd_artist"
+    assert [r.enforced for r in references("msd_artist_similarity")] == [True, True]
+
+
+def test_missing_keys_of_analysis_tables_are_exact(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frames = frames_aa()
+    load_partition(engine, "A/A", frames)
+    t1, t2, t3 = (track_id("A/A", n) for n in (1, 2, 3))
+    with engine.begin() as conn:
+        tatum = warehouse_table(conn, "msd_tatum")
+        gone = sa.or_(
+            sa.and_(tatum.c.track_id == t1, tatum.c.track_tatum_id == 5),  # the range shrinks
+            sa.and_(tatum.c.track_id == t2, tatum.c.track_tatum_id == 3),  # a gap
+            tatum.c.track_id == t3,  # the whole track
+        )
+        assert conn.execute(sa.delete(tatum).where(gone)).rowcount == 7
+        conn.execute(sa.insert(tatum), {"track_id": t1, "track_tatum_id": 9})  # a key too many
+
+    def tatum_verdict() -> verify.TableVerdict:
+        verdicts = verify.verify_partition(engine, "A/A", frames)
+        return next(v for v in verdicts if v.table == "msd_tatum")
+
+    expected = {"database_rows": 9, "frame_rows": 15, "missing_keys": 7}
+    for fetch_by_id in (500, 0):  # the gap's keys fetched by track id, or the partition's
+        monkeypatch.setattr(verify, "MAX_TRACKS_FETCHED_BY_ID", fetch_by_id)
+        verdict = tatum_verdict()
+        actual = {k: getattr(verdict, k) for k in expected}
+        assert actual == expected, fetch_by_id
+        assert not verdict.passed
+    others = [v for v in verify.verify_partition(engine, "A/A", frames) if v.table != "msd_tatum"]
+    assert all(v.passed for v in others), others
 
 
 def test_bulk_insert_chunks_and_values(engine: sa.Engine) -> None:

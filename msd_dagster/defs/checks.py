@@ -12,7 +12,7 @@ from msd_dagster.defs.tables import (
     normalized_key,
     warehouse_key,
 )
-from msd_dagster.warehouse.schema import TABLES_BY_NAME
+from msd_dagster.warehouse.schema import references
 from msd_dagster.warehouse.verify import total_tracks, verify_partition
 
 ROW_COUNT = "row_count_matches"
@@ -21,8 +21,8 @@ FOREIGN_KEYS = "foreign_keys_resolve"
 TOTAL_TRACKS = "all_valid_song_files_loaded"
 
 
-def _has_foreign_keys(table: str) -> bool:
-    return bool(TABLES_BY_NAME[table].foreign_keys)
+def _has_references(table: str) -> bool:
+    return bool(references(table))
 
 
 # Partitioned check specs are a preview feature in Dagster 1.13; we rely on them deliberately.
@@ -63,7 +63,7 @@ WAREHOUSE_CHECK_SPECS = [
                     description="Every foreign key resolves (tracks -> artists, rows -> tracks).",
                 )
             ]
-            if _has_foreign_keys(table)
+            if _has_references(table)
             else []
         ),
     )

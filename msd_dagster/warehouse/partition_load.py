@@ -39,6 +39,7 @@ from msd_dagster.warehouse.ddl import (
     warehouse_table,
 )
 from msd_dagster.warehouse.schema import (
+    CHECKED_REFERENCES,
     NATURAL_KEYS,
     SHARED_TABLES,
     TABLES_BY_NAME,
@@ -129,6 +130,15 @@ def prepare_frames(
                 df = df.sort_values(keys, kind="stable")
             df = df.drop_duplicates(subset=keys, keep="first")
         prepared[name] = df
+    for ref in CHECKED_REFERENCES:  # no database constraint catches these (schema docstring)
+        child = prepared[ref.table][ref.column]
+        unknown = ~child.isin(prepared[ref.parent_table][ref.parent_column])
+        if unknown.any():
+            examples = list(child[unknown].astype(str).unique()[:3])
+            raise ValueError(
+                f"frame {ref.table}: {int(unknown.sum())} row(s) whose {ref.column} is not in "
+                f"the {ref.parent_table} frame of this partition, e.g. {examples}"
+            )
     return prepared
 
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from msd_dagster.warehouse.ddl import warehouse_table
 from msd_dagster.warehouse.partition_load import partition_track_range
-from msd_dagster.warehouse.schema import NATURAL_KEYS, TABLES_BY_NAME, TRACK_TABLES
+from msd_dagster.warehouse.schema import NATURAL_KEYS, TABLES_BY_NAME, TRACK_TABLES, references
 
 _TRACK_TABLE_NAMES = frozenset(t.name for t in TRACK_TABLES)
 _ARTIST_COLUMN = {
@@ -89,16 +89,16 @@ def count_duplicate_natural_keys(
 def count_orphan_foreign_keys(
     conn_or_engine: sa.Engine | sa.Connection, table_name: str, partition_key: str | None = None
 ) -> int:
-    """Rows whose foreign key (tracks -> artists, analysis rows -> tracks, artist_* -> artists)
-    has no parent row; a row failing two foreign keys counts twice. 0 for tables without one.
+    """Rows whose reference (tracks -> artists, analysis rows -> tracks, artist_* -> artists),
+    enforced or checked only (``schema.references``), has no parent row; a row failing two
+    references counts twice. 0 for tables without one.
     """
     table = _table(conn_or_engine, table_name)
     condition = partition_filter(conn_or_engine, table, partition_key)
     total = 0
-    for fk in sorted(table.foreign_keys, key=lambda f: f.parent.name):
-        parent = warehouse_table(conn_or_engine, fk.column.table.name)
-        child_column = table.c[fk.parent.name]
-        parent_column = parent.c[fk.column.name]
+    for ref in references(table_name):
+        parent_column = warehouse_table(conn_or_engine, ref.parent_table).c[ref.parent_column]
+        child_column = table.c[ref.column]
         statement = (
             sa.select(sa.func.count())
             .select_from(table)

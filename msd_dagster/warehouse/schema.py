@@ -10,16 +10,24 @@ additions keep every field of the song files that the ERD dropped. Decisions tha
 * Text is Unicode everywhere (NVARCHAR on SQL Server, utf8mb4 on MySQL/MariaDB) and sized to the
   HDF5 field widths, so nothing is truncated. Key text columns use a binary collation so that
   distinct tags stay distinct ('Rock' vs 'rock', accents).
+* The five analysis tables reference ``msd_track.track_id`` without a database constraint
+  (:data:`CHECKED_REFERENCES`). They hold 99% of the rows, and a per-row foreign-key check made
+  PostgreSQL's COPY ~4x slower (104k vs 410k rows/s, ``benchmarks/bulk_insert_bench.py``).
+  The reference still holds: the loader refuses frames with an analysis row whose track is not
+  in the same partition load (one transaction), and the ``foreign_keys_resolve`` asset check
+  verifies it in the database after every partition load.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mssql, mysql, postgresql
 from sqlalchemy.ext.compiler import compiles
 
 # Bumped whenever a table definition changes; stored in msd_schema_version.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: analysis tables' track_id is a checked reference, not a FK
 
 metadata = sa.MetaData()
 
@@ -223,7 +231,7 @@ def _analysis_table(name: str, singular: str, extra: list[sa.Column]) -> sa.Tabl
         name,
         metadata,
         _id_column(f"{singular}_id"),
-        sa.Column("track_id", _msd_id(), sa.ForeignKey("msd_track.track_id"), nullable=False),
+        sa.Column("track_id", _msd_id(), nullable=False),  # see CHECKED_REFERENCES
         sa.Column(f"track_{singular}_id", sa.Integer, nullable=False),
         sa.Column(f"{singular}_confidence", _double()),
         sa.Column(f"{singular}_start", _double()),
@@ -285,6 +293,36 @@ NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "msd_tatum": ("track_id", "track_tatum_id"),
     "msd_segment": ("track_id", "track_segment_id"),
 }
+
+
+@dataclass(frozen=True)
+class Reference:
+    """``table.column`` refers to ``parent_table.parent_column``."""
+
+    table: str
+    column: str
+    parent_table: str
+    parent_column: str
+    enforced: bool  # a FOREIGN KEY constraint in the database, or verified by the checks only
+
+
+# References that are not database constraints (module docstring): the loader and the
+# ``foreign_keys_resolve`` checks verify them.
+CHECKED_REFERENCES: tuple[Reference, ...] = tuple(
+    Reference(t.name, "track_id", "msd_track", "track_id", enforced=False)
+    for t in (msd_bar, msd_beat, msd_section, msd_tatum, msd_segment)
+)
+
+
+def references(table_name: str) -> list[Reference]:
+    """Every reference of ``table_name``: its foreign keys and its checked references."""
+    table = TABLES_BY_NAME[table_name]
+    declared = [
+        Reference(table_name, fk.parent.name, fk.column.table.name, fk.column.name, enforced=True)
+        for fk in table.foreign_keys
+    ]
+    checked = [r for r in CHECKED_REFERENCES if r.table == table_name]
+    return sorted(declared + checked, key=lambda r: (r.column, r.parent_table))
 
 
 def load_columns(table: sa.Table) -> list[str]:
