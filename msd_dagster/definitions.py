@@ -14,6 +14,7 @@ from msd_dagster.defs.assets.additional_files import (
 from msd_dagster.defs.assets.normalized import normalized_tables
 from msd_dagster.defs.assets.raw import raw_song_files
 from msd_dagster.defs.assets.warehouse import warehouse_tables
+from msd_dagster.defs.automation import msd_follow_upstream
 from msd_dagster.defs.checks import all_valid_song_files_loaded, warehouse_checks
 from msd_dagster.defs.io_managers import ParquetIOManager
 from msd_dagster.defs.jobs import msd_partition_job, msd_totals_job
@@ -60,7 +61,7 @@ defs = dg.Definitions(
     ],
     asset_checks=[warehouse_checks, all_valid_song_files_loaded],
     jobs=[msd_partition_job, msd_totals_job, msd_additional_files_job],
-    sensors=[msd_discovery_sensor, msd_totals_after_loads],
+    sensors=[msd_discovery_sensor, msd_totals_after_loads, msd_follow_upstream],
     resources=build_resources(),
     # Steps of a partition run one after another; parallelism comes from running
     # partitions concurrently, so per-step subprocesses would only add overhead.

@@ -192,6 +192,18 @@ def warehouse_check_keys() -> list[dg.AssetCheckKey]:
     return sorted(warehouse_checks.check_keys, key=lambda k: (k.asset_key.path, k.name))
 
 
+def failed_checks(result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
+    return sorted(key for key, e in check_evaluations(result).items() if not e.passed)
+
+
+def assert_partition_run_ok(result: dg.ExecuteInProcessResult) -> None:
+    """The run succeeded and evaluated every check of the partition job, all passed."""
+    assert result.success
+    evaluations = check_evaluations(result)
+    assert set(evaluations) == partition_check_keys()
+    assert failed_checks(result) == []
+
+
 def materialization_metadata(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict[str, Any]:
     """The metadata values (unwrapped) of the run's materialization of ``key``."""
     found = [

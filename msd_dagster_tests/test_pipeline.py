@@ -42,12 +42,13 @@ from msd_dagster_tests.pipeline_helpers import (
     REJECTED_KEY,
     UNICODE_MBTAGS,
     PipelineTarget,
+    assert_partition_run_ok,
     check_evaluations,
     dump_tables,
     expected_row_counts,
+    failed_checks,
     fast_folder,
     materialization_metadata,
-    partition_check_keys,
     partition_tracks,
     row_counts,
     sqlite_url,
@@ -65,18 +66,6 @@ ANALYSIS = {
 }
 SINGULAR = {"msd_bar": "bar", "msd_beat": "beat", "msd_section": "section"}
 SINGULAR |= {"msd_tatum": "tatum", "msd_segment": "segment"}
-
-
-def failed_checks(result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
-    return sorted(key for key, e in check_evaluations(result).items() if not e.passed)
-
-
-def assert_partition_run_ok(result: dg.ExecuteInProcessResult) -> None:
-    """The run succeeded and evaluated every check of the partition job, all passed."""
-    assert result.success
-    evaluations = check_evaluations(result)
-    assert set(evaluations) == partition_check_keys()
-    assert failed_checks(result) == []
 
 
 def exact(value: Any, zero_sign: bool = True) -> tuple[str, Any]:

@@ -4,6 +4,7 @@ import warnings
 
 import dagster as dg
 
+from msd_dagster.defs.automation import WITH_ITS_ASSET
 from msd_dagster.defs.partitions import msd_folders
 from msd_dagster.defs.resources import WarehouseResource
 from msd_dagster.defs.tables import (
@@ -37,6 +38,7 @@ WAREHOUSE_CHECK_SPECS = [
             asset=warehouse_key(table),
             blocking=True,
             partitions_def=msd_folders,
+            automation_condition=WITH_ITS_ASSET,
             additional_deps=[normalized_key(table)],
             description=(
                 "Rows of the partition in the database == rows of the normalized frame "
@@ -50,6 +52,7 @@ WAREHOUSE_CHECK_SPECS = [
             UNIQUE_KEYS,
             asset=warehouse_key(table),
             partitions_def=msd_folders,
+            automation_condition=WITH_ITS_ASSET,
             additional_deps=[normalized_key(table)],
             description="No natural key (e.g. track_id + position) appears twice.",
         ),
@@ -59,6 +62,7 @@ WAREHOUSE_CHECK_SPECS = [
                     FOREIGN_KEYS,
                     asset=warehouse_key(table),
                     partitions_def=msd_folders,
+                    automation_condition=WITH_ITS_ASSET,
                     additional_deps=[normalized_key(table)],
                     description="Every foreign key resolves (tracks -> artists, rows -> tracks).",
                 )

@@ -404,6 +404,52 @@ def _check_encoding(conn: sa.Connection) -> None:
             )
 
 
+def _schema_state(conn: sa.Connection) -> tuple[set[str], list[str], list[tuple[Any, Any]]]:
+    """(existing msd tables, differences from the definitions, recorded version rows)."""
+    dialect = conn.dialect
+    schema = MSSQL_SCHEMA if dialect.name == "mssql" else None
+    fingerprint = schema_fingerprint()
+    inspector = sa.inspect(conn)
+    existing = {n.lower() for n in inspector.get_table_names(schema=schema)}
+    problems: list[str] = []
+    for table in ALL_TABLES:
+        if table.name.lower() in existing:
+            problems.extend(_table_problems(inspector, table, schema, dialect))
+    recorded: list[tuple[Any, Any]] = []
+    if msd_schema_version.name in existing and not problems:
+        version_table = warehouse_table(dialect, msd_schema_version)
+        recorded = [
+            tuple(r)
+            for r in conn.execute(
+                sa.select(version_table.c.schema_version, version_table.c.fingerprint)
+            )
+        ]
+    for version, recorded_fp in recorded:
+        if version != SCHEMA_VERSION:
+            problems.append(
+                f"msd_schema_version: the database was created for schema version {version}, "
+                f"this code writes version {SCHEMA_VERSION}"
+            )
+        elif recorded_fp != fingerprint:
+            problems.append(
+                f"msd_schema_version: recorded fingerprint {str(recorded_fp)[:12]} differs "
+                f"from this code's {fingerprint[:12]} (table definitions changed without a "
+                "SCHEMA_VERSION bump, or another version of the code created them)"
+            )
+    return existing, problems, recorded
+
+
+def _schema_is_current(engine: sa.Engine) -> bool:
+    """Every table exists, matches and is recorded: checked without the schema lock, so a load
+    does not wait for another partition's load transaction (SQLite's single write lock)."""
+    with engine.connect() as conn:
+        _check_encoding(conn)
+        existing, problems, recorded = _schema_state(conn)
+    return (
+        not problems and len(recorded) == 1 and all(t.name.lower() in existing for t in ALL_TABLES)
+    )
+
+
 def ensure_schema(engine: sa.Engine) -> None:
     """Create missing ``msd_*`` tables and verify that existing ones match the definitions.
 
@@ -412,46 +458,19 @@ def ensure_schema(engine: sa.Engine) -> None:
     or changed in that case. Raises :class:`DatabaseEncodingError` when the database cannot hold
     arbitrary Unicode.
     """
+    if _schema_is_current(engine):
+        return
     dialect = engine.dialect
-    md = warehouse_metadata(dialect)
-    schema = MSSQL_SCHEMA if dialect.name == "mssql" else None
-    fingerprint = schema_fingerprint()
     with _schema_lock(engine) as conn:
         _check_encoding(conn)
-        inspector = sa.inspect(conn)
-        existing = {n.lower() for n in inspector.get_table_names(schema=schema)}
-        problems: list[str] = []
-        for table in ALL_TABLES:
-            if table.name.lower() in existing:
-                problems.extend(_table_problems(inspector, table, schema, dialect))
-        recorded: list[tuple[Any, Any]] = []
-        version_table = warehouse_table(dialect, msd_schema_version)
-        if msd_schema_version.name in existing and not problems:
-            recorded = [
-                tuple(r)
-                for r in conn.execute(
-                    sa.select(version_table.c.schema_version, version_table.c.fingerprint)
-                )
-            ]
-        for version, recorded_fp in recorded:
-            if version != SCHEMA_VERSION:
-                problems.append(
-                    f"msd_schema_version: the database was created for schema version {version}, "
-                    f"this code writes version {SCHEMA_VERSION}"
-                )
-            elif recorded_fp != fingerprint:
-                problems.append(
-                    f"msd_schema_version: recorded fingerprint {str(recorded_fp)[:12]} differs "
-                    f"from this code's {fingerprint[:12]} (table definitions changed without a "
-                    "SCHEMA_VERSION bump, or another version of the code created them)"
-                )
+        _existing, problems, recorded = _schema_state(conn)
         if problems:
             raise SchemaMismatchError(problems)
-        md.create_all(conn, checkfirst=True)
+        warehouse_metadata(dialect).create_all(conn, checkfirst=True)
         if not recorded:
             conn.execute(
-                sa.insert(version_table).values(
-                    schema_version=SCHEMA_VERSION, fingerprint=fingerprint
+                sa.insert(warehouse_table(dialect, msd_schema_version)).values(
+                    schema_version=SCHEMA_VERSION, fingerprint=schema_fingerprint()
                 )
             )
 

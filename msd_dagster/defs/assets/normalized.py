@@ -6,6 +6,7 @@ import warnings
 import dagster as dg
 import pandas as pd
 
+from msd_dagster.defs.automation import FOLLOW_UPSTREAM, WITH_ITS_ASSET
 from msd_dagster.defs.partitions import msd_folders
 from msd_dagster.defs.resources import MsdSourceResource
 from msd_dagster.defs.retries import SOURCE_RETRY_POLICY
@@ -70,6 +71,7 @@ def rejected_markdown(rejected: list[RejectedFile], limit: int = 50) -> str:
                 owners=["team:data-engineering"],
                 tags={"msd/layer": "normalized"},
                 code_version="1",
+                automation_condition=FOLLOW_UPSTREAM,
             )
             for table, name in NORMALIZED_NAMES.items()
         },
@@ -79,6 +81,7 @@ def rejected_markdown(rejected: list[RejectedFile], limit: int = 50) -> str:
             kinds={"pandas", "parquet"},
             io_manager_key="parquet_io_manager",
             code_version="1",
+            automation_condition=FOLLOW_UPSTREAM,
         ),
     },
     check_specs=[
@@ -87,6 +90,7 @@ def rejected_markdown(rejected: list[RejectedFile], limit: int = 50) -> str:
             asset=normalized_key(table),
             blocking=True,
             partitions_def=msd_folders,
+            automation_condition=WITH_ITS_ASSET,
             description="Rows in the frame == rows implied by the parsed song files.",
         )
         for table in TRACK_TABLE_NAMES

@@ -6,6 +6,7 @@ import time
 import dagster as dg
 import pandas as pd
 
+from msd_dagster.defs.automation import FOLLOW_UPSTREAM
 from msd_dagster.defs.partitions import msd_folders
 from msd_dagster.defs.resources import WarehouseResource
 from msd_dagster.defs.tables import (
@@ -51,6 +52,7 @@ def configured_dialect_kind() -> str:
             tags={"msd/layer": "warehouse"},
             metadata={"dagster/column_schema": table_schema(table), "dagster/table_name": table},
             code_version="1",
+            automation_condition=FOLLOW_UPSTREAM,
         )
         for table in NORMALIZED_NAMES
     ],
