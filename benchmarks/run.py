@@ -38,6 +38,7 @@ import sqlalchemy as sa
 from benchmarks.dataset import DEFAULT_SEED, cached_dataset, song_files
 from benchmarks.eventlog import run_stages
 from benchmarks.proctree import load_average, run_tree
+from msd_dagster.cli import CLI_DAGSTER_YAML
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -184,7 +185,9 @@ def run_load(
         home = workdir / f"load-{backend}-{secrets.token_hex(3)}"
         dagster_home = home / "dagster_home"
         dagster_home.mkdir(parents=True)
-        (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        # What `msd-dagster load` writes into a new instance, without telemetry.
+        config = CLI_DAGSTER_YAML + "telemetry:\n  enabled: false\n"
+        (dagster_home / "dagster.yaml").write_text(config)
         env = {
             **os.environ,
             "DAGSTER_HOME": str(dagster_home),
