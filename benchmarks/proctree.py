@@ -47,6 +47,19 @@ def rss_bytes(pid: int) -> int:
         return 0
 
 
+def pss_bytes(pid: int) -> int:
+    """Proportional set size: pages shared by N processes count 1/N each, so the sum over a
+    tree is its real footprint (RSS counts a forked worker's shared pages again)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0
+
+
 def load_average() -> float:
     return os.getloadavg()[0]
 
@@ -67,6 +80,7 @@ class TreeSampler:
     pid: int
     interval: float = 0.2
     peak_bytes: int = 0
+    peak_pss_bytes: int = 0
     peak_processes: int = 0
     samples: list[tuple[float, int, int]] = field(default_factory=list)  # (t, rss, processes)
     loads: list[float] = field(default_factory=list)
@@ -88,6 +102,8 @@ class TreeSampler:
             now = time.perf_counter() - self._started
             self.samples.append((now, total, len(pids)))
             self.peak_bytes = max(self.peak_bytes, total)
+            pss = sum(pss_bytes(p) for p in pids)
+            self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
             self.peak_processes = max(self.peak_processes, len(pids))
             if now - last_load >= 5:
                 self.loads.append(load_average())
@@ -118,6 +134,7 @@ class TreeResult:
     cpu_user_seconds: float
     cpu_system_seconds: float
     peak_rss_bytes: int
+    peak_pss_bytes: int
     peak_processes: int
     peak_rss_first_half: int
     peak_rss_second_half: int
@@ -147,6 +164,7 @@ def run_tree(cmd: list[str], env: dict[str, str], log_path: str) -> TreeResult:
         cpu_user_seconds=usage.ru_utime,
         cpu_system_seconds=usage.ru_stime,
         peak_rss_bytes=sampler.peak_bytes,
+        peak_pss_bytes=sampler.peak_pss_bytes,
         peak_processes=sampler.peak_processes,
         peak_rss_first_half=sampler.peak_in(0.0, 0.5),
         peak_rss_second_half=sampler.peak_in(0.5, 1.0),

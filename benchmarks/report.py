@@ -73,6 +73,27 @@ def _spread(entry: dict[str, Any], key: str, scale: float = 1.0, fmt: str = "{:,
     return " (runs: " + ", ".join(fmt.format(v) for v in values) + ")"
 
 
+def _round_cell(found: tuple[dict[str, Any], dict[str, Any]] | None) -> str:
+    if not found:
+        return "-"
+    result, entry = found
+    load = _median_load(entry)
+    parse = result.get("parse") or {}
+    h5py = parse.get("h5py_files_per_cpu_second")
+    return (
+        f"{load['wall_seconds']:,.0f} s / "
+        f"{load['cpu_user_seconds'] + load['cpu_system_seconds']:,.0f} s / "
+        f"{_mib(load['peak_rss_bytes'])} ({_load_note(load)}"
+        + (f"; h5py {h5py:.0f}" if h5py else "")
+        + ")"
+    )
+
+
+def _pss_note(load: dict[str, Any]) -> str:
+    pss = load.get("peak_pss_bytes")  # results before PSS was sampled do not have it
+    return f"; real footprint (PSS) {_mib(pss)}" if pss else ""
+
+
 def _mib(value: float) -> str:
     return f"{value / 2**20:,.0f} MiB"
 
@@ -138,8 +159,8 @@ def render() -> str:
             f"| {backend}: peak RSS of the process tree <= {TARGET_RSS_GIB} GiB | {_mib(rss)}"
             f"{_spread(entry, 'peak_rss_bytes', 1 / 2**20)} "
             f"(first half {_mib(load['peak_rss_first_half_bytes'])}, second half "
-            f"{_mib(load['peak_rss_second_half_bytes'])}, {load['peak_processes']} processes) | "
-            f"{_ok(rss <= TARGET_RSS_GIB * 2**30)} | same run |"
+            f"{_mib(load['peak_rss_second_half_bytes'])}, {load['peak_processes']} processes"
+            f"{_pss_note(load)}) | {_ok(rss <= TARGET_RSS_GIB * 2**30)} | same run |"
         )
         share = load["dagster_share_of_wall"]
         lines.append(
@@ -254,31 +275,23 @@ def render() -> str:
         )
         lines.append("")
 
-    # Before / after
-    before = _latest(results, "before")
-    if before:
+    # Before / after: the code before the optimizations, after the first round, and now
+    rounds = [("before", _latest(results, "before")), ("round 1", _latest(results, "round1"))]
+    keys = sorted({key for _, found in rounds for key in found})
+    if keys:
         lines += [
             "### Before and after the optimizations (same suite, same dataset)",
             "",
-            "| songs, backend | before: wall / CPU / peak RSS | after: wall / CPU / peak RSS |",
-            "|---|---|---|",
+            "wall / CPU / peak RSS of the process tree; machine load, and the h5py parse baseline "
+            "in files per CPU-second (the machine's speed: a lower figure is a slower CPU).",
+            "",
+            "| songs, backend | " + " | ".join(f"{name}" for name, _ in rounds) + " | now |",
+            "|---|" + "---|" * (len(rounds) + 1),
         ]
-        for key, (_result, entry) in sorted(before.items()):
-            old = _median_load(entry)
-            new = latest.get(key)
-            after = "-"
-            if new:
-                load = _median_load(new[1])
-                after = (
-                    f"{load['wall_seconds']:,.0f} s / "
-                    f"{load['cpu_user_seconds'] + load['cpu_system_seconds']:,.0f} s / "
-                    f"{_mib(load['peak_rss_bytes'])} ({_load_note(load)})"
-                )
-            lines.append(
-                f"| {key[0]:,}, {key[1]} | {old['wall_seconds']:,.0f} s / "
-                f"{old['cpu_user_seconds'] + old['cpu_system_seconds']:,.0f} s / "
-                f"{_mib(old['peak_rss_bytes'])} ({_load_note(old)}) | {after} |"
-            )
+        for key in keys:
+            cells = [_round_cell(found.get(key)) for _, found in rounds]
+            cells.append(_round_cell(latest.get(key)))
+            lines.append(f"| {key[0]:,}, {key[1]} | " + " | ".join(cells) + " |")
         lines.append("")
 
     # Baselines

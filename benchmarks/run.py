@@ -238,6 +238,7 @@ def run_load(
         "cpu_user_seconds": tree.cpu_user_seconds,
         "cpu_system_seconds": tree.cpu_system_seconds,
         "peak_rss_bytes": tree.peak_rss_bytes,
+        "peak_pss_bytes": tree.peak_pss_bytes,
         "peak_rss_first_half_bytes": tree.peak_rss_first_half,
         "peak_rss_second_half_bytes": tree.peak_rss_second_half,
         "peak_processes": tree.peak_processes,

@@ -21,7 +21,7 @@ from msd_dagster.defs.checks import (
     UNIQUE_KEYS,
     WAREHOUSE_CHECK_SPECS,
 )
-from msd_dagster_tests.ui_fixtures import PARTITION_JOB, PARTITIONS, DagsterUI
+from msd_dagster_tests.ui_fixtures import NO_RETRIES, PARTITION_JOB, PARTITIONS, DagsterUI
 
 pytestmark = [
     pytest.mark.e2e,
@@ -55,8 +55,6 @@ BACKFILLED = ["A/B", "B/A"]
 SINGLE = "A/A"
 FAILING = "B/A"
 INJECTED = f"e2e: injected failure for partition {FAILING}"
-TRIGGER = "e2e_refuse_partition"
-NO_RETRIES = {"execution": {"config": {"retries": {"disabled": {}}}}}
 
 PARTITION_KEYS = """
 query Keys($key: AssetKeyInput!) {
@@ -375,30 +373,17 @@ def test_check_reports_pass_for_every_partition(dagster_ui: DagsterUI, story: di
 
 def test_failed_partition_is_rerun_from_failure(dagster_ui: DagsterUI, story: dict[str, Any]):
     first_load = need(story, "first_load")
-    prefix = "TR" + FAILING.replace("/", "")
-    # The cause: the database refuses this partition's tracks. Only the load step of this
-    # partition's run can hit it (the other steps do not write to the database).
-    with dagster_ui.db() as db:
-        db.execute(
-            f"CREATE TRIGGER {TRIGGER} BEFORE INSERT ON msd_track "
-            f"WHEN NEW.track_id LIKE '{prefix}%' BEGIN SELECT RAISE(ABORT, '{INJECTED}'); END"
-        )
+    # The cause: the database refuses this partition's tracks.
+    dagster_ui.refuse_track_inserts(FAILING, INJECTED)
     try:
         rerun_id = fail_fix_and_rerun(dagster_ui, first_load)
     finally:
-        remove_trigger(dagster_ui)  # whatever happened, later tests get a working database
+        dagster_ui.accept_track_inserts()  # whatever happened, later tests get a working database
     story["rerun"] = rerun_id
-
-
-def remove_trigger(ui: DagsterUI) -> None:
-    with ui.db() as db:
-        db.execute(f"DROP TRIGGER IF EXISTS {TRIGGER}")
 
 
 def fail_fix_and_rerun(dagster_ui: DagsterUI, first_load: dict[str, int]) -> str:
     """Run the partition into the failure, read it, fix it, re-execute; the rerun's id."""
-    # Retries disabled for this run: the failure is final at once, whatever retry policy or
-    # RetryRequested the steps use.
     failed_id = dagster_ui.client.submit_job_execution(
         PARTITION_JOB, tags={"dagster/partition": FAILING}, run_config=NO_RETRIES
     )
@@ -423,7 +408,7 @@ def fail_fix_and_rerun(dagster_ui: DagsterUI, first_load: dict[str, int]) -> str
     assert track["failedPartitions"] == [FAILING]
 
     # Fix the cause, then re-execute the failed run from its failed step.
-    remove_trigger(dagster_ui)
+    dagster_ui.accept_track_inserts()
     launched = dagster_ui.graphql(
         REEXECUTE, {"params": {"parentRunId": failed_id, "strategy": "FROM_FAILURE"}}
     )["launchRunReexecution"]

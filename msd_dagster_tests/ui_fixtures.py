@@ -46,6 +46,9 @@ SONGS = 30
 SEED = 11
 START_TIMEOUT = 150  # seconds; a cold start on a busy 2-core machine takes ~20-40 s
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
+REFUSE_TRIGGER = "e2e_refuse_partition"
+# Run config: the failure is final at once, whatever retry policy or RetryRequested steps use.
+NO_RETRIES = {"execution": {"config": {"retries": {"disabled": {}}}}}
 
 DAGSTER_YAML = """\
 run_coordinator:
@@ -212,6 +215,21 @@ class DagsterUI:
                 yield conn
         finally:
             conn.close()
+
+    def refuse_track_inserts(self, partition: str, message: str) -> None:
+        """Make the database refuse the partition's ``msd_track`` rows: only the load step of
+        that partition's runs fails (the other steps do not write to the database)."""
+        prefix = "TR" + partition.replace("/", "")
+        with self.db() as db:
+            db.execute(
+                f"CREATE TRIGGER {REFUSE_TRIGGER} BEFORE INSERT ON msd_track "
+                f"WHEN NEW.track_id LIKE '{prefix}%' BEGIN SELECT RAISE(ABORT, '{message}'); END"
+            )
+
+    def accept_track_inserts(self) -> None:
+        """Undo :meth:`refuse_track_inserts` (a no-op when nothing is refused)."""
+        with self.db() as db:
+            db.execute(f"DROP TRIGGER IF EXISTS {REFUSE_TRIGGER}")
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -226,6 +226,18 @@ def iter_chunks(df: pd.DataFrame, chunk_rows: int) -> Iterator[pd.DataFrame]:
         yield df.iloc[start : start + chunk_rows]
 
 
+def row_batches(
+    df: pd.DataFrame,
+    columns: Sequence[sa.Column],
+    chunk_rows: int,
+    dialect: sa.Dialect | None = None,
+) -> Iterator[list[tuple[Any, ...]]]:
+    """``df`` as lists of at most ``chunk_rows`` row tuples, bound for ``dialect`` (if given)."""
+    processors = _processors(columns, dialect) if dialect is not None else None
+    for chunk in iter_chunks(df, chunk_rows):
+        yield rows_of(normalize_chunk(chunk, columns), processors)
+
+
 @contextlib.contextmanager
 def driver_errors(conn: sa.Connection, statement: str) -> Iterator[None]:
     """Raise driver errors of raw-cursor work (COPY, fast_executemany) as SQLAlchemy errors.
@@ -544,15 +556,13 @@ def _mysql_executemany(
             conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar()
         )
     sql = insert_sql(dialect, table, columns)
-    processors = _processors(columns, dialect)
     raw = conn.connection.dbapi_connection
     written = 0
     with driver_errors(conn, sql), contextlib.closing(raw.cursor()) as cursor:
         # PyMySQL rewrites executemany into multi-row INSERTs of at most max_stmt_length bytes.
         packet = info[_MYSQL_MAX_PACKET_KEY]
         cursor.max_stmt_length = max(64_000, min(4 * 1024 * 1024, packet - 65_536))
-        for chunk in iter_chunks(df, chunk_rows):
-            rows = rows_of(normalize_chunk(chunk, columns), processors)
+        for rows in row_batches(df, columns, chunk_rows, dialect):
             cursor.executemany(sql, rows)
             written += len(rows)
     return written
@@ -647,14 +657,12 @@ def _mssql_fast_executemany(
     dialect = conn.dialect
     sql = insert_sql(dialect, table, columns)
     sizes = mssql_input_sizes(columns, dialect)
-    processors = _processors(columns, dialect)
     rows_per_call = mssql_fast_chunk_rows(columns, dialect, chunk_rows)
     raw = conn.connection.dbapi_connection
     written = 0
     with driver_errors(conn, sql), contextlib.closing(raw.cursor()) as cursor:
         cursor.fast_executemany = True
-        for chunk in iter_chunks(df, rows_per_call):
-            rows = rows_of(normalize_chunk(chunk, columns), processors)
+        for rows in row_batches(df, columns, rows_per_call, dialect):
             cursor.setinputsizes(sizes)
             cursor.executemany(sql, rows)
             written += len(rows)
@@ -669,10 +677,8 @@ def _mssql_values(
     chunk_rows: int,
 ) -> int:
     dialect = conn.dialect
-    processors = _processors(columns, dialect)
     written = 0
-    for chunk in iter_chunks(df, chunk_rows):
-        rows = rows_of(normalize_chunk(chunk, columns), processors)
+    for rows in row_batches(df, columns, chunk_rows, dialect):
         for sql, params in mssql_values_statements(dialect, table, columns, rows):
             conn.exec_driver_sql(sql, params)
         written += len(rows)
@@ -692,10 +698,8 @@ def _executemany(
 ) -> int:
     dialect = conn.dialect
     sql = insert_sql(dialect, table, columns)
-    processors = _processors(columns, dialect)
     written = 0
-    for chunk in iter_chunks(df, chunk_rows):
-        rows = rows_of(normalize_chunk(chunk, columns), processors)
+    for rows in row_batches(df, columns, chunk_rows, dialect):
         conn.exec_driver_sql(sql, rows)
         written += len(rows)
     return written
@@ -711,8 +715,7 @@ def _sqlalchemy_executemany(
     # Unknown driver: SQLAlchemy's own executemany / insertmanyvalues batching.
     names = [c.name for c in columns]
     written = 0
-    for chunk in iter_chunks(df, chunk_rows):
-        rows = rows_of(normalize_chunk(chunk, columns))
+    for rows in row_batches(df, columns, chunk_rows):
         conn.execute(sa.insert(table), [dict(zip(names, row, strict=True)) for row in rows])
         written += len(rows)
     return written
