@@ -26,6 +26,7 @@ from msd_dagster.defs.checks import (
     WAREHOUSE_CHECK_SPECS,
 )
 from msd_dagster_tests.ui_fixtures import (
+    BACKFILL,
     LOCATION,
     NO_RETRIES,
     PARTITION_JOB,
@@ -56,6 +57,9 @@ DOCS_SCREENSHOT = REPO_ROOT / "docs" / "images" / "asset-graph.png"
 UI_PARTITION = "A/B"  # the partition materialized with clicks
 GROUPS = ("raw", "normalized", "warehouse")
 
+NEWEST_BACKFILL = """
+query { partitionBackfillsOrError(limit: 1) { ... on PartitionBackfills { results { id } } } }
+"""
 RUNS = """
 query Runs($filter: RunsFilter) {
   runsOrError(filter: $filter) { ... on Runs { results { runId } } }
@@ -335,3 +339,51 @@ def test_rerun_a_failed_partition_from_failure_with_clicks(
     page.goto(f"/runs/{rerun['runId']}")
     expect(page.get_by_text("Success", exact=True).first).to_be_visible()
     shot(page, screenshots, "10-rerun-succeeded")
+
+
+def test_backfill_partitions_with_clicks(page, dagster_ui: DagsterUI, screenshots: Path):
+    """README, "Backfill": the job's Materialize dialog with several folders → Launch backfill."""
+    targets = sorted(p for p in PARTITIONS if p != UI_PARTITION)
+    before = dagster_ui.graphql(NEWEST_BACKFILL)["partitionBackfillsOrError"]["results"]
+    page.goto(f"/locations/{LOCATION}/jobs/{PARTITION_JOB}")
+    page.get_by_role("button", name="Materialize all…").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Select a partition or create one").click()
+    for partition in targets:
+        page.get_by_role("menuitem").filter(has_text=partition).first.click()
+    page.keyboard.press("Escape")
+    expect(dialog.get_by_text(f"{len(targets)} partitions", exact=True)).to_be_visible()
+    launch = dialog.get_by_role("button", name="Launch backfill")
+    expect(launch).to_be_enabled()
+    shot(page, screenshots, "11-backfill-dialog")
+    launch.click()
+
+    deadline = time.monotonic() + 60
+    while True:
+        newest = dagster_ui.graphql(NEWEST_BACKFILL)["partitionBackfillsOrError"]["results"]
+        if newest and newest != before:
+            backfill_id = newest[0]["id"]
+            break
+        assert time.monotonic() < deadline, "the click launched no backfill"
+        time.sleep(0.5)
+    deadline = time.monotonic() + 240  # the daemon submits and completes backfills every 30 s
+    while True:
+        backfill = dagster_ui.graphql(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
+        if backfill["status"] not in ("REQUESTED", "CANCELING", "FAILING"):
+            break
+        assert time.monotonic() < deadline, f"backfill still {backfill['status']}"
+        time.sleep(1)
+    assert backfill["status"] == "COMPLETED_SUCCESS", backfill
+    assert sorted(backfill["partitionNames"]) == targets
+    results = backfill["partitionStatuses"]["results"]
+    assert sorted(r["partitionName"] for r in results) == targets
+    assert all(r["runStatus"] == "SUCCESS" for r in results), results
+    with dagster_ui.db() as db:
+        for partition in targets:
+            prefix = "TR" + partition.replace("/", "") + "%"
+            for table, rows in dagster_ui.expected_rows(partition).items():
+                count = db.execute(f"SELECT COUNT(*) FROM {table} WHERE track_id LIKE ?", (prefix,))
+                assert count.fetchone()[0] == rows, (partition, table)
+    page.goto("/runs/b/" + backfill_id)
+    expect(page.get_by_text(backfill_id).first).to_be_visible()
+    shot(page, screenshots, "12-backfill")

@@ -21,7 +21,13 @@ from msd_dagster.defs.checks import (
     UNIQUE_KEYS,
     WAREHOUSE_CHECK_SPECS,
 )
-from msd_dagster_tests.ui_fixtures import NO_RETRIES, PARTITION_JOB, PARTITIONS, DagsterUI
+from msd_dagster_tests.ui_fixtures import (
+    BACKFILL,
+    NO_RETRIES,
+    PARTITION_JOB,
+    PARTITIONS,
+    DagsterUI,
+)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -63,19 +69,6 @@ query Keys($key: AssetKeyInput!) {
 """
 
 LAUNCH_BACKFILL = """
-mutation Backfill($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on PartitionKeysNotFoundError { message }
-    ... on PartitionSetNotFoundError { message }
-    ... on UnauthorizedError { message }
-  }
-}
-"""
-
-BACKFILL = """
 query Backfill($id: String!) {
   partitionBackfillOrError(backfillId: $id) {
     __typename

@@ -46,6 +46,18 @@ SONGS = 30
 SEED = 11
 START_TIMEOUT = 150  # seconds; a cold start on a busy 2-core machine takes ~20-40 s
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
+BACKFILL = """
+mutation Backfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on PartitionKeysNotFoundError { message }
+    ... on PartitionSetNotFoundError { message }
+    ... on UnauthorizedError { message }
+  }
+}
+"""
 REFUSE_TRIGGER = "e2e_refuse_partition"
 # Run config: the failure is final at once, whatever retry policy or RetryRequested steps use.
 NO_RETRIES = {"execution": {"config": {"retries": {"disabled": {}}}}}
