@@ -69,6 +69,24 @@ def test_every_job_resolves_and_every_asset_is_grouped_and_described() -> None:
         assert (graph.get_check_spec(key).description or "").strip(), key
 
 
+def test_catalog_column_schemas_show_keys_and_references() -> None:
+    specs = {spec.key: spec for spec in definitions.defs.resolve_all_asset_specs()}
+
+    def constraints(table: str) -> dict[str, dg.TableColumnConstraints]:
+        schema = specs[warehouse_key(table)].metadata["dagster/column_schema"]
+        return {column.name: column.constraints for column in schema.columns}
+
+    bar = constraints("msd_bar")
+    assert bar["track_id"].other == [
+        "references msd_track.track_id (verified by the foreign_keys_resolve check, not a "
+        "constraint)"
+    ]
+    assert bar["bar_id"].unique and not bar["track_id"].nullable
+    track = constraints("msd_track")
+    assert track["artist_id"].other == ["foreign key to msd_artist.artist_id"]
+    assert track["title"].nullable and track["title"].other == []
+
+
 def test_dagster_cli_validates_the_code_location(tmp_path: Path) -> None:
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster)] if dagster.exists() else [sys.executable, "-m", "dagster"]

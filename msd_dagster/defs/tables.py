@@ -14,7 +14,13 @@ from msd_dagster.msd.frames import (
     TRACK_ANALYSIS_COLUMNS,
     TRACK_METADATA_COLUMNS,
 )
-from msd_dagster.warehouse.schema import TABLES_BY_NAME, TRACK_TABLES, load_columns
+from msd_dagster.warehouse.schema import (
+    TABLES_BY_NAME,
+    TRACK_TABLES,
+    Reference,
+    load_columns,
+    references,
+)
 
 # msd_* table -> normalized asset name
 NORMALIZED_NAMES: dict[str, str] = {
@@ -117,11 +123,22 @@ def table_schema(table: str) -> dg.TableSchema:
                 description=(
                     f"from {source_field(table, c.name)}" if source_field(table, c.name) else None
                 ),
-                constraints=dg.TableColumnConstraints(nullable=c.nullable, unique=c.primary_key),
+                constraints=dg.TableColumnConstraints(
+                    nullable=c.nullable,
+                    unique=c.primary_key,
+                    other=[_describe(r) for r in references(table) if r.column == c.name],
+                ),
             )
             for c in columns
         ]
     )
+
+
+def _describe(reference: Reference) -> str:
+    target = f"{reference.parent_table}.{reference.parent_column}"
+    if reference.enforced:
+        return f"foreign key to {target}"
+    return f"references {target} (verified by the foreign_keys_resolve check, not a constraint)"
 
 
 def _type_name(type_: sa.types.TypeEngine) -> str:

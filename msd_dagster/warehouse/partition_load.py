@@ -109,7 +109,8 @@ def prepare_frames(
                 f"frame {name}: missing column(s) {absent or 'none'}, "
                 f"unexpected column(s) {extra or 'none'}"
             )
-        df = df[columns]
+        if list(df.columns) != columns:  # the normalized frames are already in table order
+            df = df[columns]
         keys = list(NATURAL_KEYS[name])
         null_keys = df[keys].isna().any(axis=1)
         if null_keys.any():
