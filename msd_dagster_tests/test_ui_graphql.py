@@ -69,19 +69,14 @@ query Keys($key: AssetKeyInput!) {
 """
 
 LAUNCH_BACKFILL = """
-query Backfill($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
+mutation Backfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
     __typename
-    ... on PartitionBackfill {
-      id
-      status
-      title
-      numPartitions
-      partitionNames
-      partitionSetName
-      runs { runId status tags { key value } }
-      partitionStatuses { results { partitionName runId runStatus } }
-    }
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on PartitionKeysNotFoundError { message }
+    ... on PartitionSetNotFoundError { message }
+    ... on UnauthorizedError { message }
   }
 }
 """

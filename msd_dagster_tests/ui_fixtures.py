@@ -47,14 +47,19 @@ SEED = 11
 START_TIMEOUT = 150  # seconds; a cold start on a busy 2-core machine takes ~20-40 s
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 BACKFILL = """
-mutation Backfill($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
     __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on PartitionKeysNotFoundError { message }
-    ... on PartitionSetNotFoundError { message }
-    ... on UnauthorizedError { message }
+    ... on PartitionBackfill {
+      id
+      status
+      title
+      numPartitions
+      partitionNames
+      partitionSetName
+      runs { runId status tags { key value } }
+      partitionStatuses { results { partitionName runId runStatus } }
+    }
   }
 }
 """
