@@ -28,7 +28,13 @@ import sqlalchemy as sa
 
 from msd_dagster.warehouse.bulk import bulk_insert
 from msd_dagster.warehouse.ddl import ensure_schema, warehouse_table
-from msd_dagster.warehouse.schema import load_columns, msd_artist, msd_tatum, msd_track
+from msd_dagster.warehouse.schema import (
+    MYSQL_TABLE_ARGS,
+    load_columns,
+    msd_artist,
+    msd_tatum,
+    msd_track,
+)
 from msd_dagster.warehouse.urls import create_engine_for_url, mask_url
 
 POSTGRES_ADMIN = os.environ.get(
@@ -104,7 +110,7 @@ def _fk_copy(engine: sa.Engine) -> sa.Table:
         sa.UniqueConstraint("track_id", "track_tatum_id"),
         sa.ForeignKeyConstraint(["track_id"], [track.c.track_id]),
         schema=table.schema,
-        mysql_charset="utf8mb4",
+        **MYSQL_TABLE_ARGS,
     )
     copy.create(engine)
     return copy
