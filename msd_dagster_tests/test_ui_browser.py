@@ -26,7 +26,6 @@ from msd_dagster.defs.checks import (
     WAREHOUSE_CHECK_SPECS,
 )
 from msd_dagster_tests.ui_fixtures import (
-    BACKFILL,
     LOCATION,
     NO_RETRIES,
     PARTITION_JOB,
@@ -180,10 +179,7 @@ def test_materialize_a_partition_with_clicks(
         "warehouse_tables",
         "warehouse_checks",
     }
-    with dagster_ui.db() as db:
-        prefix = "TR" + UI_PARTITION.replace("/", "") + "%"
-        tracks = db.execute("SELECT COUNT(*) FROM msd_track WHERE track_id LIKE ?", (prefix,))
-        assert tracks.fetchone()[0] == dagster_ui.expected_rows(UI_PARTITION)["msd_track"]
+    assert dagster_ui.partition_rows(UI_PARTITION) == dagster_ui.expected_rows(UI_PARTITION)
 
     # The run's page says so too.
     page.goto(f"/runs/{run_id}")
@@ -331,11 +327,8 @@ def test_rerun_a_failed_partition_from_failure_with_clicks(
     assert done["status"] == "SUCCESS", done
     # From failure: the parse is reused, only the load and its checks ran again.
     assert {s["stepKey"] for s in done["stepStats"]} == {"warehouse_tables", "warehouse_checks"}
-    with dagster_ui.db() as db:
-        prefix = "TR" + UI_PARTITION.replace("/", "") + "%"
-        for table, rows in before.items():
-            count = db.execute(f"SELECT COUNT(*) FROM {table} WHERE track_id LIKE ?", (prefix,))
-            assert count.fetchone()[0] == rows, table  # reloaded once, nothing duplicated
+    # Reloaded once, nothing duplicated.
+    assert dagster_ui.partition_rows(UI_PARTITION) == before
     page.goto(f"/runs/{rerun['runId']}")
     expect(page.get_by_text("Success", exact=True).first).to_be_visible()
     shot(page, screenshots, "10-rerun-succeeded")
@@ -366,24 +359,14 @@ def test_backfill_partitions_with_clicks(page, dagster_ui: DagsterUI, screenshot
             break
         assert time.monotonic() < deadline, "the click launched no backfill"
         time.sleep(0.5)
-    deadline = time.monotonic() + 240  # the daemon submits and completes backfills every 30 s
-    while True:
-        backfill = dagster_ui.graphql(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
-        if backfill["status"] not in ("REQUESTED", "CANCELING", "FAILING"):
-            break
-        assert time.monotonic() < deadline, f"backfill still {backfill['status']}"
-        time.sleep(1)
+    backfill = dagster_ui.wait_for_backfill(backfill_id, timeout=240)
     assert backfill["status"] == "COMPLETED_SUCCESS", backfill
     assert sorted(backfill["partitionNames"]) == targets
     results = backfill["partitionStatuses"]["results"]
     assert sorted(r["partitionName"] for r in results) == targets
     assert all(r["runStatus"] == "SUCCESS" for r in results), results
-    with dagster_ui.db() as db:
-        for partition in targets:
-            prefix = "TR" + partition.replace("/", "") + "%"
-            for table, rows in dagster_ui.expected_rows(partition).items():
-                count = db.execute(f"SELECT COUNT(*) FROM {table} WHERE track_id LIKE ?", (prefix,))
-                assert count.fetchone()[0] == rows, (partition, table)
+    for partition in targets:
+        assert dagster_ui.partition_rows(partition) == dagster_ui.expected_rows(partition)
     page.goto("/runs/b/" + backfill_id)
     expect(page.get_by_text(backfill_id).first).to_be_visible()
     shot(page, screenshots, "12-backfill")

@@ -41,7 +41,6 @@ WAREHOUSE_TABLES = (
     "msd_r_mbtag", "msd_artist_similarity", "msd_bar", "msd_beat", "msd_section", "msd_tatum",
     "msd_segment",
 )  # fmt: skip
-TRACK_TABLES = ("msd_track", "msd_bar", "msd_beat", "msd_section", "msd_tatum", "msd_segment")
 # What must never appear twice in a table (the key a rerun must not duplicate).
 NATURAL_KEYS = {
     "msd_track": ("track_id",),
@@ -188,17 +187,6 @@ def duplicate_keys(ui: DagsterUI) -> dict[str, int]:
     return out
 
 
-def partition_counts(ui: DagsterUI, partition: str) -> dict[str, int]:
-    """Rows of a partition in each track table (its tracks' ids start with TR<c3><c4>)."""
-    prefix = "TR" + partition.replace("/", "") + "%"
-    counts = {}
-    with ui.db() as db:
-        for table in TRACK_TABLES:
-            sql = f"SELECT COUNT(*) FROM {table} WHERE track_id LIKE ?"
-            counts[table] = db.execute(sql, (prefix,)).fetchone()[0]
-    return counts
-
-
 def asset_statuses(ui: DagsterUI) -> dict[str, dict[str, Any]]:
     keys = [warehouse_key(t) for t in WAREHOUSE_TABLES]
     nodes = ui.graphql(ASSET_STATUS, {"keys": keys})["assetNodes"]
@@ -271,7 +259,7 @@ def test_one_partition_run_succeeds(dagster_ui: DagsterUI, story: dict[str, Any]
         "warehouse_tables": "SUCCESS",
         "warehouse_checks": "SUCCESS",
     }
-    assert partition_counts(dagster_ui, SINGLE) == dagster_ui.expected_rows(SINGLE)
+    assert dagster_ui.partition_rows(SINGLE) == dagster_ui.expected_rows(SINGLE)
     story["single_run"] = run_id
 
 
@@ -291,7 +279,7 @@ def test_backfill_runs_succeed(dagster_ui: DagsterUI, story: dict[str, Any]):
         assert run["status"] == "SUCCESS", (partition, run)
         tags = {t["key"]: t["value"] for t in run["tags"]}
         assert tags["dagster/backfill"] == backfill_id
-        assert partition_counts(dagster_ui, partition) == dagster_ui.expected_rows(partition)
+        assert dagster_ui.partition_rows(partition) == dagster_ui.expected_rows(partition)
     statuses = asset_statuses(dagster_ui)
     for table, node in statuses.items():
         partitions = node["assetPartitionStatuses"]
@@ -391,7 +379,7 @@ def fail_fix_and_rerun(dagster_ui: DagsterUI, first_load: dict[str, int]) -> str
     assert "IntegrityError" in text, failure
     # The failed load rolled back: the partition's previous rows are all still there.
     assert table_counts(dagster_ui) == first_load
-    assert partition_counts(dagster_ui, FAILING) == dagster_ui.expected_rows(FAILING)
+    assert dagster_ui.partition_rows(FAILING) == dagster_ui.expected_rows(FAILING)
     track = asset_statuses(dagster_ui)["msd_track"]["assetPartitionStatuses"]
     assert track["failedPartitions"] == [FAILING]
 
@@ -416,7 +404,7 @@ def fail_fix_and_rerun(dagster_ui: DagsterUI, first_load: dict[str, int]) -> str
     # Same contents as after the first load, nothing duplicated, and the checks say so.
     assert table_counts(dagster_ui) == first_load
     assert duplicate_keys(dagster_ui) == {t: 0 for t in NATURAL_KEYS}
-    assert partition_counts(dagster_ui, FAILING) == dagster_ui.expected_rows(FAILING)
+    assert dagster_ui.partition_rows(FAILING) == dagster_ui.expected_rows(FAILING)
     statuses = asset_statuses(dagster_ui)
     for table, node in statuses.items():
         assert node["assetPartitionStatuses"]["failedPartitions"] == [], table
@@ -435,13 +423,7 @@ def fail_fix_and_rerun(dagster_ui: DagsterUI, first_load: dict[str, int]) -> str
 
 def test_backfill_completes(dagster_ui: DagsterUI, story: dict[str, Any]):
     backfill_id = need(story, "backfill_id")
-    deadline = time.monotonic() + 75  # marked complete on a later daemon pass (every 30 s)
-    while True:
-        backfill = dagster_ui.graphql(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
-        if backfill["status"] not in ("REQUESTED", "CANCELING", "FAILING"):
-            break
-        assert time.monotonic() < deadline, f"backfill still {backfill['status']}"
-        time.sleep(1)
+    backfill = dagster_ui.wait_for_backfill(backfill_id, timeout=75)
     assert backfill["status"] == "COMPLETED_SUCCESS", backfill
     results = {r["partitionName"]: r for r in backfill["partitionStatuses"]["results"]}
     assert sorted(results) == BACKFILLED

@@ -233,6 +233,27 @@ class DagsterUI:
         finally:
             conn.close()
 
+    def partition_rows(self, partition: str) -> dict[str, int]:
+        """Rows of a partition in each track table (its tracks' ids start with TR<c3><c4>)."""
+        prefix = "TR" + partition.replace("/", "") + "%"
+        with self.db() as db:
+            return {
+                table: db.execute(
+                    f"SELECT COUNT(*) FROM {table} WHERE track_id LIKE ?", (prefix,)
+                ).fetchone()[0]
+                for table in self.expected_rows(partition)
+            }
+
+    def wait_for_backfill(self, backfill_id: str, timeout: float) -> dict[str, Any]:
+        """Poll until the daemon has finished the backfill (it looks every 30 s); the backfill."""
+        deadline = time.monotonic() + timeout
+        while True:
+            backfill = self.graphql(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
+            if backfill["status"] not in ("REQUESTED", "CANCELING", "FAILING"):
+                return backfill
+            assert time.monotonic() < deadline, f"backfill still {backfill['status']}"
+            time.sleep(1)
+
     def refuse_track_inserts(self, partition: str, message: str) -> None:
         """Make the database refuse the partition's ``msd_track`` rows: only the load step of
         that partition's runs fails (the other steps do not write to the database)."""
