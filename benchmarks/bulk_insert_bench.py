@@ -14,8 +14,6 @@ the commit. Server URLs: MSD_BENCH_POSTGRES_URL / MSD_BENCH_MARIADB_URL (admin c
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,6 +24,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from benchmarks.run import fresh_database
 from msd_dagster.warehouse.bulk import bulk_insert
 from msd_dagster.warehouse.ddl import ensure_schema, warehouse_table
 from msd_dagster.warehouse.schema import (
@@ -37,38 +36,16 @@ from msd_dagster.warehouse.schema import (
 )
 from msd_dagster.warehouse.urls import create_engine_for_url, mask_url
 
-POSTGRES_ADMIN = os.environ.get(
-    "MSD_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-MARIADB_ADMIN = os.environ.get("MSD_BENCH_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/")
-
 
 @contextmanager
-def fresh_database(backend: str) -> Iterator[sa.Engine]:
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory() as tmp:
-            engine = create_engine_for_url(f"sqlite:///{Path(tmp) / 'bench.sqlite'}")
-            try:
-                yield engine
-            finally:
-                engine.dispose()
-        return
-    admin_url = sa.make_url(POSTGRES_ADMIN if backend == "postgresql" else MARIADB_ADMIN)
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"msd_bench_{secrets.token_hex(4)}"
-    with admin.connect() as conn:
-        if backend == "postgresql":
-            conn.exec_driver_sql(f"CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0")
-        else:
-            conn.exec_driver_sql(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-    engine = create_engine_for_url(admin_url.set(database=name))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE {name}")
-        admin.dispose()
+def fresh_engine(backend: str) -> Iterator[sa.Engine]:
+    """An engine on a new, empty database of ``backend`` (see ``benchmarks.run``)."""
+    with tempfile.TemporaryDirectory() as tmp, fresh_database(backend, Path(tmp)) as url:
+        engine = create_engine_for_url(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def tatum_frame(rows: int, tracks: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -129,7 +106,7 @@ def _timed_insert(engine: sa.Engine, table: sa.Table, frame: pd.DataFrame) -> fl
 
 def bench(backend: str, rows: int) -> None:
     tatums, tracks = tatum_frame(rows, 1000)
-    with fresh_database(backend) as engine:
+    with fresh_engine(backend) as engine:
         ensure_schema(engine)
         artist = pd.DataFrame({c: [None] for c in load_columns(msd_artist)})
         artist["artist_id"] = "AR0000000000000001"

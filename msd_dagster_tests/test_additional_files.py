@@ -36,16 +36,7 @@ from msd_dagster.msd.frames import (
     dictionary_frame,
 )
 from msd_dagster.warehouse.schema import NATURAL_KEYS, TABLES_BY_NAME, load_columns
-from msd_dagster_tests.shared_data import REAL_ADDITIONAL_FILES
-
-TEXT_LOGICAL = (
-    "unique_artists",
-    "artist_location",
-    "unique_terms",
-    "unique_mbtags",
-    "unique_tracks",
-    "tracks_per_year",
-)
+from msd_dagster_tests.shared_data import REAL_ADDITIONAL_FILES, REAL_TEXT_FILES
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +44,7 @@ def real() -> dict[str, bytes]:
     """The subset's six text files, by logical name (read in place, never copied)."""
     if not REAL_ADDITIONAL_FILES.is_dir():
         pytest.skip(f"the real AdditionalFiles are not at {REAL_ADDITIONAL_FILES}")
-    return {n: (REAL_ADDITIONAL_FILES / f"subset_{n}.txt").read_bytes() for n in TEXT_LOGICAL}
+    return {n: (REAL_ADDITIONAL_FILES / f"subset_{n}.txt").read_bytes() for n in REAL_TEXT_FILES}
 
 
 def _lines(data: bytes) -> list[bytes]:
@@ -87,7 +78,7 @@ def test_subset_and_plain_names_are_both_found() -> None:
     if not REAL_ADDITIONAL_FILES.is_dir():
         pytest.skip(f"the real AdditionalFiles are not at {REAL_ADDITIONAL_FILES}")
     real_names = sorted(p.name for p in REAL_ADDITIONAL_FILES.iterdir())
-    assert match_file_names(real_names) == {n: f"subset_{n}.txt" for n in TEXT_LOGICAL}
+    assert match_file_names(real_names) == {n: f"subset_{n}.txt" for n in REAL_TEXT_FILES}
 
     # Full-set names, given as S3 keys: the key comes back as given.
     keys = [f"AdditionalFiles/{n}" for n in ("unique_artists.txt", "artist_term.db", "README")]
@@ -194,7 +185,7 @@ def test_real_junk_mbtag_lines_are_kept(real: dict[str, bytes]) -> None:
 
 def test_real_text_files_give_the_artist_frame(real: dict[str, bytes]) -> None:
     frames = additional_frames(real)
-    assert frames.present == list(TEXT_LOGICAL)
+    assert frames.present == list(REAL_TEXT_FILES)
     assert frames.counts == {
         "unique_artists": 3888,
         "artist_location": 1402,

@@ -32,18 +32,10 @@ from msd_dagster.warehouse.partition_load import load_partition
 from msd_dagster.warehouse.schema import NATURAL_KEYS, SHARED_TABLES, load_columns
 from msd_dagster.warehouse.shared_load import load_shared_tables, song_artists
 from msd_dagster.warehouse.urls import create_engine_for_url
-from msd_dagster_tests.shared_data import REAL_ADDITIONAL_FILES
+from msd_dagster_tests.shared_data import REAL_ADDITIONAL_FILES, REAL_TEXT_FILES
 
 pytest_plugins = ["msd_dagster_tests.db_fixtures"]
 
-REAL_TEXT_FILES = (
-    "unique_artists",
-    "artist_location",
-    "unique_terms",
-    "unique_mbtags",
-    "unique_tracks",
-    "tracks_per_year",
-)
 # Published subset sizes (reference, section 4).
 REAL_ROWS = {
     "unique_artists": 3888,

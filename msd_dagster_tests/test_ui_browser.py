@@ -26,6 +26,7 @@ from msd_dagster.defs.checks import (
     WAREHOUSE_CHECK_SPECS,
 )
 from msd_dagster_tests.ui_fixtures import (
+    E2E_MARKS,
     LOCATION,
     NO_RETRIES,
     PARTITION_JOB,
@@ -34,12 +35,7 @@ from msd_dagster_tests.ui_fixtures import (
     DagsterUI,
 )
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.timeout(300),
-    # dagster_graphql's client calls gql the deprecated way; not ours to fix.
-    pytest.mark.filterwarnings("ignore:Using variable_values:DeprecationWarning"),
-]
+pytestmark = E2E_MARKS
 
 CHROMIUM = Path(os.environ.get("MSD_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [

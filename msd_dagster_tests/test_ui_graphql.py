@@ -23,18 +23,14 @@ from msd_dagster.defs.checks import (
 )
 from msd_dagster_tests.ui_fixtures import (
     BACKFILL,
+    E2E_MARKS,
     NO_RETRIES,
     PARTITION_JOB,
     PARTITIONS,
     DagsterUI,
 )
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.timeout(300),
-    # dagster_graphql's client calls gql the deprecated way; not ours to fix.
-    pytest.mark.filterwarnings("ignore:Using variable_values:DeprecationWarning"),
-]
+pytestmark = E2E_MARKS
 
 WAREHOUSE_TABLES = (
     "msd_track", "msd_artist", "msd_artist_term", "msd_artist_mbtag", "msd_r_term",

@@ -63,6 +63,13 @@ query Backfill($id: String!) {
   }
 }
 """
+# Every end-to-end test module: marked e2e, bounded in time.
+E2E_MARKS = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(300),
+    # dagster_graphql's client calls gql the deprecated way; not ours to fix.
+    pytest.mark.filterwarnings("ignore:Using variable_values:DeprecationWarning"),
+]
 REFUSE_TRIGGER = "e2e_refuse_partition"
 # Run config: the failure is final at once, whatever retry policy or RetryRequested steps use.
 NO_RETRIES = {"execution": {"config": {"retries": {"disabled": {}}}}}

@@ -22,10 +22,6 @@ FOREIGN_KEYS = "foreign_keys_resolve"
 TOTAL_TRACKS = "all_valid_song_files_loaded"
 
 
-def _has_references(table: str) -> bool:
-    return bool(references(table))
-
-
 # Partitioned check specs are a preview feature in Dagster 1.13; we rely on them deliberately.
 warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*")
 
@@ -67,7 +63,7 @@ WAREHOUSE_CHECK_SPECS = [
                     description="Every foreign key resolves (tracks -> artists, rows -> tracks).",
                 )
             ]
-            if _has_references(table)
+            if references(table)
             else []
         ),
     )

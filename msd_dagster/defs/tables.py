@@ -115,6 +115,7 @@ def source_field(table: str, column: str) -> str | None:
 
 def table_schema(table: str) -> dg.TableSchema:
     columns = TABLES_BY_NAME[table].columns
+    refs = references(table)
     return dg.TableSchema(
         columns=[
             dg.TableColumn(
@@ -126,7 +127,7 @@ def table_schema(table: str) -> dg.TableSchema:
                 constraints=dg.TableColumnConstraints(
                     nullable=c.nullable,
                     unique=c.primary_key,
-                    other=[_describe(r) for r in references(table) if r.column == c.name],
+                    other=[_describe(r) for r in refs if r.column == c.name],
                 ),
             )
             for c in columns

@@ -17,6 +17,7 @@ a busy timeout (:func:`install_sqlite_pragmas`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import weakref
@@ -200,6 +201,7 @@ _FINGERPRINT_DIALECTS: tuple[sa.Dialect, ...] = (
 )
 
 
+@functools.cache  # the definitions are fixed at import; every ensure_schema call needs it
 def schema_fingerprint() -> str:
     """SHA-256 of the table definitions (columns, compiled types per dialect, keys, indexes)."""
     description = []

@@ -23,8 +23,8 @@ import logging
 import random
 import re
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import pandas as pd
 import sqlalchemy as sa
@@ -48,6 +48,7 @@ from msd_dagster.warehouse.schema import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _PARTITION_KEY = re.compile(r"[A-Z]/[A-Z]")
 SOURCE_COLUMN = "source_track_id"
@@ -405,6 +406,29 @@ def is_retryable(exc: BaseException) -> bool:
     return "(1205)" in message and "deadlock" in message.lower()  # SQL Server victim
 
 
+def retry_deadlocks(attempt: Callable[[], T], what: str, retries: int) -> T:
+    """Run ``attempt`` (one whole transaction); rerun it with backoff after a deadlock or lock
+    timeout, at most ``retries`` times. ``what`` names it in the warning."""
+    tries = 0
+    while True:
+        try:
+            return attempt()
+        except Exception as exc:
+            if tries >= retries or not is_retryable(exc):
+                raise
+            tries += 1
+            delay = 0.2 * 2**tries * (0.5 + random.random())
+            log.warning(
+                "%s: %s; retrying the whole transaction in %.1f s (%d/%d)",
+                what,
+                type(_driver_error(exc)).__name__,
+                delay,
+                tries,
+                retries,
+            )
+            time.sleep(delay)
+
+
 def is_transient_database_error(exc: BaseException) -> bool:
     """Worth retrying later: a deadlock, a lost or refused connection, a lock timeout."""
     if is_retryable(exc):
@@ -501,21 +525,8 @@ def load_partition(
     """
     lo, hi = partition_track_range(partition_key)
     prepared = prepare_frames(frames, partition_key)
-    attempt = 0
-    while True:
-        try:
-            return _load_once(engine, lo, hi, prepared, chunk_rows)
-        except Exception as exc:
-            if attempt >= deadlock_retries or not is_retryable(exc):
-                raise
-            attempt += 1
-            delay = 0.2 * 2**attempt * (0.5 + random.random())
-            log.warning(
-                "partition %s: %s; retrying the whole transaction in %.1f s (%d/%d)",
-                partition_key,
-                type(_driver_error(exc)).__name__,
-                delay,
-                attempt,
-                deadlock_retries,
-            )
-            time.sleep(delay)
+    return retry_deadlocks(
+        lambda: _load_once(engine, lo, hi, prepared, chunk_rows),
+        f"partition {partition_key}",
+        deadlock_retries,
+    )

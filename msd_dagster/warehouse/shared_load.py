@@ -17,9 +17,6 @@ module adds the fill. Rerunning with the same frames changes nothing.
 
 from __future__ import annotations
 
-import logging
-import random
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -30,19 +27,16 @@ from msd_dagster.warehouse.bulk import bulk_insert
 from msd_dagster.warehouse.ddl import warehouse_table
 from msd_dagster.warehouse.partition_load import (
     SOURCE_COLUMN,
-    _driver_error,
     _drop_stage_sql,
     _invalidate_if_disconnected,
     _key_match,
     _open_load_connection,
     _upsert_shared,
-    is_retryable,
     prepare_frames,
+    retry_deadlocks,
     stage_table,
 )
 from msd_dagster.warehouse.schema import NATURAL_KEYS, SHARED_TABLES, TRACK_TABLES, load_columns
-
-log = logging.getLogger(__name__)
 
 SHARED_TABLE_NAMES: tuple[str, ...] = tuple(t.name for t in SHARED_TABLES)
 
@@ -180,20 +174,8 @@ def load_shared_tables(
     Deadlocks with concurrent partition loads are retried (the whole transaction).
     """
     prepared = _prepare(frames)
-    attempt = 0
-    while True:
-        try:
-            return _load_once(engine, prepared, chunk_rows, before_load)
-        except Exception as exc:
-            if attempt >= deadlock_retries or not is_retryable(exc):
-                raise
-            attempt += 1
-            delay = 0.2 * 2**attempt * (0.5 + random.random())
-            log.warning(
-                "shared tables: %s; retrying the whole transaction in %.1f s (%d/%d)",
-                type(_driver_error(exc)).__name__,
-                delay,
-                attempt,
-                deadlock_retries,
-            )
-            time.sleep(delay)
+    return retry_deadlocks(
+        lambda: _load_once(engine, prepared, chunk_rows, before_load),
+        "shared tables",
+        deadlock_retries,
+    )
