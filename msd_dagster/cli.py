@@ -6,12 +6,17 @@ import argparse
 import os
 import sys
 import time
+import uuid
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from msd_dagster import settings
+
+if TYPE_CHECKING:
+    from msd_dagster.local_runs import FolderOutcome, LocalRunner
+
+TOTAL_CHECK_NAME = "total_tracks_match_partitions"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,9 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     load.add_argument("--source", help="dataset root: a folder or s3://bucket/prefix")
     load.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite under MSD_HOME)")
-    load.add_argument("--partition", nargs="*", default=None, help="e.g. A/A B/C (default: all)")
+    load.add_argument("--partition", nargs="+", default=None, help="e.g. A/A B/C (default: all)")
     load.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="partitions loaded at once"
+        "--workers", type=_positive_int, default=os.cpu_count() or 1, help="runs at once"
     )
     load.add_argument(
         "--skip-additional-files",
@@ -88,64 +93,69 @@ def _progress_printer(verb: str):
     return show
 
 
-@dataclass
-class PartitionOutcome:
-    partition: str
-    success: bool
-    seconds: float
-    rows: dict[str, int] = field(default_factory=dict)
-    rejected: list[tuple[str, str]] = field(default_factory=list)
-    failed_checks: list[str] = field(default_factory=list)
-    error: str = ""
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
-# The instance the CLI creates when DAGSTER_HOME is not set. Capturing each run's stdout and
-# stderr costs helper processes per run (~2 s of a 6-8 s partition run on 2 cores); everything
-# the assets report goes to the event log, which the UI shows either way.
-CLI_DAGSTER_YAML = """\
-# Written by msd-dagster load. Runs' stdout/stderr are not captured (see the README).
-compute_logs:
-  module: dagster._core.storage.noop_compute_log_manager
-  class: NoOpComputeLogManager
-"""
+def prepare_dagster_home() -> Path:
+    """The Dagster instance folder: ``DAGSTER_HOME``, else ``$MSD_HOME/dagster_home``.
+
+    A folder without a ``dagster.yaml`` gets the recommended one (:mod:`msd_dagster.instance`),
+    saying so; an existing configuration is left alone, with one line on what it lacks.
+    """
+    from msd_dagster.instance import write_recommended_config
+
+    chosen = os.environ.get("DAGSTER_HOME")
+    home = (Path(chosen) if chosen else settings.msd_home() / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        write_recommended_config(home)
+        if chosen:
+            print(f"wrote the recommended Dagster instance configuration to {config}")
+    elif "msd_dagster.instance" not in config.read_text():
+        print(
+            f"note: {config} does not use msd-dagster's instance storage; runs record events "
+            "several times slower (see the README, 'Open the UI')"
+        )
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
 
 
 def _load(args: argparse.Namespace) -> int:
+    # The flags are the environment variables of the runs this command executes (read by the
+    # resources when the runs use them); the UI needs the same ones to work on the same data.
     if args.source:
-        os.environ["MSD_SOURCE"] = args.source
+        os.environ[settings.MSD_SOURCE] = args.source
     if args.database_url:
-        os.environ["MSD_DATABASE_URL"] = args.database_url
-    if "DAGSTER_HOME" not in os.environ:
-        home = settings.msd_home() / "dagster_home"
-        home.mkdir(parents=True, exist_ok=True)
-        config = home / "dagster.yaml"
-        if not config.exists():
-            config.write_text(CLI_DAGSTER_YAML)
-        os.environ["DAGSTER_HOME"] = str(home)
+        os.environ[settings.MSD_DATABASE_URL] = args.database_url
+    prepare_dagster_home()
 
     import dagster as dg
 
-    from msd_dagster.definitions import defs
+    from msd_dagster.definitions import RESOURCES
 
     with dg.build_resources(
-        {"msd_source": defs.resources["msd_source"], "warehouse": defs.resources["warehouse"]}
+        {"msd_source": RESOURCES["msd_source"], "warehouse": RESOURCES["warehouse"]}
     ) as resources:
-        return _load_partitions(args, resources.msd_source, resources.warehouse)
+        return _load_folders(args, resources.msd_source, resources.warehouse)
 
 
 def database_problem(warehouse) -> str | None:
     """None when the database answers; else what to print, in one line, without any secret.
 
-    Checked before any run starts: an unusable URL would otherwise fail every partition's load
-    step only after its retries (minutes), then end in a traceback.
+    Checked before any run starts: an unusable URL would otherwise fail every folder's load
+    only after its retries (minutes), then end in a traceback.
     """
     try:
         with warehouse.engine().connect() as conn:
             conn.exec_driver_sql("SELECT 1")
     except Exception as exc:  # noqa: BLE001 - any driver, network or URL error
-        return _without_secrets(
-            f"cannot connect to the database {warehouse.display_url()}: {_one_line(exc)}",
-            warehouse,
+        return warehouse.without_secrets(
+            f"cannot connect to the database {warehouse.display_url()}: {_one_line(exc)}"
         )
     return None
 
@@ -156,36 +166,13 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(orig).__name__}: {lines[0] if lines else 'no details'}"
 
 
-def _without_secrets(text: str, warehouse) -> str:
-    """``text`` with the database password (and any ``user:password@`` part) masked."""
-    import contextlib
-    import re
-    from urllib.parse import quote, quote_plus
-
-    import sqlalchemy as sa
-
-    secrets = [getattr(warehouse, "azure_password", "") or ""]
-    with contextlib.suppress(Exception):  # an unparsable URL: the pattern below masks it
-        secrets.append(sa.make_url(warehouse.sqlalchemy_url()).password or "")
-    for secret in filter(None, secrets):
-        for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
-            text = text.replace(form, "***")
-    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
-
-
-def _load_partitions(args: argparse.Namespace, source, warehouse) -> int:
+def _load_folders(args: argparse.Namespace, source, warehouse) -> int:
     import dagster as dg
 
+    from msd_dagster.definitions import partition_job
     from msd_dagster.defs.partitions import msd_folders
+    from msd_dagster.local_runs import LoadInterrupted, LocalRunner, plan_folder_runs
 
-    problem = database_problem(warehouse)
-    if problem:
-        print(f"error: {problem}")
-        return 2
-    # The check left a connection in this process's pool; worker processes are forked from
-    # here and would inherit it, and two processes talking over one socket corrupt the
-    # protocol (PyMySQL: "Packet sequence number wrong"). Close it before any fork.
-    warehouse.engine().dispose()
     dataset = source.dataset()
     available = dataset.list_partitions()
     selected = args.partition or available
@@ -196,177 +183,113 @@ def _load_partitions(args: argparse.Namespace, source, warehouse) -> int:
     if not selected:
         print(f"error: no song files under {dataset.describe()}/data")
         return 2
+    problem = database_problem(warehouse)
+    if problem:
+        print(f"error: {problem}")
+        return 2
+    # Runs execute in forked processes: none may inherit this process's connections.
+    warehouse.engine().dispose()
     instance = dg.DagsterInstance.get()
     known = set(instance.get_dynamic_partitions(msd_folders.name))
     new = [key for key in available if key not in known]
     if new:
         instance.add_dynamic_partitions(msd_folders.name, new)
+    order = instance.get_dynamic_partitions(msd_folders.name)
+    plan = plan_folder_runs(order, selected, args.workers)
     print(
-        f"loading {len(selected)} partition(s) from {dataset.describe()} into "
-        f"{warehouse.display_url()} ({args.workers} at a time); runs are recorded in "
-        f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}"
+        f"loading {len(selected)} folder(s) in {len(plan)} run(s) from {dataset.describe()} "
+        f"into {warehouse.display_url()} ({args.workers} run(s) at a time); runs are recorded "
+        f"in DAGSTER_HOME={os.environ['DAGSTER_HOME']}",
+        flush=True,
     )
     started = time.perf_counter()
-    outcomes: list[PartitionOutcome] = []
-    workers = max(1, min(args.workers, len(selected)))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(run_partition, key): key for key in selected}
-        for done, future in enumerate(as_completed(futures), 1):
-            outcome = future.result()
-            outcomes.append(outcome)
-            status = "ok" if outcome.success and not outcome.failed_checks else "FAILED"
-            print(
-                f"[{done}/{len(selected)}] {outcome.partition}: {status}, "
-                f"{outcome.rows.get('msd_track', 0)} tracks, {sum(outcome.rows.values()):,} rows, "
-                f"{len(outcome.rejected)} rejected, {outcome.seconds:.1f} s",
-                flush=True,
-            )
-    extra = _load_additional_files(dataset) if not args.skip_additional_files else []
-    totals = run_totals_check()
+    runner = LocalRunner(instance, args.workers, load_id=uuid.uuid4().hex[:12])
+    outcomes: list[FolderOutcome] = []
+
+    def report(outcome: FolderOutcome) -> None:
+        outcomes.append(outcome)
+        status = "ok" if outcome.success and not outcome.failed_checks else "FAILED"
+        print(
+            f"[{len(outcomes)}/{len(selected)}] {outcome.partition}: {status}, "
+            f"{outcome.tracks} tracks, {sum(outcome.rows.values()):,} rows, "
+            f"{len(outcome.rejected)} rejected, {outcome.seconds:.1f} s",
+            flush=True,
+        )
+
+    try:
+        runner.run_folders(plan, partition_job, report)
+        extra = [] if args.skip_additional_files else _load_additional_files(dataset, runner)
+        totals = runner.run_unpartitioned(_totals_job_fn)
+    except LoadInterrupted as exc:
+        loaded = [o.partition for o in outcomes if o.success]
+        print(
+            f"\ninterrupted ({exc}): {len(loaded)} of {len(selected)} folder(s) loaded and "
+            f"recorded{': ' + ' '.join(loaded) if loaded else ''}; the folders in progress were "
+            "rolled back. Run the same command again to load the rest."
+        )
+        return 130
     _print_summary(outcomes, warehouse, time.perf_counter() - started)
-    if totals.failed_checks:
-        print(f"check failed: {', '.join(totals.failed_checks)}")
-    failed = [o for o in [*outcomes, *extra, totals] if not o.success or o.failed_checks]
-    return 1 if failed else 0
+    totals_ok = _report_totals(runner, totals)
+    failed = [o for o in outcomes if not o.success or o.failed_checks]
+    return 1 if failed or not all(extra) or not totals_ok else 0
 
 
-def _load_additional_files(dataset) -> list[PartitionOutcome]:
-    """After the partitions (song-file rows win, AdditionalFiles rows only fill), load the
-    side files when any are present; one unpartitioned run."""
-    from msd_dagster.defs.assets.additional_files import find_additional_files
+def _load_additional_files(dataset, runner: LocalRunner) -> list[bool]:
+    """After the folders (song-file rows win, AdditionalFiles rows only fill), load the side
+    files when any are present; one unpartitioned run. ``[success]``, or ``[]`` if none."""
+    from msd_dagster.defs.assets.additional_files import LOAD_KEY, find_additional_files
 
     found = find_additional_files(dataset)
     if not found:
         return []
-    outcome = _run_job(_additional_files_job_fn(), None)
-    status = "ok" if outcome.success and not outcome.failed_checks else "FAILED"
+    started = time.perf_counter()
+    run = runner.run_unpartitioned(_additional_files_job_fn)
+    rows = 0
+    for materialization in runner.materializations(run):
+        if materialization.asset_key == LOAD_KEY:
+            rows = int(materialization.metadata["rows_written"].value)
+    ok = run.is_success
     print(
-        f"[AdditionalFiles] {len(found)} file(s): {status}, "
-        f"{outcome.rows.get('additional_files', 0):,} rows, {outcome.seconds:.1f} s",
+        f"[AdditionalFiles] {len(found)} file(s): {'ok' if ok else 'FAILED'}, {rows:,} rows, "
+        f"{time.perf_counter() - started:.1f} s",
         flush=True,
     )
-    if not outcome.success:
-        print(f"AdditionalFiles FAILED: {outcome.error}")
-    return [outcome]
+    if not ok:
+        print(f"AdditionalFiles FAILED: {runner.run_error(run)}")
+    return [ok]
 
 
 def _additional_files_job_fn():
     from msd_dagster.definitions import additional_files_job
 
-    return additional_files_job
+    return additional_files_job()
 
 
-def run_partition(partition_key: str) -> PartitionOutcome:
-    """Run the partition job for one partition in this process and summarize it."""
-    from msd_dagster.definitions import partition_job
-
-    return _run_job(partition_job, partition_key)
-
-
-def run_totals_check() -> PartitionOutcome:
-    """Run the unpartitioned total-tracks check once every partition is loaded."""
+def _totals_job_fn():
     from msd_dagster.definitions import totals_job
 
-    return _run_job(totals_job, None)
+    return totals_job()
 
 
-def _run_job(job_fn, partition_key: str | None) -> PartitionOutcome:
-    import dagster as dg
-
-    started = time.perf_counter()
-    tags = {"msd/launched_by": "cli"}
-    if partition_key:
-        tags["dagster/partition"] = partition_key
-    instance = _process_instance()
-    result = dg.execute_job(
-        dg.reconstructable(job_fn),
-        instance=instance,
-        tags=tags,
-        # The full event log goes to the instance (and the UI); the terminal gets progress.
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-    )
-    outcome = PartitionOutcome(partition_key or "all", result.success, 0.0)
-    for event in result.all_events:
-        if event.is_step_materialization:
-            materialization = event.step_materialization_data.materialization
-            path = materialization.asset_key.path
-            if path[0] == "warehouse":
-                # Rows this run wrote; frame sizes would count the shared rows (artists,
-                # terms ...) once per partition that mentions them.
-                metadata = materialization.metadata
-                value = metadata.get("rows_written")
-                if value is None:
-                    value = metadata["dagster/row_count"]
-                outcome.rows[path[1]] = int(value.value)
-        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
-            evaluation = event.asset_check_evaluation_data
-            if not evaluation.passed:
-                outcome.failed_checks.append(
-                    f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
-                )
-        elif event.is_step_failure:
-            outcome.error = event.message or "step failed"
-    outcome.rejected = _rejected_files(result)
-    del result
-    _release_run_memory()
-    outcome.seconds = time.perf_counter() - started
-    return outcome
+def _report_totals(runner: LocalRunner, run) -> bool:
+    """Print the whole-dataset check's numbers when it fails; True when it passed."""
+    evaluations = runner.check_evaluations(run)
+    if run.is_success and evaluations and all(e.passed for e in evaluations):
+        return True
+    for evaluation in evaluations:
+        if not evaluation.passed:
+            print(f"check failed: {evaluation.check_name}: {evaluation.description}")
+    if not evaluations:
+        print(f"check {TOTAL_CHECK_NAME} did not run: {runner.run_error(run)}")
+    return False
 
 
-def _release_run_memory() -> None:
-    """A worker process runs partition after partition: drop what the finished run still holds
-    (frames kept by the IO manager, reference cycles of Dagster's contexts that would wait for
-    the cyclic collector), so the next partition starts from the same footprint."""
-    import gc
-
-    from msd_dagster.defs.io_managers import release_cached_frames
-
-    release_cached_frames()
-    gc.collect()
-    _malloc_trim()
-
-
-def _malloc_trim() -> None:
-    """Give the heap pages freed by the run back to the OS (glibc only; a no-op elsewhere)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-_INSTANCE: tuple[int, object] | None = None
-
-
-def _process_instance():
-    """The Dagster instance of this process, created once: a worker process runs many
-    partitions, and opening the instance (storage engines, config) for each run costs time.
-    Keyed by pid, so a forked worker never reuses its parent's connections."""
-    global _INSTANCE
-    import dagster as dg
-
-    if _INSTANCE is None or _INSTANCE[0] != os.getpid():
-        _INSTANCE = (os.getpid(), dg.DagsterInstance.get())
-    return _INSTANCE[1]
-
-
-def _rejected_files(result) -> list[tuple[str, str]]:
-    for event in result.all_events:
-        if event.is_step_materialization:
-            materialization = event.step_materialization_data.materialization
-            if materialization.asset_key.path == ["normalized", "rejected_files"]:
-                listed = materialization.metadata["rejected_list"].value
-                return [(item["name"], item["reason"]) for item in listed]
-    return []
-
-
-def _print_summary(outcomes: list[PartitionOutcome], warehouse, seconds: float) -> None:
+def _print_summary(outcomes: list[FolderOutcome], warehouse, seconds: float) -> None:
     from msd_dagster.warehouse.verify import table_totals
 
-    print(f"\nloaded {len(outcomes)} partition(s) in {seconds:.1f} s")
+    print(
+        f"\nloaded {sum(o.success for o in outcomes)} of {len(outcomes)} folder(s) in {seconds:.1f} s"
+    )
     loaded: dict[str, int] = {}
     for outcome in outcomes:
         for table, rows in outcome.rows.items():
@@ -374,7 +297,7 @@ def _print_summary(outcomes: list[PartitionOutcome], warehouse, seconds: float) 
     try:
         totals = table_totals(warehouse.engine())
     except Exception as exc:  # noqa: BLE001 - e.g. the database went away during the load
-        print(_without_secrets(f"cannot count the rows: {_one_line(exc)}", warehouse))
+        print(warehouse.without_secrets(f"cannot count the rows: {_one_line(exc)}"))
         totals = {}
     print(f"{'table':<24}{'rows this load':>16}{'rows in database':>18}")
     for table, total in totals.items():
@@ -384,11 +307,15 @@ def _print_summary(outcomes: list[PartitionOutcome], warehouse, seconds: float) 
         print(f"\nrejected files ({len(rejected)}):")
         for _partition, name, reason in rejected:
             print(f"  {name}: {reason}")
-    for outcome in outcomes:
-        if not outcome.success:
-            print(f"\npartition {outcome.partition} FAILED: {outcome.error}")
+    failed = [o for o in outcomes if not o.success]
+    for outcome in failed:
+        print(f"\nfolder {outcome.partition} FAILED: {warehouse.without_secrets(outcome.error)}")
         for check in outcome.failed_checks:
-            print(f"check failed in {outcome.partition}: {check}")
+            print(f"  check failed: {check}")
+    if failed:
+        print(
+            f"\nrerun them with: msd-dagster load --partition {' '.join(o.partition for o in failed)}"
+        )
 
 
 def _stage(args: argparse.Namespace) -> int:

@@ -5,9 +5,9 @@ Register with ``pytest_plugins = ["msd_dagster_tests.pipeline_helpers"]`` (the r
 * ``pipeline_dataset`` (session): a small generated dataset (60 songs over ``A/A`` and ``A/B``,
   with AdditionalFiles), written once per session; never modify it (copy it first).
 * :class:`PipelineTarget`: a source folder, a database URL, a Parquet folder and a Dagster
-  instance; :meth:`PipelineTarget.materialize` runs one partition of every asset and check of
-  ``msd_dagster.definitions.defs`` (what ``msd_partition_job`` runs) against them;
-  :meth:`PipelineTarget.execute_checks` runs only some checks of a partition.
+  instance; :meth:`PipelineTarget.materialize` runs one partition (or a range of them) of
+  ``msd_partition_job``'s assets against them, which evaluates the partition checks;
+  :meth:`PipelineTarget.execute_checks` runs only the standalone checks of a partition.
 * :func:`dump_tables`: every ``msd_*`` table as plain Python rows sorted by natural key,
   identity ids dropped, to compare contents across runs and backends.
 * :func:`expected_row_counts`: the rows each table must hold for some generated tracks,
@@ -45,8 +45,10 @@ PIPELINE_SEED = 3
 # Tags an earlier loader dropped; the generator plants them when the dataset is big enough.
 UNICODE_MBTAGS = ("ਪੰਜਾਬੀ", "ਭੰਗੜਾ", "香港歌手")
 
-REJECTED_KEY = dg.AssetKey(["normalized", "rejected_files"])
+RAW_KEY = dg.AssetKey(["raw", "song_files"])
+SONGS_KEY = dg.AssetKey(["normalized", "songs"])
 PARTITIONS_DEF_NAME = "msd_folders"
+ROWS_CHECK = "partition_rows_loaded"
 
 # This module is a pytest plugin of the whole suite: the code location is imported only when a
 # pipeline test runs, so a broken definitions module fails those tests, not every collection.
@@ -71,18 +73,21 @@ def pipeline_resources(
     source: str | Path, database_url: str | sa.URL, parquet_dir: str | Path
 ) -> dict[str, object]:
     """The definitions' resources, pointed at a test source, database and Parquet folder."""
-    from msd_dagster.defs.io_managers import ParquetIOManager
-    from msd_dagster.defs.resources import MsdSourceResource, WarehouseResource
+    from msd_dagster.defs.resources import (
+        FrameStoreResource,
+        MsdSourceResource,
+        WarehouseResource,
+    )
 
     return {
         "msd_source": MsdSourceResource(location=str(source), s3=S3Resource()),
         "warehouse": WarehouseResource(url=url_string(database_url)),
-        "parquet_io_manager": ParquetIOManager(base_dir=str(parquet_dir)),
+        "frame_store": FrameStoreResource(base_dir=str(parquet_dir)),
     }
 
 
 def partition_selection() -> dg.AssetSelection:
-    """What ``msd_partition_job`` runs: every asset and check of one partition (not the
+    """What ``msd_partition_job`` runs: the partitioned assets (not the standalone checks, the
     unpartitioned totals check nor the AdditionalFiles assets)."""
     from msd_dagster.defs.jobs import msd_partition_job
 
@@ -95,6 +100,13 @@ def partition_definitions() -> list[dg.AssetsDefinition]:
     defs = _defs()
     assets = partition_selection().resolve(defs.resolve_asset_graph())
     return [*(d for d in defs.assets if set(d.keys) & assets), *defs.asset_checks]
+
+
+def range_tags(first: str, last: str) -> dict[str, str]:
+    return {
+        "dagster/asset_partition_range_start": first,
+        "dagster/asset_partition_range_end": last,
+    }
 
 
 def new_instance(partitions: Iterable[str]) -> dg.DagsterInstance:
@@ -129,18 +141,19 @@ class PipelineTarget:
     def materialize(
         self,
         partition: str,
-        selection: dg.AssetSelection | Sequence[Any] | None = None,
+        last: str | None = None,
         *,
         raise_on_error: bool = True,
     ) -> dg.ExecuteInProcessResult:
-        """One partition of the real definitions' assets and checks (what the partition job
-        runs, unless ``selection`` says otherwise), in process, recorded in the instance."""
+        """One partition (or the range ``partition``..``last``) of what the partition job
+        runs, in process, recorded in the instance."""
         return dg.materialize(
             partition_definitions(),
-            partition_key=partition,
+            partition_key=None if last else partition,
+            tags=range_tags(partition, last) if last else None,
             instance=self.instance,
             resources=self.resources,
-            selection=partition_selection() if selection is None else selection,
+            selection=partition_selection(),
             raise_on_error=raise_on_error,
         )
 
@@ -168,49 +181,62 @@ class PipelineTarget:
 
 
 def check_evaluations(
-    result: dg.ExecuteInProcessResult,
+    result: dg.ExecuteInProcessResult, partition: str | None = None
 ) -> dict[tuple[str, str], Any]:
-    """``{("warehouse/msd_bar", "row_count_matches"): AssetCheckEvaluation, ...}``."""
+    """``{("warehouse/msd_bar", "partition_rows_loaded"): AssetCheckEvaluation, ...}`` of one
+    partition (any, if the run evaluated one partition only)."""
     evaluations = {}
     for evaluation in result.get_asset_check_evaluations():
+        if partition is not None and evaluation.partition != partition:
+            continue
         key = (evaluation.asset_key.to_user_string(), evaluation.check_name)
-        assert key not in evaluations, f"check {key} evaluated twice in one run"
+        assert key not in evaluations, f"check {key} evaluated twice for {partition or 'a'} run"
         evaluations[key] = evaluation
     return evaluations
 
 
-def partition_check_keys() -> set[tuple[str, str]]:
-    """Every check a partition run must evaluate: the normalized and the warehouse checks."""
-    checks = partition_selection().resolve_checks(_defs().resolve_asset_graph())
-    return {(key.asset_key.to_user_string(), key.name) for key in checks}
-
-
 def warehouse_check_keys() -> list[dg.AssetCheckKey]:
-    """The per-partition checks of the warehouse tables (the ``warehouse_checks`` step)."""
+    """The per-partition checks of the warehouse tables, one per table."""
     from msd_dagster.defs.checks import warehouse_checks
 
     return sorted(warehouse_checks.check_keys, key=lambda k: (k.asset_key.path, k.name))
 
 
-def failed_checks(result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
-    return sorted(key for key, e in check_evaluations(result).items() if not e.passed)
+def partition_check_keys() -> set[tuple[str, str]]:
+    """Every check a partition run evaluates per folder."""
+    return {(key.asset_key.to_user_string(), key.name) for key in warehouse_check_keys()}
 
 
-def assert_partition_run_ok(result: dg.ExecuteInProcessResult) -> None:
-    """The run succeeded and evaluated every check of the partition job, all passed."""
+def failed_checks(
+    result: dg.ExecuteInProcessResult, partition: str | None = None
+) -> list[tuple[str, str]]:
+    return sorted(key for key, e in check_evaluations(result, partition).items() if not e.passed)
+
+
+def assert_partition_run_ok(result: dg.ExecuteInProcessResult, *partitions: str) -> None:
+    """The run succeeded and evaluated, for each of its folders, every check, all passed."""
     assert result.success
-    evaluations = check_evaluations(result)
-    assert set(evaluations) == partition_check_keys()
-    assert failed_checks(result) == []
+    for partition in partitions or {e.partition for e in result.get_asset_check_evaluations()}:
+        evaluations = check_evaluations(result, partition)
+        assert set(evaluations) == partition_check_keys(), partition
+        assert {e.partition for e in evaluations.values()} == {partition}
+        assert failed_checks(result, partition) == [], partition
 
 
-def materialization_metadata(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict[str, Any]:
-    """The metadata values (unwrapped) of the run's materialization of ``key``."""
+def materialization_metadata(
+    result: dg.ExecuteInProcessResult, key: dg.AssetKey, partition: str | None = None
+) -> dict[str, Any]:
+    """The metadata values (unwrapped) of the run's materialization of ``key`` (for
+    ``partition``, when the run had several)."""
     found = [
         event.step_materialization_data.materialization
         for event in result.all_events
         if event.is_step_materialization
         and event.step_materialization_data.materialization.asset_key == key
+        and (
+            partition is None
+            or event.step_materialization_data.materialization.partition == partition
+        )
     ]
     assert len(found) == 1, f"{key.to_user_string()} materialized {len(found)} times"
     return {name: value.value for name, value in found[0].metadata.items()}

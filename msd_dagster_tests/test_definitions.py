@@ -12,27 +12,26 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from msd_dagster import definitions
+from msd_dagster import definitions, settings
+from msd_dagster.defs.assets.folders import ROWS_CHECK
+from msd_dagster.defs.checks import TOTAL_TRACKS
 from msd_dagster.defs.partitions import msd_folders
 from msd_dagster.defs.resources import MsdSourceResource, WarehouseResource
-from msd_dagster.defs.tables import normalized_key, warehouse_key
+from msd_dagster.defs.tables import NORMALIZED_FRAMES, normalized_key, warehouse_key
 from msd_dagster.warehouse.schema import MSD_TABLES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# Every variable the definitions read; unset, the embedded defaults apply.
+# Every variable the resources read (the settings module is their one home); unset, the
+# embedded defaults apply.
 CONFIG_VARIABLES = (
-    "MSD_HOME",
-    "MSD_SOURCE",
-    "MSD_S3_ENDPOINT_URL",
-    "MSD_S3_UNSIGNED",
-    "MSD_DATABASE_URL",
-    "MSD_AZURE_SQL_SERVER",
-    "MSD_AZURE_SQL_DATABASE",
-    "MSD_AZURE_SQL_USER",
-    "MSD_AZURE_SQL_PASSWORD",
-    "MSD_AZURE_SQL_DRIVER",
-    "MSD_PARQUET_DIR",
-    "AWS_REGION",
+    settings.MSD_HOME,
+    settings.MSD_SOURCE,
+    settings.MSD_S3_ENDPOINT_URL,
+    settings.MSD_S3_UNSIGNED,
+    settings.MSD_DATABASE_URL,
+    *settings.AZURE_SQL_VARIABLES.values(),
+    settings.MSD_PARQUET_DIR,
+    settings.AWS_REGION,
 )
 
 
@@ -46,7 +45,8 @@ def test_every_job_resolves_and_every_asset_is_grouped_and_described() -> None:
     specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
     for table in MSD_TABLES:
         assert warehouse_key(table.name) in specs
-        assert normalized_key(table.name) in specs
+    for name in NORMALIZED_FRAMES:
+        assert normalized_key(name) in specs
     assert dg.AssetKey(["raw", "song_files"]) in specs
     undocumented = [
         k.to_user_string() for k, s in specs.items() if not (s.description or "").strip()
@@ -61,12 +61,15 @@ def test_every_job_resolves_and_every_asset_is_grouped_and_described() -> None:
 
     graph = defs.resolve_asset_graph()
     checks = graph.asset_check_keys
-    assert len(checks) > len(MSD_TABLES)
-    for table in MSD_TABLES:
-        assert dg.AssetCheckKey(warehouse_key(table.name), "row_count_matches") in checks
-        assert dg.AssetCheckKey(warehouse_key(table.name), "natural_key_unique") in checks
+    assert checks == {
+        *(dg.AssetCheckKey(warehouse_key(table.name), ROWS_CHECK) for table in MSD_TABLES),
+        dg.AssetCheckKey(warehouse_key("msd_track"), TOTAL_TRACKS),
+    }
     for key in checks:
         assert (graph.get_check_spec(key).description or "").strip(), key
+    # The partition checks are evaluated by the load itself, not by a step of their own.
+    job = jobs["msd_partition_job"]
+    assert [node.name for node in job.nodes] == ["load_folders"]
 
 
 def test_catalog_column_schemas_show_keys_and_references() -> None:
@@ -78,7 +81,7 @@ def test_catalog_column_schemas_show_keys_and_references() -> None:
 
     bar = constraints("msd_bar")
     assert bar["track_id"].other == [
-        "references msd_track.track_id (verified by the foreign_keys_resolve check, not a "
+        "references msd_track.track_id (verified by the partition_rows_loaded check, not a "
         "constraint)"
     ]
     assert bar["bar_id"].unique and not bar["track_id"].nullable
@@ -111,14 +114,14 @@ def test_resources_resolve_with_nothing_set(
     for name in CONFIG_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MSD_HOME", str(tmp_path))
-    with dg.build_resources(definitions.build_resources()) as resources:
+    with dg.build_resources(definitions.RESOURCES) as resources:
         assert resources.msd_source.location == ""
         assert not resources.msd_source.is_s3
         assert resources.warehouse.display_url() == f"sqlite:///{tmp_path / 'msd.sqlite'}"
         with resources.warehouse.engine().connect() as conn:
             assert conn.exec_driver_sql("SELECT 1").scalar() == 1
         assert (tmp_path / "msd.sqlite").exists()
-        assert Path(str(resources.parquet_io_manager._base_path)) == tmp_path / "parquet"
+        assert resources.frame_store.store().root == tmp_path / "parquet"
     # Constructed bare, the resources take the same defaults.
     assert MsdSourceResource().location == ""
     assert WarehouseResource().display_url() == f"sqlite:///{tmp_path / 'msd.sqlite'}"
@@ -129,12 +132,11 @@ def test_configured_values_come_from_environment_variables_and_urls_are_masked(
 ) -> None:
     secret_url = "postgresql+psycopg://u:secret@h/db"
     monkeypatch.setenv("MSD_DATABASE_URL", secret_url)
-    built = definitions.build_resources()
-    # The definitions hold the variable, not its value (the UI shows the name).
-    assert isinstance(built["warehouse"].url, dg.EnvVar)
-    assert "secret" not in repr(built["warehouse"].url)
-    with dg.build_resources({"warehouse": built["warehouse"]}) as resources:
+    # The definitions hold no value: the resources read the variable when they are used.
+    assert definitions.RESOURCES["warehouse"].url == ""
+    with dg.build_resources({"warehouse": definitions.RESOURCES["warehouse"]}) as resources:
         assert resources.warehouse.display_url() == "postgresql+psycopg://u:***@h/db"
+        assert "secret" not in resources.warehouse.without_secrets(f"error near {secret_url}")
 
     shown = WarehouseResource(url=secret_url).display_url()
     assert "secret" not in shown
@@ -147,6 +149,61 @@ def test_configured_values_come_from_environment_variables_and_urls_are_masked(
     ).display_url()
     assert "Pa$$w0rd" not in azure and "w0rd" not in azure
     assert "loader:***@example.database.windows.net:1433/msd" in azure
+    monkeypatch.setenv("MSD_AZURE_SQL_PASSWORD", "Env$ecret1")
+    monkeypatch.setenv("MSD_AZURE_SQL_SERVER", "example.database.windows.net")
+    monkeypatch.delenv("MSD_DATABASE_URL")
+    from_env = WarehouseResource()
+    assert "Env$ecret1" not in from_env.display_url()
+    assert from_env.without_secrets("login failed for Env$ecret1") == "login failed for ***"
+
+
+SNAPSHOT_SCRIPT = (
+    "from msd_dagster.definitions import defs; "
+    "print(defs.resolve_job_def('msd_partition_job').get_job_snapshot_id())"
+)
+
+
+def test_the_definitions_do_not_depend_on_the_environment(tmp_path: Path) -> None:
+    """What lets a run of `msd-dagster load` be re-executed from the UI as its own: the job
+    snapshot is the same whatever the variables of the process that loads the code."""
+
+    def snapshot_id(extra: dict[str, str]) -> str:
+        env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
+        env.update(DAGSTER_HOME=str(tmp_path), **extra)
+        done = subprocess.run(
+            [sys.executable, "-c", SNAPSHOT_SCRIPT],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()[-1]
+
+    bare = snapshot_id({})
+    configured = snapshot_id(
+        {
+            "MSD_DATABASE_URL": "postgresql+psycopg://u:p@h/db",
+            "MSD_SOURCE": "s3://bucket/prefix",
+            "MSD_S3_ENDPOINT_URL": "http://127.0.0.1:9",
+            "MSD_PARQUET_DIR": str(tmp_path / "frames"),
+        }
+    )
+    assert bare == configured
+    assert bare == definitions.partition_job().get_job_snapshot_id()
+
+
+def test_the_preview_and_internal_apis_we_rely_on_are_still_there() -> None:
+    """Fails loudly on a Dagster upgrade that changes them (see the README, "Dagster APIs")."""
+    from dagster._core.definitions.metadata.metadata_set import TableMetadataSet
+
+    # The metadata keys the loads report are TableMetadataSet's.
+    keys = set(TableMetadataSet(partition_row_count=1, row_count=2, table_name="t").keys())
+    assert {"dagster/partition_row_count", "dagster/row_count", "dagster/table_name"} == keys
+    # Partitioned check specs are a preview feature in 1.13.
+    with pytest.warns(dg.PreviewWarning, match="partitions_def"):
+        dg.AssetCheckSpec("c", asset="a", partitions_def=msd_folders)
 
 
 def test_totals_sensor_requests_the_totals_job_after_a_partition_run() -> None:

@@ -3,7 +3,7 @@
 Every test runs ``msd_dagster.definitions.defs`` (assets, checks, sensor, CLI) with resources
 pointed at temporary copies: a generated dataset (``pipeline_dataset``) or the real samples in
 ``../shared``, a temporary SQLite file or a fresh PostgreSQL / MariaDB database, and a temporary
-Parquet folder. Runs are in process (``dg.materialize``) except for the CLI test.
+Parquet folder. Runs are in process (``dg.materialize``) except for the CLI tests.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 import dagster as dg
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from dagster_aws.s3 import S3Resource
@@ -30,7 +31,7 @@ from msd_dagster import cli
 from msd_dagster.defs import sensors
 from msd_dagster.defs.partitions import msd_folders
 from msd_dagster.defs.resources import MsdSourceResource, WarehouseResource
-from msd_dagster.defs.tables import normalized_key, warehouse_key
+from msd_dagster.defs.tables import warehouse_key
 from msd_dagster.generate import GeneratedDataset
 from msd_dagster.warehouse.ddl import warehouse_table
 from msd_dagster.warehouse.schema import MSD_TABLES, NATURAL_KEYS, SHARED_TABLES
@@ -39,7 +40,9 @@ from msd_dagster_tests.pipeline_helpers import (
     PARTITIONS_DEF_NAME,
     PIPELINE_FOLDERS,
     PIPELINE_SONGS,
-    REJECTED_KEY,
+    RAW_KEY,
+    ROWS_CHECK,
+    SONGS_KEY,
     UNICODE_MBTAGS,
     PipelineTarget,
     assert_partition_run_ok,
@@ -136,19 +139,20 @@ def assert_unique_natural_keys(dump: dict[str, list[tuple]], engine: sa.Engine) 
 class LoadedSqlite:
     target: PipelineTarget
     engine: sa.Engine
-    results: dict[str, dg.ExecuteInProcessResult]
+    result: dg.ExecuteInProcessResult
     baseline: dict[str, list[tuple]]
 
 
 @pytest.fixture(scope="module")
 def sqlite_loaded(pipeline_dataset: GeneratedDataset, fast_tmp_root: Path) -> LoadedSqlite:
+    """Both folders in one run (a partition range), as msd-dagster load and backfills do."""
     tmp = fast_folder(fast_tmp_root, "sqlite_pipeline")
     target = PipelineTarget.create(
         pipeline_dataset.root, sqlite_url(tmp / "msd.sqlite"), tmp / "parquet"
     )
-    results = {partition: target.materialize(partition) for partition in PIPELINE_FOLDERS}
+    result = target.materialize(PIPELINE_FOLDERS[0], PIPELINE_FOLDERS[-1])
     engine = target.engine()
-    yield LoadedSqlite(target, engine, results, dump_tables(engine))
+    yield LoadedSqlite(target, engine, result, dump_tables(engine))
     engine.dispose()
 
 
@@ -190,19 +194,32 @@ def test_two_partitions_load_the_generated_rows_and_pass_every_check(
     assert sorted(mbtags) == ds.unique_mbtags
     assert set(UNICODE_MBTAGS) <= set(mbtags)
 
-    for partition, result in sqlite_loaded.results.items():
-        assert_partition_run_ok(result)
+    result = sqlite_loaded.result
+    assert_partition_run_ok(result, *PIPELINE_FOLDERS)
+    for partition in PIPELINE_FOLDERS:
         part = expected_row_counts(ds, partition_tracks(ds, partition))
         for table in part:
-            metadata = materialization_metadata(result, warehouse_key(table))
-            assert metadata["dagster/row_count"] == part[table], (partition, table)
-        evaluations = check_evaluations(result)
-        bars = evaluations[("warehouse/msd_bar", "row_count_matches")].metadata
-        assert bars["database_rows"].value == bars["frame_rows"].value == part["msd_bar"]
-        assert bars["missing_keys"].value == 0
-        source = evaluations[(normalized_key("msd_segment").to_user_string(), "rows_match_source")]
-        assert source.metadata["frame_rows"].value == part["msd_segment"]
-        assert source.metadata["source_rows"].value == part["msd_segment"]
+            metadata = materialization_metadata(result, warehouse_key(table), partition)
+            assert metadata["dagster/partition_row_count"] == part[table], (partition, table)
+            assert metadata["dagster/table_name"] == table
+        evaluations = check_evaluations(result, partition)
+        bars = evaluations[("warehouse/msd_bar", ROWS_CHECK)]
+        numbers = {name: value.value for name, value in bars.metadata.items()}
+        assert numbers == {
+            "database_rows": part["msd_bar"],
+            "frame_rows": part["msd_bar"],
+            "file_rows": part["msd_bar"],
+            "missing_keys": 0,
+            "duplicate_keys": 0,
+            "unresolved_references": 0,
+        }
+        n = f"{part['msd_bar']:,}"
+        assert bars.description == (
+            f"database {n} = frame {n} = files {n}; missing 0, duplicates 0, "
+            "unresolved references 0"
+        )
+        raw = materialization_metadata(result, RAW_KEY, partition)
+        assert raw["dagster/partition_row_count"] == len(partition_tracks(ds, partition))
 
 
 def test_rerunning_a_partition_leaves_identical_contents(
@@ -215,7 +232,7 @@ def test_rerunning_a_partition_leaves_identical_contents(
         if table.name != "msd_artist"
     }
     result = sqlite_loaded.target.materialize("A/A")
-    assert_partition_run_ok(result)
+    assert_partition_run_ok(result, "A/A")
     after = dump_tables(engine)
     assert_same_contents(after, sqlite_loaded.baseline, "after rerunning A/A")
     assert_unique_natural_keys(after, engine)
@@ -256,22 +273,22 @@ def test_bad_files_are_rejected_with_a_reason_and_the_good_ones_load(
         root, sqlite_url(fast_tmp_path / "msd.sqlite"), fast_tmp_path / "parquet", ["A/A"]
     )
     result = target.materialize("A/A")
-    assert_partition_run_ok(result)
+    assert_partition_run_ok(result, "A/A")
 
-    assert materialization_metadata(result, dg.AssetKey(["raw", "song_files"]))["files"] == (
-        len(good) + len(bad)
-    )
-    rejected = materialization_metadata(result, REJECTED_KEY)
-    assert rejected["dagster/row_count"] == len(bad)
-    reasons = {item["name"]: item["reason"] for item in rejected["rejected_list"]}
+    raw = materialization_metadata(result, RAW_KEY)
+    assert raw["dagster/partition_row_count"] == len(good) + len(bad)
+    songs = materialization_metadata(result, SONGS_KEY)
+    assert songs["tracks"] == len(good)
+    assert songs["rows"]["msd_track"] == len(good)
+    assert songs["rejected_files"] == len(bad)
+    reasons = {item["name"]: item["reason"] for item in songs["rejected_list"]}
     assert sorted(reasons) == sorted(bad)
     for key, (_, fragments) in bad.items():
         for fragment in fragments:
             assert fragment in reasons[key], (key, reasons[key])
-        assert key in rejected["rejected"]  # the Markdown list shown in the UI
-    songs = materialization_metadata(result, normalized_key("msd_track"))
-    assert songs["dagster/row_count"] == len(good)
-    assert songs["rejected_files"] == len(bad)
+        assert key in songs["rejected"]  # the Markdown list shown in the UI
+    stored = pd.read_parquet(Path(songs["path"]) / "rejected_files.parquet")
+    assert dict(zip(stored["name"], stored["reason"], strict=True)) == reasons
 
     engine = target.engine()
     try:
@@ -297,26 +314,32 @@ def test_a_check_fails_when_rows_vanish_and_passes_after_rematerializing(
     assert deleted == 5
 
     check_keys = warehouse_check_keys()
+    # The standalone checks verify the database against the folder's stored frames.
     result = sqlite_loaded.target.execute_checks(partition, check_keys)
     assert result.get_asset_materialization_events() == []  # only the checks ran
-    # row_count_matches is blocking: its failure fails the step (and the run).
+    # partition_rows_loaded is blocking: its failure fails the step (and the run).
     assert not result.success
     [failure] = [event for event in result.all_events if event.is_step_failure]
     assert failure.step_failure_data.error.cls_name == "DagsterAssetCheckFailedError"
     evaluations = check_evaluations(result)
     assert set(evaluations) == {(k.asset_key.to_user_string(), k.name) for k in check_keys}
-    assert failed_checks(result) == [("warehouse/msd_bar", "row_count_matches")]
-    failed = evaluations[("warehouse/msd_bar", "row_count_matches")]
+    assert failed_checks(result) == [("warehouse/msd_bar", ROWS_CHECK)]
+    failed = evaluations[("warehouse/msd_bar", ROWS_CHECK)]
     assert failed.severity == dg.AssetCheckSeverity.ERROR
     assert {e.partition for e in evaluations.values()} == {partition}
     assert {name: value.value for name, value in failed.metadata.items()} == {
         "database_rows": expected_bars - 5,
         "frame_rows": expected_bars,
         "missing_keys": 5,
+        "duplicate_keys": 0,
+        "unresolved_references": 0,
     }
+    assert failed.description.startswith(
+        f"database {expected_bars - 5:,} vs frame {expected_bars:,}; missing 5,"
+    )
 
     result = sqlite_loaded.target.materialize(partition)
-    assert_partition_run_ok(result)
+    assert_partition_run_ok(result, partition)
     assert_same_contents(dump_tables(engine), sqlite_loaded.baseline, "after re-materializing")
 
 
@@ -452,8 +475,8 @@ def test_real_folder_matches_an_independent_h5py_read(fast_tmp_path: Path) -> No
         REAL_SUBSET, sqlite_url(fast_tmp_path / "msd.sqlite"), fast_tmp_path / "parquet", ["A/A"]
     )
     result = target.materialize("A/A")
-    assert_partition_run_ok(result)
-    assert materialization_metadata(result, REJECTED_KEY)["dagster/row_count"] == 0
+    assert_partition_run_ok(result, "A/A")
+    assert materialization_metadata(result, SONGS_KEY)["rejected_files"] == 0
 
     engine = target.engine()
     try:
@@ -571,7 +594,7 @@ def test_every_backend_holds_the_same_contents_as_sqlite(
     # PostgreSQL loads the partitions in the other order: contents must not depend on it.
     order = PIPELINE_FOLDERS if backend == "mariadb" else tuple(reversed(PIPELINE_FOLDERS))
     for partition in order:
-        assert_partition_run_ok(target.materialize(partition))
+        assert_partition_run_ok(target.materialize(partition), partition)
     dump = dump_tables(engine)
     # Bit for bit, except the sign of zero (see ``exact``) ...
     assert_same_contents(dump, sqlite_loaded.baseline, f"{backend} vs SQLite", zero_sign=False)

@@ -1,156 +1,136 @@
-"""Asset checks on the warehouse tables: row counts, unique keys, foreign keys, totals."""
+"""Asset checks on the warehouse tables.
+
+* ``partition_rows_loaded``, one per table and folder: the folder's rows in the database equal
+  its normalized frame (track tables: and the rows its song files imply), every natural key
+  once, every reference resolved. Partition runs evaluate it inside each folder's load
+  transaction (:mod:`msd_dagster.defs.assets.folders`); the definition below runs the same
+  verification on its own, against the stored frames, e.g. for a check-only run.
+* ``total_tracks_match_partitions``, unpartitioned: ``msd_track`` holds one row per valid song
+  file over every folder loaded into this database.
+"""
 
 import warnings
 
 import dagster as dg
 
-from msd_dagster.defs.automation import WITH_ITS_ASSET
+from msd_dagster.defs.assets.folders import ROWS_CHECK, TABLE_ORDER, rows_check_evaluation
 from msd_dagster.defs.partitions import msd_folders
-from msd_dagster.defs.resources import WarehouseResource
-from msd_dagster.defs.tables import (
-    NORMALIZED_NAMES,
-    TRACK_TABLE_NAMES,
-    normalized_key,
-    warehouse_key,
-)
-from msd_dagster.warehouse.schema import references
-from msd_dagster.warehouse.verify import total_tracks, verify_partition
+from msd_dagster.defs.resources import FrameStoreResource, WarehouseResource
+from msd_dagster.defs.tables import NORMALIZED_FRAMES, normalized_key, warehouse_key
+from msd_dagster.frame_store import FramesNotStored
+from msd_dagster.warehouse.partition_load import prepare_frames
+from msd_dagster.warehouse.queries import total_tracks
+from msd_dagster.warehouse.schema import TRACK_TABLE_NAMES
+from msd_dagster.warehouse.verify import verify_partition
 
-ROW_COUNT = "row_count_matches"
-UNIQUE_KEYS = "natural_key_unique"
-FOREIGN_KEYS = "foreign_keys_resolve"
-TOTAL_TRACKS = "all_valid_song_files_loaded"
+TOTAL_TRACKS = "total_tracks_match_partitions"
 
-
-# Partitioned check specs are a preview feature in Dagster 1.13; we rely on them deliberately.
+# Partitioned check specs are a preview feature in Dagster 1.13; we rely on them deliberately
+# (msd_dagster_tests/test_definitions.py pins it).
 warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*")
 
-WAREHOUSE_CHECK_SPECS = [
-    spec
-    for table in NORMALIZED_NAMES
-    for spec in (
-        dg.AssetCheckSpec(
-            ROW_COUNT,
-            asset=warehouse_key(table),
-            blocking=True,
-            partitions_def=msd_folders,
-            automation_condition=WITH_ITS_ASSET,
-            additional_deps=[normalized_key(table)],
-            description=(
-                "Rows of the partition in the database == rows of the normalized frame "
-                "(== rows implied by the song files, checked upstream)."
-                if table in TRACK_TABLE_NAMES
-                else "Every row of the partition's normalized frame is in the database (by "
-                "natural key). The table is shared by partitions, so the database may hold more."
-            ),
-        ),
-        dg.AssetCheckSpec(
-            UNIQUE_KEYS,
-            asset=warehouse_key(table),
-            partitions_def=msd_folders,
-            automation_condition=WITH_ITS_ASSET,
-            additional_deps=[normalized_key(table)],
-            description="No natural key (e.g. track_id + position) appears twice.",
-        ),
-        *(
-            [
-                dg.AssetCheckSpec(
-                    FOREIGN_KEYS,
-                    asset=warehouse_key(table),
-                    partitions_def=msd_folders,
-                    automation_condition=WITH_ITS_ASSET,
-                    additional_deps=[normalized_key(table)],
-                    description="Every foreign key resolves (tracks -> artists, rows -> tracks).",
-                )
-            ]
-            if references(table)
-            else []
+ROWS_CHECK_SPECS = [
+    dg.AssetCheckSpec(
+        ROWS_CHECK,
+        asset=warehouse_key(table),
+        blocking=True,
+        partitions_def=msd_folders,
+        additional_deps=[normalized_key(name) for name in NORMALIZED_FRAMES],
+        description=(
+            "The folder's rows in the database == its normalized frame == the rows its song "
+            "files imply; every natural key once; every reference resolves. Evaluated in each "
+            "folder's load transaction: a folder that fails it is rolled back."
+            if table in TRACK_TABLE_NAMES
+            else "Every row of the folder's normalized frame is in the database (by natural "
+            "key), once, with its references resolved. The table is shared by folders, so the "
+            "database may hold more. Evaluated in each folder's load transaction."
         ),
     )
+    for table in TABLE_ORDER
 ]
 
 
 @dg.multi_asset_check(
     name="warehouse_checks",
-    specs=WAREHOUSE_CHECK_SPECS,
+    specs=ROWS_CHECK_SPECS,
     can_subset=True,
-    ins={name: dg.AssetIn(key=normalized_key(table)) for table, name in NORMALIZED_NAMES.items()},
 )
 def warehouse_checks(
-    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, **frames
+    context: dg.AssetCheckExecutionContext,
+    warehouse: WarehouseResource,
+    frame_store: FrameStoreResource,
 ):
-    """Compare the database with the normalized frames of the partition, table by table."""
+    """Verify a loaded folder again, against its stored normalized frames."""
+    partition = context.partition_key
+    store = frame_store.store()
+    try:
+        frames = {}
+        for name in NORMALIZED_FRAMES:
+            frames.update(store.read(normalized_key(name).path, partition, NORMALIZED_FRAMES[name]))
+    except FramesNotStored as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from exc
+    with warehouse.engine().connect() as conn:
+        verdicts = verify_partition(conn, partition, prepare_frames(frames, partition))
     selected = context.selected_asset_check_keys
-    by_table = {table: frames[name] for table, name in NORMALIZED_NAMES.items()}
-    verdicts = verify_partition(warehouse.engine(), context.partition_key, by_table)
     for verdict in verdicts:
-        key = warehouse_key(verdict.table)
-        results = [
-            (
-                ROW_COUNT,
-                verdict.rows_ok,
-                {
-                    "database_rows": verdict.database_rows,
-                    "frame_rows": verdict.frame_rows,
-                    "missing_keys": verdict.missing_keys,
-                },
-            ),
-            (UNIQUE_KEYS, verdict.duplicates == 0, {"duplicate_keys": verdict.duplicates}),
-            (FOREIGN_KEYS, verdict.orphans == 0, {"unresolved_foreign_keys": verdict.orphans}),
-        ]
-        for name, passed, metadata in results:
-            check_key = dg.AssetCheckKey(key, name)
-            if check_key in selected:
-                yield dg.AssetCheckResult(
-                    asset_key=key,
-                    check_name=name,
-                    passed=bool(passed),
-                    severity=dg.AssetCheckSeverity.ERROR,
-                    metadata=metadata,
-                )
+        evaluation = rows_check_evaluation(partition, verdict)
+        if dg.AssetCheckKey(evaluation.asset_key, ROWS_CHECK) in selected:
+            yield dg.AssetCheckResult(
+                asset_key=evaluation.asset_key,
+                check_name=ROWS_CHECK,
+                passed=evaluation.passed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=evaluation.description,
+                metadata=evaluation.metadata,
+            )
 
 
 @dg.asset_check(
     asset=warehouse_key("msd_track"),
     name=TOTAL_TRACKS,
     description=(
-        "Total tracks in msd_track == valid song files loaded over every partition (the row "
-        "count of each partition's latest warehouse/msd_track materialization, which the "
-        "partition checks tie to the song files)."
+        "Total tracks in msd_track == valid song files loaded over every folder (the row "
+        "count of each folder's latest warehouse/msd_track materialization into this database, "
+        "which the partition checks tie to the song files)."
     ),
 )
-def all_valid_song_files_loaded(
+def total_tracks_match_partitions(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
     instance = context.instance
-    partitions = instance.get_dynamic_partitions(msd_folders.name)
-    expected = 0
-    counted = []
-    for key in partitions:
+    database = warehouse.display_url()
+    expected, counted = 0, 0
+    for key in instance.get_dynamic_partitions(msd_folders.name):
         # The warehouse materialization is recorded after its transaction commits, so this
-        # sum and the database agree even while another partition is being loaded.
-        record = _latest_row_count(instance, warehouse_key("msd_track"), key)
-        if record is not None:
-            expected += record
-            counted.append(key)
+        # sum and the database agree even while another folder is being loaded.
+        rows = _latest_row_count(instance, warehouse_key("msd_track"), key, database)
+        if rows is not None:
+            expected += rows
+            counted += 1
     actual = total_tracks(warehouse.engine())
     return dg.AssetCheckResult(
         passed=actual == expected,
         severity=dg.AssetCheckSeverity.ERROR,
+        description=f"database {actual:,} tracks, {expected:,} expected from {counted} folder(s)",
         metadata={
             "tracks_in_database": actual,
             "valid_song_files": expected,
-            "partitions_counted": len(counted),
+            "partitions_counted": counted,
         },
     )
 
 
-def _latest_row_count(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> int | None:
+def _latest_row_count(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partition: str, database: str
+) -> int | None:
+    """Rows of the latest materialization of ``partition`` into ``database`` (masked URL)."""
     result = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=20
     )
-    if not result.records:
-        return None
-    materialization = result.records[0].asset_materialization
-    value = materialization.metadata.get("dagster/row_count") if materialization else None
-    return int(value.value) if value is not None else None
+    for record in result.records:
+        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+        if "database" in metadata and metadata["database"].value != database:
+            continue
+        value = metadata.get("dagster/partition_row_count")
+        return int(value.value) if value is not None else None
+    return None

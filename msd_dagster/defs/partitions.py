@@ -2,8 +2,15 @@
 
 Dynamic, so the same code serves the subset (35 folders) and the full set (up to 676): the
 discovery sensor and ``msd-dagster load`` add the folders they find.
+
+A run loads one folder or a range of them (one after the other, each in its own transaction):
+Dagster's fixed cost per run is then shared by its folders. A backfill from the UI makes runs
+of at most :data:`FOLDERS_PER_RUN` folders; ``msd-dagster load`` plans its own ranges.
 """
 
 import dagster as dg
 
 msd_folders = dg.DynamicPartitionsDefinition(name="msd_folders")
+
+FOLDERS_PER_RUN = 8
+FOLDER_BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=FOLDERS_PER_RUN)

@@ -1,9 +1,18 @@
-"""Resources: where the song files are (local folder or S3) and which database to load."""
+"""Resources: where the song files are (local folder or S3), which database to load, and where
+the normalized frames are kept.
 
+Every field left empty falls back to its environment variable when the resource is used (see
+:mod:`msd_dagster.settings`), so the definitions never depend on the environment.
+"""
+
+import contextlib
 import fcntl
 import functools
+import os
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import boto3
 import botocore
@@ -15,6 +24,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from msd_dagster import settings
+from msd_dagster.frame_store import FrameStore
 from msd_dagster.source.local import LocalDataset
 from msd_dagster.source.s3 import S3Dataset, S3SourceError, parse_s3_url, s3_client_config
 from msd_dagster.warehouse.urls import azure_sql_url, create_engine_for_url, mask_url
@@ -57,7 +67,8 @@ def s3_client_for(s3: S3Resource) -> Any:
         connect_timeout=getattr(s3, "connect_timeout", 10),
         read_timeout=getattr(s3, "read_timeout", 60),
     )
-    if s3.use_unsigned_session:
+    unsigned = s3.use_unsigned_session or os.environ.get(settings.MSD_S3_UNSIGNED) == "1"
+    if unsigned:
         config = config.merge(Config(signature_version=botocore.UNSIGNED))
     session = boto3.session.Session(profile_name=s3.profile_name)
     # Explicit keys are passed only when someone configured them (e.g. with dg.EnvVar);
@@ -69,8 +80,8 @@ def s3_client_for(s3: S3Resource) -> Any:
     }
     return session.client(
         "s3",
-        region_name=s3.region_name,
-        endpoint_url=s3.endpoint_url,
+        region_name=settings.setting(s3.region_name, settings.AWS_REGION) or None,
+        endpoint_url=settings.setting(s3.endpoint_url, settings.MSD_S3_ENDPOINT_URL) or None,
         use_ssl=s3.use_ssl,
         verify=s3.verify,
         config=config,
@@ -118,19 +129,25 @@ class MsdSourceResource(dg.ConfigurableResource):
     """The MSD dataset root: a local folder, or ``s3://bucket/prefix`` read through ``s3``
     (a dagster-aws ``S3Resource``; :class:`MsdS3Resource` adds timeouts and pool size).
 
-    Empty ``location`` means the embedded default: a generated sample under ``MSD_HOME``,
-    written on first use.
+    Empty ``location``: ``MSD_SOURCE``, else the embedded default, a generated sample under
+    ``MSD_HOME`` written on first use.
     """
 
-    location: str = ""
+    location: str = Field(
+        default="", description="Dataset root: a folder or s3://bucket/prefix. Empty: MSD_SOURCE."
+    )
     sample_songs: int = settings.DEFAULT_SAMPLE_SONGS
     # Optional: a nested resource cannot be a field default in Dagster 1.13 (validation fails
     # with "Input should be ... an instance of S3Resource"); None means MsdS3Resource().
     s3: S3Resource | None = None
 
     @property
+    def resolved_location(self) -> str:
+        return settings.setting(self.location, settings.MSD_SOURCE)
+
+    @property
     def is_s3(self) -> bool:
-        return self.location.startswith("s3://")
+        return self.resolved_location.startswith("s3://")
 
     def dataset(self) -> LocalDataset | S3Dataset:
         """A dataset handle; for S3 it holds one new boto3 client, so build it once per step.
@@ -141,8 +158,9 @@ class MsdSourceResource(dg.ConfigurableResource):
         instead of going through its retry policy. Transient faults that survived botocore's
         retries raise ``S3SourceError``, which the step's RetryPolicy retries.
         """
-        if self.is_s3:
-            bucket, prefix = parse_s3_url(self.location)
+        location = self.resolved_location
+        if location.startswith("s3://"):
+            bucket, prefix = parse_s3_url(location)
             dataset = S3Dataset(s3_client_for(self.s3 or MsdS3Resource()), bucket, prefix)
             try:
                 dataset.check()
@@ -151,8 +169,8 @@ class MsdSourceResource(dg.ConfigurableResource):
                     raise dg.Failure(description=str(exc), allow_retries=False) from exc
                 raise
             return dataset
-        if self.location:
-            return LocalDataset(self.location)
+        if location:
+            return LocalDataset(location)
         return LocalDataset(ensure_default_sample(self.sample_songs))
 
 
@@ -182,33 +200,48 @@ def ensure_default_sample(songs: int = settings.DEFAULT_SAMPLE_SONGS) -> Path:
 class WarehouseResource(dg.ConfigurableResource):
     """The SQL database, as a SQLAlchemy URL or, for Azure SQL, as its parts.
 
-    Empty ``url`` and ``azure_server`` mean the embedded default: a SQLite file under
-    ``MSD_HOME``. The URL is shown masked everywhere (logs, metadata).
+    Empty fields are read from ``MSD_DATABASE_URL`` and ``MSD_AZURE_SQL_*`` when used; with
+    none set, the embedded default is a SQLite file under ``MSD_HOME``. The URL is shown
+    masked everywhere (logs, metadata).
     """
 
-    url: str = ""
-    azure_server: str = ""
-    azure_database: str = ""
-    azure_user: str = ""
-    azure_password: str = ""
-    azure_access_token: str = ""
-    azure_driver: str = "ODBC Driver 18 for SQL Server"
+    url: str = Field(default="", description="SQLAlchemy URL. Empty: MSD_DATABASE_URL.")
+    azure_server: str = Field(default="", description="Empty: MSD_AZURE_SQL_SERVER.")
+    azure_database: str = Field(default="", description="Empty: MSD_AZURE_SQL_DATABASE.")
+    azure_user: str = Field(default="", description="Empty: MSD_AZURE_SQL_USER.")
+    azure_password: str = Field(default="", description="Empty: MSD_AZURE_SQL_PASSWORD.")
+    azure_access_token: str = Field(default="", description="Empty: MSD_AZURE_SQL_ACCESS_TOKEN.")
+    azure_driver: str = Field(default="", description="Empty: MSD_AZURE_SQL_DRIVER, else ODBC 18.")
     pool_size: int = 5
     pool_recycle_seconds: int = 1800
 
-    def sqlalchemy_url(self) -> str | sa.URL:
-        if self.url:
-            return self.url
+    def _azure(self, field: str) -> str:
+        # Parts configured on the resource are used together; else all come from the variables.
         if self.azure_server:
+            return getattr(self, field)
+        return os.environ.get(settings.AZURE_SQL_VARIABLES[field], "")
+
+    def sqlalchemy_url(self) -> str | sa.URL:
+        """Configured ``url``, else configured Azure parts, else ``MSD_DATABASE_URL``, else the
+        ``MSD_AZURE_SQL_*`` parts, else SQLite under ``MSD_HOME``."""
+        url = self.url or ("" if self.azure_server else os.environ.get(settings.MSD_DATABASE_URL))
+        if url:
+            return url
+        if self._azure("azure_server"):
             return azure_sql_url(
-                self.azure_server,
-                self.azure_database,
-                self.azure_user or None,
-                self.azure_password or None,
-                driver=self.azure_driver,
-                access_token=self.azure_access_token or None,
+                self._azure("azure_server"),
+                self._azure("azure_database"),
+                self._azure("azure_user") or None,
+                self._azure("azure_password") or None,
+                driver=self._azure("azure_driver") or settings.DEFAULT_AZURE_SQL_DRIVER,
+                access_token=self._azure("azure_access_token") or None,
             )
         return settings.default_database_url()
+
+    @property
+    def password(self) -> str:
+        """The Azure SQL password, if one is used (to mask it in messages)."""
+        return self._azure("azure_password")
 
     def engine(self) -> sa.Engine:
         return _engine(
@@ -219,6 +252,28 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def display_url(self) -> str:
         return mask_url(self.sqlalchemy_url())
+
+    def without_secrets(self, text: str) -> str:
+        """``text`` with the database password (and any ``user:password@`` part) masked."""
+        secrets = [self.password]
+        with contextlib.suppress(Exception):  # an unparsable URL: the pattern below masks it
+            secrets.append(sa.make_url(self.sqlalchemy_url()).password or "")
+        for secret in filter(None, secrets):
+            for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
+                text = text.replace(form, "***")
+        return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+
+
+class FrameStoreResource(dg.ConfigurableResource):
+    """Where the normalized frames are kept (:class:`msd_dagster.frame_store.FrameStore`)."""
+
+    base_dir: str = Field(
+        default="", description="A folder. Empty: MSD_PARQUET_DIR, else $MSD_HOME/parquet."
+    )
+
+    def store(self) -> FrameStore:
+        base = settings.setting(self.base_dir, settings.MSD_PARQUET_DIR)
+        return FrameStore(base or settings.default_parquet_dir())
 
 
 @functools.cache

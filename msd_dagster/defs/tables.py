@@ -16,28 +16,30 @@ from msd_dagster.msd.frames import (
 )
 from msd_dagster.warehouse.schema import (
     TABLES_BY_NAME,
-    TRACK_TABLES,
+    TRACK_TABLE_NAMES,
     Reference,
     load_columns,
     references,
 )
 
-# msd_* table -> normalized asset name
-NORMALIZED_NAMES: dict[str, str] = {
-    "msd_track": "songs",
-    "msd_artist": "artists",
-    "msd_artist_term": "artist_terms",
-    "msd_artist_mbtag": "artist_mbtags",
-    "msd_r_term": "terms",
-    "msd_r_mbtag": "mbtags",
-    "msd_artist_similarity": "similar_artists",
-    "msd_bar": "bars",
-    "msd_beat": "beats",
-    "msd_section": "sections",
-    "msd_tatum": "tatums",
-    "msd_segment": "segments",
+# The normalized layer: three assets, each a set of frames named like the tables they load.
+NORMALIZED_FRAMES: dict[str, tuple[str, ...]] = {
+    "songs": TRACK_TABLE_NAMES,
+    "artists": ("msd_artist", "msd_artist_similarity"),
+    "genres": ("msd_r_term", "msd_r_mbtag", "msd_artist_term", "msd_artist_mbtag"),
 }
-TRACK_TABLE_NAMES: tuple[str, ...] = tuple(t.name for t in TRACK_TABLES)
+NORMALIZED_OF: dict[str, str] = {
+    table: name for name, tables in NORMALIZED_FRAMES.items() for table in tables
+}
+# Song files that could not be read, kept with the songs' frames (name, reason).
+REJECTED_FRAME = "rejected_files"
+NORMALIZED_DESCRIPTIONS: dict[str, str] = {
+    "songs": "Tracks and their audio analysis (bars, beats, sections, tatums, segments), one "
+    "frame per table, parsed from the partition's song files; also the rejected files.",
+    "artists": "Artists of the partition's songs and their similar artists.",
+    "genres": "Echo Nest terms and MusicBrainz tags of the partition's artists, and the "
+    "dictionaries of both.",
+}
 
 DESCRIPTIONS: dict[str, str] = {
     "msd_track": "One row per song file: Echo Nest analysis summary and song metadata.",
@@ -55,8 +57,9 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
-def normalized_key(table: str) -> dg.AssetKey:
-    return dg.AssetKey(["normalized", NORMALIZED_NAMES[table]])
+def normalized_key(name: str) -> dg.AssetKey:
+    """``songs`` -> ``normalized/songs`` (see :data:`NORMALIZED_FRAMES`)."""
+    return dg.AssetKey(["normalized", name])
 
 
 def warehouse_key(table: str) -> dg.AssetKey:
@@ -113,13 +116,15 @@ def source_field(table: str, column: str) -> str | None:
     }.get((table, column))
 
 
-def table_schema(table: str) -> dg.TableSchema:
+def table_schema(table: str, *, qualified: bool = False) -> dg.TableSchema:
+    """The catalog schema of ``table``; ``qualified`` names columns ``table.column`` (for the
+    normalized assets, which hold several frames)."""
     columns = TABLES_BY_NAME[table].columns
     refs = references(table)
     return dg.TableSchema(
         columns=[
             dg.TableColumn(
-                name=c.name,
+                name=f"{table}.{c.name}" if qualified else c.name,
                 type=_type_name(c.type),
                 description=(
                     f"from {source_field(table, c.name)}" if source_field(table, c.name) else None
@@ -139,7 +144,7 @@ def _describe(reference: Reference) -> str:
     target = f"{reference.parent_table}.{reference.parent_column}"
     if reference.enforced:
         return f"foreign key to {target}"
-    return f"references {target} (verified by the foreign_keys_resolve check, not a constraint)"
+    return f"references {target} (verified by the partition_rows_loaded check, not a constraint)"
 
 
 def _type_name(type_: sa.types.TypeEngine) -> str:
@@ -149,12 +154,23 @@ def _type_name(type_: sa.types.TypeEngine) -> str:
         return type(type_).__name__
 
 
+def normalized_schema(name: str) -> dg.TableSchema:
+    """Every column of every frame of a normalized asset, as ``table.column``."""
+    return dg.TableSchema(
+        columns=[
+            column
+            for table in NORMALIZED_FRAMES[name]
+            for column in table_schema(table, qualified=True).columns
+        ]
+    )
+
+
 def column_lineage(table: str) -> dg.TableColumnLineage:
-    """Each warehouse column comes from the same-named column of its normalized frame."""
-    upstream = normalized_key(table)
+    """Each warehouse column comes from the same column of its frame in the normalized asset."""
+    upstream = normalized_key(NORMALIZED_OF[table])
     return dg.TableColumnLineage(
         deps_by_column={
-            column: [dg.TableColumnDep(asset_key=upstream, column_name=column)]
+            column: [dg.TableColumnDep(asset_key=upstream, column_name=f"{table}.{column}")]
             for column in load_columns(TABLES_BY_NAME[table])
         }
     )
@@ -164,4 +180,4 @@ def preview(df: pd.DataFrame, rows: int = 5) -> dg.MetadataValue:
     return dg.MetadataValue.md(df.head(rows).to_markdown(index=False) if len(df) else "_empty_")
 
 
-assert set(NORMALIZED_NAMES) == set(TABLE_NAMES)
+assert set(NORMALIZED_OF) == set(TABLE_NAMES)

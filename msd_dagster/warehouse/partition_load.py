@@ -481,6 +481,7 @@ def _load_once(
     hi: str,
     prepared: Mapping[str, pd.DataFrame],
     chunk_rows: int | None,
+    before_commit: Callable[[sa.Connection, Mapping[str, pd.DataFrame]], None] | None = None,
 ) -> dict[str, int]:
     dialect = engine.dialect
     counts: dict[str, int] = {}
@@ -502,6 +503,8 @@ def _load_once(
                     counts[table.name] = bulk_insert(
                         conn, target, prepared[table.name], chunk_rows=chunk_rows
                     )
+                if before_commit is not None:
+                    before_commit(conn, prepared)  # raising rolls the whole partition back
         except BaseException as exc:
             _invalidate_if_disconnected(conn, exc)
             raise
@@ -515,8 +518,12 @@ def load_partition(
     *,
     chunk_rows: int | None = None,
     deadlock_retries: int = 3,
+    before_commit: Callable[[sa.Connection, Mapping[str, pd.DataFrame]], None] | None = None,
 ) -> dict[str, int]:
     """Write one partition in a single transaction; return rows written per table.
+
+    ``before_commit(conn, prepared_frames)`` runs last in that transaction (e.g. verifying what was written);
+    if it raises, nothing of the partition is committed.
 
     Shared tables report rows inserted + rows updated (artists whose winning source changed);
     track tables report rows inserted. ``frames`` maps each of the twelve ``msd_*`` table names
@@ -526,7 +533,7 @@ def load_partition(
     lo, hi = partition_track_range(partition_key)
     prepared = prepare_frames(frames, partition_key)
     return retry_deadlocks(
-        lambda: _load_once(engine, lo, hi, prepared, chunk_rows),
+        lambda: _load_once(engine, lo, hi, prepared, chunk_rows, before_commit),
         f"partition {partition_key}",
         deadlock_retries,
     )

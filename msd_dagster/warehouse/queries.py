@@ -19,9 +19,13 @@ import sqlalchemy as sa
 
 from msd_dagster.warehouse.ddl import warehouse_table
 from msd_dagster.warehouse.partition_load import partition_track_range
-from msd_dagster.warehouse.schema import NATURAL_KEYS, TABLES_BY_NAME, TRACK_TABLES, references
+from msd_dagster.warehouse.schema import (
+    NATURAL_KEYS,
+    TABLES_BY_NAME,
+    TRACK_TABLE_NAMES,
+    references,
+)
 
-_TRACK_TABLE_NAMES = frozenset(t.name for t in TRACK_TABLES)
 _ARTIST_COLUMN = {
     "msd_artist": "artist_id",
     "msd_artist_term": "artist_id",
@@ -43,7 +47,7 @@ def partition_filter(
     if partition_key is None:
         return None
     lo, hi = partition_track_range(partition_key)
-    if table.name in _TRACK_TABLE_NAMES:
+    if table.name in TRACK_TABLE_NAMES:
         return sa.and_(table.c.track_id >= lo, table.c.track_id < hi)
     column = _ARTIST_COLUMN.get(table.name)
     if column is None:  # dictionaries are global
@@ -109,6 +113,13 @@ def count_orphan_foreign_keys(
         )
         total += _scalar(conn_or_engine, _where(statement, condition))
     return total
+
+
+def partition_track_ids(conn: sa.Connection, partition_key: str) -> list[str]:
+    """Track ids of ``msd_track`` in the partition."""
+    track = _table(conn, "msd_track")
+    statement = sa.select(track.c.track_id).where(partition_filter(conn, track, partition_key))
+    return list(conn.execute(statement).scalars())
 
 
 def total_tracks(engine: sa.Engine | sa.Connection) -> int:

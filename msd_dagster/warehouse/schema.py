@@ -328,3 +328,7 @@ def references(table_name: str) -> list[Reference]:
 def load_columns(table: sa.Table) -> list[str]:
     """The columns a loader writes: every column except the identity surrogate key."""
     return [c.name for c in table.columns if c.identity is None]
+
+
+TRACK_TABLE_NAMES: tuple[str, ...] = tuple(t.name for t in TRACK_TABLES)
+SHARED_TABLE_NAMES: tuple[str, ...] = tuple(t.name for t in SHARED_TABLES)

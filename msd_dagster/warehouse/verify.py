@@ -1,20 +1,26 @@
 """Compare what a partition load wrote with the frames it was given: the checks' logic.
 
-Per table, for one partition:
+Everything is counted in the database and only aggregates come back (a few rows per track at
+most, never a partition's keys), so verifying costs little next to the load and can run inside
+the load's own transaction, before it commits. Per table, for one partition:
 
 * ``database_rows``: rows of the partition in the database (see :mod:`.queries` for what a
   partition's rows are in shared tables);
-* ``missing_keys``: natural keys of the frame that the database lacks (must be 0), exact, but
-  for the analysis tables computed from per-track position ranges (``_missing_positions``);
-* ``rows_ok``: track tables must hold exactly the frame's rows; shared tables (artists, their
-  terms, tags and similar artists, the dictionaries) must hold at least every frame row, since
-  other partitions add to them;
-* ``duplicates`` / ``orphans``: repeated natural keys and unresolved foreign keys.
+* ``missing_keys``: natural keys of the frame that the database lacks (must be 0). For the
+  analysis tables it comes from per-track position ranges (``_analysis_aggregates``), exact as
+  long as positions are gap-free, which the loader guarantees (1..n per track);
+* ``duplicates``: natural keys held more than once; ``orphans``: unresolved references;
+* ``source_rows``: for the track tables, the rows the song files imply (counted from the
+  parsed arrays, not from the frames), when known.
+
+Track tables must hold exactly the frame's rows; shared tables (artists, their terms, tags and
+similar artists, the dictionaries) must hold at least every frame row, since other partitions
+add to them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -26,18 +32,15 @@ from msd_dagster.warehouse.queries import (
     count_orphan_foreign_keys,
     count_rows,
     partition_filter,
-    total_tracks,
+    partition_track_ids,
 )
-from msd_dagster.warehouse.schema import MSD_TABLES, NATURAL_KEYS, TRACK_TABLES
+from msd_dagster.warehouse.schema import MSD_TABLES, NATURAL_KEYS, TRACK_TABLE_NAMES
 
-TRACK_TABLE_NAMES = frozenset(t.name for t in TRACK_TABLES)
-ANALYSIS_TABLE_NAMES = TRACK_TABLE_NAMES - {"msd_track"}
-# Beyond this many tracks an IN list gets long (SQL Server allows 2,100 parameters).
-MAX_TRACKS_FETCHED_BY_ID = 500
-# Shared tables whose partition rows cannot be found by a filter; their keys are read whole.
-WHOLE_TABLE_KEYS = frozenset({"msd_artist", "msd_r_term", "msd_r_mbtag"})
+ANALYSIS_TABLE_NAMES = frozenset(TRACK_TABLE_NAMES) - {"msd_track"}
+# Keys per IN list: well under SQL Server's 2,100 parameters per statement.
+KEYS_PER_QUERY = 500
 
-__all__ = ["TableVerdict", "table_totals", "total_tracks", "verify_partition"]
+__all__ = ["TableVerdict", "table_totals", "verify_partition"]
 
 
 @dataclass(frozen=True)
@@ -48,71 +51,97 @@ class TableVerdict:
     missing_keys: int
     duplicates: int
     orphans: int
+    source_rows: int | None = None
+
+    @property
+    def is_track_table(self) -> bool:
+        return self.table in TRACK_TABLE_NAMES
 
     @property
     def rows_ok(self) -> bool:
-        if self.table in TRACK_TABLE_NAMES:
-            return self.database_rows == self.frame_rows and self.missing_keys == 0
-        return self.missing_keys == 0
+        if self.missing_keys:
+            return False
+        if not self.is_track_table:
+            return True
+        expected = {self.frame_rows} | (
+            {self.source_rows} if self.source_rows is not None else set()
+        )
+        return expected == {self.database_rows}
 
     @property
     def passed(self) -> bool:
         return self.rows_ok and self.duplicates == 0 and self.orphans == 0
 
+    def summary(self) -> str:
+        """The numbers in one line, e.g. ``database 5 = frame 5 = files 5, missing 0, ...``."""
+        if self.is_track_table:
+            counts = [f"database {self.database_rows:,}", f"frame {self.frame_rows:,}"]
+            if self.source_rows is not None:
+                counts.append(f"files {self.source_rows:,}")
+            same = len({self.database_rows, self.frame_rows, self.source_rows or 0} - {0}) <= 1
+            rows = (" = " if same and self.rows_ok else " vs ").join(counts)
+        else:
+            found = self.frame_rows - self.missing_keys
+            rows = f"{found:,} of the frame's {self.frame_rows:,} rows in the database"
+        return (
+            f"{rows}; missing {self.missing_keys:,}, duplicates {self.duplicates:,}, "
+            f"unresolved references {self.orphans:,}"
+        )
 
-def _fetch_keys(conn: sa.Connection, table: sa.Table, keys: list[str], condition) -> pd.DataFrame:
-    statement = sa.select(*[table.c[k] for k in keys])
-    if condition is not None:
-        statement = statement.where(condition)
-    # Plain tuples: given SQLAlchemy Rows, pandas probes each one through Row's (slow,
-    # exception-raising) attribute fallback.
-    rows = [tuple(row) for row in conn.execute(statement)]
-    return pd.DataFrame.from_records(rows, columns=keys)
+
+def _key_tuples(frame: pd.DataFrame, keys: Sequence[str]) -> set[tuple]:
+    return set(zip(*(frame[k].tolist() for k in keys), strict=True))
 
 
-def _count_absent(expected: pd.DataFrame, in_database: pd.DataFrame, keys: list[str]) -> int:
-    expected = expected[keys].astype("string").drop_duplicates()
-    in_database = in_database[keys].astype("string").drop_duplicates()
-    merged = expected.merge(in_database, on=keys, how="left", indicator=True)
-    return int((merged["_merge"] == "left_only").sum())
+def _missing_single_keys(
+    conn: sa.Connection, table: sa.Table, column: str, values: Sequence
+) -> int:
+    """Values of a one-column natural key that the table lacks, counted in IN-list batches."""
+    distinct = sorted(set(values))
+    found = 0
+    for start in range(0, len(distinct), KEYS_PER_QUERY):
+        batch = distinct[start : start + KEYS_PER_QUERY]
+        statement = sa.select(sa.func.count()).select_from(table).where(table.c[column].in_(batch))
+        found += int(conn.execute(statement).scalar_one())
+    return len(distinct) - found
 
 
-def _missing_keys(
+def _missing_shared_keys(
     conn: sa.Connection, table_name: str, partition_key: str, frame: pd.DataFrame
 ) -> int:
-    if frame.empty:
-        return 0
     table = warehouse_table(conn, table_name)
-    if table_name in ANALYSIS_TABLE_NAMES:
-        return _missing_positions(conn, table, partition_key, frame)
     keys = list(NATURAL_KEYS[table_name])
-    condition = None
-    if table_name not in WHOLE_TABLE_KEYS:
-        condition = partition_filter(conn, table, partition_key)
-    return _count_absent(frame, _fetch_keys(conn, table, keys, condition), keys)
-
-
-def _position_ranges(track_ids: pd.Series, positions: pd.Series) -> pd.DataFrame:
-    grouped = positions.groupby(track_ids.to_numpy())
-    return pd.DataFrame(
-        {"distinct": grouped.nunique(), "first": grouped.min(), "last": grouped.max()}
+    if len(keys) == 1:
+        return _missing_single_keys(conn, table, keys[0], frame[keys[0]].dropna().tolist())
+    # Pairs of the partition's artists: bounded by the partition.
+    statement = sa.select(*[table.c[k] for k in keys]).where(
+        partition_filter(conn, table, partition_key)
     )
+    return len(_key_tuples(frame, keys) - {tuple(row) for row in conn.execute(statement)})
 
 
-def _missing_positions(
-    conn: sa.Connection, table: sa.Table, partition_key: str, frame: pd.DataFrame
-) -> int:
-    """Frame keys ``(track_id, position)`` absent from the database, exactly, without reading
-    the partition's ~850,000 keys: per track, the database's distinct positions and their
-    range. Where both the frame's and the database's positions of a track are gap-free ranges
-    (always, unless something else wrote the table), the missing keys are the frame's range
-    minus the overlap; other tracks' keys are fetched and compared one by one.
+def _analysis_aggregates(
+    conn: sa.Connection,
+    table_name: str,
+    partition_key: str,
+    frame: pd.DataFrame,
+    tracks: set[str],
+) -> tuple[int, int, int, int]:
+    """``(database_rows, missing_keys, duplicates, orphans)`` of an analysis table from one
+    GROUP BY track_id: per track its rows, distinct positions and their range. ``tracks``: the
+    partition's track ids in ``msd_track``.
+
+    Where the frame's and the database's positions of a track are both gap-free ranges, the
+    missing keys are the frame's range minus the overlap. Other tracks (never written so by
+    the loader) have their keys compared one by one.
     """
-    track_column, position_column = NATURAL_KEYS[table.name]
+    table = warehouse_table(conn, table_name)
+    track_column, position_column = NATURAL_KEYS[table_name]
     position = table.c[position_column]
     statement = (
         sa.select(
             table.c.track_id,
+            sa.func.count(),
             sa.func.count(sa.distinct(position)),
             sa.func.min(position),
             sa.func.max(position),
@@ -120,53 +149,82 @@ def _missing_positions(
         .where(partition_filter(conn, table, partition_key))
         .group_by(table.c.track_id)
     )
-    rows = [tuple(row) for row in conn.execute(statement)]
-    in_database = pd.DataFrame.from_records(
-        rows, columns=["track_id", "distinct_db", "first_db", "last_db"], index="track_id"
-    )
-    expected = _position_ranges(frame[track_column], frame[position_column])
-    both = expected.join(in_database, how="left")
-    absent = both["distinct_db"].isna()
-    gap_free = (both["distinct"] == both["last"] - both["first"] + 1) & (
-        both["distinct_db"] == both["last_db"] - both["first_db"] + 1
-    )
-    overlap = (
-        both[["last", "last_db"]].min(axis=1) - both[["first", "first_db"]].max(axis=1) + 1
-    ).clip(lower=0)
-    missing = int(both.loc[absent, "distinct"].sum())
-    simple = gap_free & ~absent
-    missing += int((both.loc[simple, "distinct"] - overlap[simple]).sum())
-    other = both.index[~simple & ~absent]
-    if len(other):
-        keys = [track_column, position_column]
-        condition = (
-            table.c.track_id.in_(list(other))
-            if len(other) <= MAX_TRACKS_FETCHED_BY_ID
-            else partition_filter(conn, table, partition_key)
+    db = {row[0]: tuple(row[1:]) for row in conn.execute(statement)}
+    database_rows = sum(n for n, _, _, _ in db.values())
+    orphans = sum(n for track, (n, *_) in db.items() if track not in tracks)
+    duplicates = sum(n - distinct for n, distinct, _, _ in db.values())
+    if frame.empty:
+        return database_rows, 0, duplicates, orphans
+    grouped = frame[position_column].groupby(frame[track_column].to_numpy())
+    expected = pd.DataFrame({"rows": grouped.size(), "first": grouped.min(), "last": grouped.max()})
+    missing = 0
+    uneven: list[str] = []
+    for track, rows, first, last in expected.itertuples(name=None):
+        found = db.get(track)
+        if found is None:
+            missing += int(rows)
+            continue
+        _, distinct, db_first, db_last = found
+        if rows == last - first + 1 and distinct == db_last - db_first + 1:
+            missing += int(rows) - max(0, min(last, db_last) - max(first, db_first) + 1)
+        else:
+            uneven.append(track)
+    for start in range(0, len(uneven), KEYS_PER_QUERY):  # positions with gaps: key by key
+        batch = uneven[start : start + KEYS_PER_QUERY]
+        fetched = conn.execute(
+            sa.select(table.c.track_id, position).where(table.c.track_id.in_(batch))
         )
-        fetched = _fetch_keys(conn, table, keys, condition)
-        missing += _count_absent(frame[frame[track_column].isin(other)], fetched, keys)
-    return missing
+        wanted = _key_tuples(
+            frame[frame[track_column].isin(batch)], [track_column, position_column]
+        )
+        missing += len(wanted - {tuple(row) for row in fetched})
+    return database_rows, missing, duplicates, orphans
 
 
 def verify_partition(
-    engine: sa.Engine, partition_key: str, frames: Mapping[str, pd.DataFrame]
+    conn: sa.Connection,
+    partition_key: str,
+    frames: Mapping[str, pd.DataFrame],
+    source_rows: Mapping[str, int] | None = None,
 ) -> list[TableVerdict]:
-    """One verdict per msd_* table for the partition."""
+    """One verdict per msd_* table for the partition, on ``conn`` (in its transaction, if any).
+
+    ``source_rows``: rows the song files imply per track table (see
+    :func:`msd_dagster.msd.partition.source_row_counts`), compared when given.
+    """
     verdicts = []
-    with engine.connect() as conn:
-        for table in MSD_TABLES:
-            name = table.name
-            verdicts.append(
-                TableVerdict(
-                    table=name,
-                    frame_rows=len(frames[name]),
-                    database_rows=count_rows(conn, name, partition_key),
-                    missing_keys=_missing_keys(conn, name, partition_key, frames[name]),
-                    duplicates=count_duplicate_natural_keys(conn, name, partition_key),
-                    orphans=count_orphan_foreign_keys(conn, name, partition_key),
-                )
+    tracks = set(partition_track_ids(conn, partition_key))
+    for table in MSD_TABLES:
+        name = table.name
+        frame = frames[name]
+        if name in ANALYSIS_TABLE_NAMES:
+            database_rows, missing, duplicates, orphans = _analysis_aggregates(
+                conn, name, partition_key, frame, tracks
             )
+        else:
+            database_rows = count_rows(conn, name, partition_key)
+            missing = (
+                _missing_single_keys(
+                    conn, warehouse_table(conn, name), "track_id", frame["track_id"].tolist()
+                )
+                if name == "msd_track"
+                else _missing_shared_keys(conn, name, partition_key, frame)
+                if len(frame)
+                else 0
+            )
+            duplicates = count_duplicate_natural_keys(conn, name, partition_key)
+            orphans = count_orphan_foreign_keys(conn, name, partition_key)
+        verdicts.append(
+            TableVerdict(
+                table=name,
+                frame_rows=len(frame),
+                database_rows=database_rows,
+                missing_keys=missing,
+                duplicates=duplicates,
+                orphans=orphans,
+                source_rows=(source_rows or {}).get(name) if name in TRACK_TABLE_NAMES else None,
+            )
+        )
     return verdicts
 
 

@@ -2,10 +2,11 @@
 
 Two unpartitioned assets in group ``additional_files``:
 
-* ``additional_files/<frame>`` (one multi-asset step): finds the side files present at the
-  source (``subset_`` prefixed or not, text or SQLite), parses them and shapes them like the
-  shared msd_* frames (:func:`msd_dagster.msd.additional_files.additional_frames`). Metadata:
-  which files were read and rows per file.
+* ``additional_files/artists`` and ``additional_files/genres`` (one multi-asset step): finds
+  the side files present at the source (``subset_`` prefixed or not, text or SQLite), parses
+  them and shapes them like the shared msd_* frames of ``normalized/artists`` and
+  ``normalized/genres`` (:func:`msd_dagster.msd.additional_files.additional_frames`), stored
+  as Parquet. Metadata: which files were read and rows per file.
 * ``warehouse/additional_files``: upserts those frames into msd_artist, msd_r_term,
   msd_r_mbtag, msd_artist_term, msd_artist_mbtag and msd_artist_similarity in one transaction
   (:func:`msd_dagster.warehouse.shared_load.load_shared_tables`). Song-file rows are never
@@ -25,14 +26,14 @@ import dagster as dg
 import pandas as pd
 from botocore.exceptions import BotoCoreError, ClientError
 
-from msd_dagster.defs.assets.warehouse import WAREHOUSE_POOL
-from msd_dagster.defs.resources import MsdSourceResource, WarehouseResource
+from msd_dagster.defs.assets.folders import WAREHOUSE_POOL
+from msd_dagster.defs.resources import FrameStoreResource, MsdSourceResource, WarehouseResource
 from msd_dagster.defs.retries import SOURCE_RETRY_POLICY, WAREHOUSE_RETRY_POLICY
 from msd_dagster.defs.tables import (
-    DESCRIPTIONS,
-    NORMALIZED_NAMES,
+    NORMALIZED_DESCRIPTIONS,
+    NORMALIZED_FRAMES,
+    normalized_schema,
     preview,
-    table_schema,
     warehouse_key,
 )
 from msd_dagster.msd.additional_files import (
@@ -64,9 +65,16 @@ __all__ = [
 ]
 
 
-def additional_key(table: str) -> dg.AssetKey:
-    """``msd_artist`` -> ``additional_files/artists`` (names as in the normalized group)."""
-    return dg.AssetKey([ADDITIONAL_GROUP, NORMALIZED_NAMES[table]])
+# The shared tables' frames, grouped as in the normalized layer (songs have no side file).
+ADDITIONAL_FRAMES: dict[str, tuple[str, ...]] = {
+    name: NORMALIZED_FRAMES[name] for name in ("artists", "genres")
+}
+assert {t for tables in ADDITIONAL_FRAMES.values() for t in tables} == set(SHARED_TABLE_NAMES)
+
+
+def additional_key(name: str) -> dg.AssetKey:
+    """``artists`` -> ``additional_files/artists`` (names as in the normalized group)."""
+    return dg.AssetKey([ADDITIONAL_GROUP, name])
 
 
 # --------------------------------------------------------------------------------------------
@@ -154,18 +162,17 @@ class AdditionalFilesConfig(dg.Config):
 
 @dg.multi_asset(
     name="additional_files_frames",
-    group_name=ADDITIONAL_GROUP,
-    outs={
-        NORMALIZED_NAMES[table]: dg.AssetOut(
-            key=additional_key(table),
-            description=f"From AdditionalFiles: {DESCRIPTIONS[table]}",
+    specs=[
+        dg.AssetSpec(
+            additional_key(name),
+            group_name=ADDITIONAL_GROUP,
+            description=f"From AdditionalFiles: {NORMALIZED_DESCRIPTIONS[name]}",
             kinds={"pandas", "parquet"},
-            metadata={"dagster/column_schema": table_schema(table)},
-            io_manager_key="parquet_io_manager",
+            metadata={"dagster/column_schema": normalized_schema(name)},
             code_version="1",
         )
-        for table in SHARED_TABLE_NAMES
-    },
+        for name in ADDITIONAL_FRAMES
+    ],
     retry_policy=SOURCE_RETRY_POLICY,
     op_tags={"msd/stage": "normalize"},
 )
@@ -173,6 +180,7 @@ def additional_files_frames(
     context: dg.AssetExecutionContext,
     config: AdditionalFilesConfig,
     msd_source: MsdSourceResource,
+    frame_store: FrameStoreResource,
 ):
     """Read the AdditionalFiles present at the source and shape them like the shared frames.
 
@@ -206,22 +214,28 @@ def additional_files_frames(
         "source": dataset.describe(),
         "parse_seconds": round(seconds, 3),
     }
-    for table, frame in frames.frames.items():
-        yield dg.Output(
-            frame,
-            output_name=NORMALIZED_NAMES[table],
-            metadata={"dagster/row_count": len(frame), "preview": preview(frame), **common},
+    store = frame_store.store()
+    for name, tables in ADDITIONAL_FRAMES.items():
+        stored = {table: frames.frames[table] for table in tables}
+        path = store.write(additional_key(name).path, None, stored)
+        yield dg.MaterializeResult(
+            asset_key=additional_key(name),
+            metadata={
+                "rows": dg.MetadataValue.json({t: len(f) for t, f in stored.items()}),
+                "preview": preview(stored[tables[0]]),
+                "path": dg.MetadataValue.path(str(path)),
+                **common,
+            },
         )
 
 
 @dg.asset(
     key=LOAD_KEY,
     group_name=ADDITIONAL_GROUP,
-    ins={NORMALIZED_NAMES[t]: dg.AssetIn(key=additional_key(t)) for t in SHARED_TABLE_NAMES},
     # Reads the song-file artists to count disagreements, and fills the shared tables after
     # the partition loads (a later partition load can replace a filled artist row; rerun this
     # asset after loading partitions).
-    deps=[warehouse_key("msd_artist")],
+    deps=[*(additional_key(name) for name in ADDITIONAL_FRAMES), warehouse_key("msd_artist")],
     kinds={"sql"},
     retry_policy=WAREHOUSE_RETRY_POLICY,
     pool=WAREHOUSE_POOL,
@@ -235,9 +249,14 @@ def additional_files_frames(
     ),
 )
 def additional_files_warehouse(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, **frames: pd.DataFrame
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    frame_store: FrameStoreResource,
 ) -> dg.MaterializeResult:
-    by_table = {table: frames[NORMALIZED_NAMES[table]] for table in SHARED_TABLE_NAMES}
+    store = frame_store.store()
+    by_table: dict[str, pd.DataFrame] = {}
+    for name in ADDITIONAL_FRAMES:
+        by_table.update(store.read(additional_key(name).path, None))
     engine = warehouse.engine()
     ensure_schema(engine)
     started = time.perf_counter()
@@ -255,7 +274,7 @@ def additional_files_warehouse(
     )
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": total,
+            "rows_written": total,
             "rows_inserted": dg.MetadataValue.json(result.inserted),
             "rows_filled": dg.MetadataValue.json(result.filled),
             "comparison_with_song_files": dg.MetadataValue.json(comparison),

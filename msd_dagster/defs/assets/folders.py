@@ -1,0 +1,372 @@
+"""The partitioned assets: raw -> normalized -> warehouse, one folder after another, in one step.
+
+A run targets one folder or a range of folders (partitions). Its single step takes them in
+turn, and for each folder:
+
+1. lists its song files (``raw/song_files``, stored as Parquet);
+2. parses and normalizes them (``normalized/songs``, ``normalized/artists``,
+   ``normalized/genres``: one Parquet file per frame);
+3. loads the twelve ``warehouse/msd_*`` tables in one transaction and, in that transaction,
+   verifies them (the ``partition_rows_loaded`` check of each table); a folder that fails its
+   checks is rolled back.
+
+Each folder gets its own materializations (with ``dagster/partition_row_count``) and check
+results, whatever the number of folders in the run, and holds only its own frames in memory.
+A folder that fails is reported and the others go on; the step then fails, naming the folders
+and why. A retry of the step, and a "From failure" re-execution, skip the folders that are
+loaded already.
+"""
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import dagster as dg
+import pandas as pd
+
+from msd_dagster.defs.partitions import FOLDER_BACKFILL_POLICY, msd_folders
+from msd_dagster.defs.resources import (
+    FrameStoreResource,
+    MsdSourceResource,
+    WarehouseResource,
+    is_permanent_s3_error,
+)
+from msd_dagster.defs.retries import SOURCE_RETRY_POLICY
+from msd_dagster.defs.tables import (
+    DESCRIPTIONS,
+    NORMALIZED_DESCRIPTIONS,
+    NORMALIZED_FRAMES,
+    NORMALIZED_OF,
+    REJECTED_FRAME,
+    column_lineage,
+    normalized_key,
+    normalized_schema,
+    preview,
+    table_schema,
+    warehouse_key,
+)
+from msd_dagster.frame_store import FrameStore
+from msd_dagster.msd.frames import RejectedFile
+from msd_dagster.msd.partition import normalize_partition
+from msd_dagster.source.layout import SourceFile
+from msd_dagster.source.s3 import S3SourceError
+from msd_dagster.warehouse.checked_load import PartitionCheckFailed, load_and_verify
+from msd_dagster.warehouse.ddl import SchemaMismatchError, ensure_schema
+from msd_dagster.warehouse.partition_load import is_transient_database_error
+from msd_dagster.warehouse.schema import MSD_TABLES
+from msd_dagster.warehouse.verify import TableVerdict
+
+RAW_KEY = dg.AssetKey(["raw", "song_files"])
+LISTING_FRAME = "song_files"
+ROWS_CHECK = "partition_rows_loaded"
+WAREHOUSE_POOL = "msd_warehouse"
+OWNERS = ["team:data-engineering"]
+TABLE_ORDER: tuple[str, ...] = tuple(t.name for t in MSD_TABLES)
+
+
+def listing_frame(files: Sequence[SourceFile]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "key": pd.array([f.key for f in files], dtype="string"),
+            "size": pd.array([f.size for f in files], dtype="int64"),
+            "modified": pd.to_datetime([f.modified for f in files]).astype("datetime64[us]"),
+            "etag": pd.array([f.etag for f in files], dtype="string"),
+        }
+    )
+
+
+def rejected_frame(rejected: Sequence[RejectedFile]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "name": pd.array([r.name for r in rejected], dtype="string"),
+            "reason": pd.array([r.reason for r in rejected], dtype="string"),
+        }
+    )
+
+
+def rejected_markdown(rejected: Sequence[RejectedFile], limit: int = 50) -> str:
+    lines = [f"- `{r.name}`: {r.reason}" for r in rejected[:limit]]
+    if len(rejected) > limit:
+        lines.append(f"- ... and {len(rejected) - limit} more (see the rejected_files frame)")
+    return "\n".join(lines) or "none"
+
+
+def tracks_per_decade(songs: pd.DataFrame) -> str:
+    """A small Markdown bar chart of the partition's tracks per decade (unknown year apart)."""
+    years = songs["year"]
+    decades = (years.dropna().astype(int) // 10 * 10).value_counts().sort_index()
+    rows = [
+        f"| {d}s | {n} | {'█' * max(1, round(40 * n / len(songs)))} |" for d, n in decades.items()
+    ]
+    rows.append(f"| unknown | {int(years.isna().sum())} | |")
+    return "| decade | tracks | |\n|---|---:|---|\n" + "\n".join(rows)
+
+
+FOLDER_SPECS: list[dg.AssetSpec] = [
+    dg.AssetSpec(
+        RAW_KEY,
+        group_name="raw",
+        description=(
+            "The MSD song files (one HDF5 file per track) of one second-level folder, e.g. "
+            "`data/A/B/*/*.h5`: key, size, modification time and ETag as listed at the source."
+        ),
+        kinds={"hdf5", "s3"},
+        owners=OWNERS,
+        tags={"msd/layer": "raw"},
+        skippable=True,
+    ),
+    *[
+        dg.AssetSpec(
+            normalized_key(name),
+            group_name="normalized",
+            deps=[RAW_KEY],
+            description=NORMALIZED_DESCRIPTIONS[name],
+            kinds={"pandas", "parquet"},
+            metadata={"dagster/column_schema": normalized_schema(name)},
+            owners=OWNERS,
+            tags={"msd/layer": "normalized"},
+            skippable=True,
+        )
+        for name in NORMALIZED_FRAMES
+    ],
+    *[
+        dg.AssetSpec(
+            warehouse_key(table),
+            group_name="warehouse",
+            deps=[normalized_key(NORMALIZED_OF[table])],
+            description=DESCRIPTIONS[table],
+            kinds={"sql"},
+            metadata={"dagster/column_schema": table_schema(table), "dagster/table_name": table},
+            owners=OWNERS,
+            tags={"msd/layer": "warehouse"},
+            skippable=True,
+        )
+        for table in TABLE_ORDER
+    ],
+]
+
+
+@dataclass
+class FolderFailure:
+    """A folder the step could not load, why, and whether trying again may help."""
+
+    partition: str
+    stage: str
+    reason: str
+    transient: bool
+
+
+class _FolderFailed(Exception):
+    def __init__(self, failure: FolderFailure) -> None:
+        super().__init__(failure.reason)
+        self.failure = failure
+
+
+def _one_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc  # the driver's error inside SQLAlchemy's
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    return f"{type(orig).__name__}: {lines[0] if lines else 'no details'}"
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, S3SourceError):
+        return not is_permanent_s3_error(exc)
+    return bool(getattr(exc, "transient", False)) or is_transient_database_error(exc)
+
+
+def folders_loaded_already(context: dg.AssetExecutionContext) -> set[str]:
+    """Folders whose tables this run loaded already (a retried step), or, for a "From
+    failure" re-execution, that the runs it resumes loaded."""
+    instance = context.instance
+    run_ids = [context.run.run_id]
+    run = context.run
+    while run.parent_run_id and run.is_resume_retry:
+        run_ids.append(run.parent_run_id)
+        parent = instance.get_run_by_id(run.parent_run_id)
+        if parent is None:
+            break
+        run = parent
+    track_key = warehouse_key("msd_track")
+    done: set[str] = set()
+    for run_id in run_ids:
+        records = instance.get_records_for_run(
+            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        ).records
+        for record in records:
+            materialization = record.asset_materialization
+            if materialization and materialization.asset_key == track_key:
+                done.add(str(materialization.partition))
+    return done
+
+
+def rows_check_evaluation(partition: str, verdict: TableVerdict) -> dg.AssetCheckEvaluation:
+    return dg.AssetCheckEvaluation(
+        asset_key=warehouse_key(verdict.table),
+        check_name=ROWS_CHECK,
+        passed=verdict.passed,
+        partition=partition,
+        severity=dg.AssetCheckSeverity.ERROR,
+        blocking=True,
+        description=verdict.summary(),
+        metadata={
+            "database_rows": verdict.database_rows,
+            "frame_rows": verdict.frame_rows,
+            **({"file_rows": verdict.source_rows} if verdict.source_rows is not None else {}),
+            "missing_keys": verdict.missing_keys,
+            "duplicate_keys": verdict.duplicates,
+            "unresolved_references": verdict.orphans,
+        },
+    )
+
+
+def _load_folder(
+    context: dg.AssetExecutionContext,
+    partition: str,
+    dataset,
+    store: FrameStore,
+    warehouse: WarehouseResource,
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    started = time.perf_counter()
+    stage = "list"
+    try:
+        files = dataset.list_files(partition)
+        store.write(RAW_KEY.path, partition, {LISTING_FRAME: listing_frame(files)})
+        listed = time.perf_counter()
+        yield dg.AssetMaterialization(
+            RAW_KEY,
+            partition=partition,
+            metadata={
+                "dagster/partition_row_count": len(files),
+                "bytes": dg.MetadataValue.int(sum(f.size for f in files)),
+                "source": dataset.describe(),
+                "list_seconds": round(listed - started, 3),
+            },
+        )
+
+        stage = "parse"
+        batch, source_rows = normalize_partition(
+            dataset, [f.key for f in files], {f.key: f.modified for f in files}
+        )
+        for rejected in batch.rejected:
+            context.log.warning(f"rejected {rejected.name}: {rejected.reason}")
+        parsed = time.perf_counter()
+        for name, tables in NORMALIZED_FRAMES.items():
+            frames = {table: batch.frames[table] for table in tables}
+            extra: dict[str, object] = {}
+            if name == "songs":
+                frames[REJECTED_FRAME] = rejected_frame(batch.rejected)
+                extra = {
+                    "tracks": len(batch.frames["msd_track"]),
+                    "rejected_files": len(batch.rejected),
+                    "rejected": dg.MetadataValue.md(rejected_markdown(batch.rejected)),
+                    "rejected_list": dg.MetadataValue.json(
+                        [{"name": r.name, "reason": r.reason} for r in batch.rejected[:1000]]
+                    ),
+                    "parse_seconds": round(parsed - listed, 3),
+                }
+                if len(batch.frames["msd_track"]):
+                    extra["tracks_per_decade"] = dg.MetadataValue.md(
+                        tracks_per_decade(batch.frames["msd_track"])
+                    )
+            path = store.write(normalized_key(name).path, partition, frames)
+            yield dg.AssetMaterialization(
+                normalized_key(name),
+                partition=partition,
+                metadata={
+                    **extra,
+                    "rows": dg.MetadataValue.json({t: len(batch.frames[t]) for t in tables}),
+                    "preview": preview(batch.frames[tables[0]]),
+                    "path": dg.MetadataValue.path(str(path)),
+                },
+            )
+
+        stage = "load"
+        loaded = load_and_verify(warehouse.engine(), partition, batch.frames, source_rows)
+    except PartitionCheckFailed as exc:
+        for verdict in exc.verdicts:
+            yield rows_check_evaluation(partition, verdict)
+        raise _FolderFailed(FolderFailure(partition, "check", str(exc), False)) from exc
+    except Exception as exc:  # noqa: BLE001 - any error fails this folder only
+        reason = warehouse.without_secrets(f"{stage}: {_one_line(exc)}")
+        raise _FolderFailed(FolderFailure(partition, stage, reason, _is_transient(exc))) from exc
+
+    database = warehouse.display_url()
+    # The folder's rows, all verified present: what it inserted in the track tables, and the
+    # rows it needs in the shared ones (its artists, their terms, tags, similar artists ...).
+    rows = {v.table: v.frame_rows for v in loaded.verdicts}
+    for table in TABLE_ORDER:
+        yield dg.AssetMaterialization(
+            warehouse_key(table),
+            partition=partition,
+            metadata={
+                "dagster/partition_row_count": rows[table],
+                "dagster/column_lineage": column_lineage(table),
+                "dagster/table_name": table,
+                "rows_written": loaded.written.get(table, 0),
+                "database": database,
+                "load_seconds": round(loaded.seconds, 3),
+            },
+        )
+    for verdict in loaded.verdicts:
+        yield rows_check_evaluation(partition, verdict)
+    total = sum(loaded.written.values())
+    context.log.info(
+        f"{partition}: {len(batch.frames['msd_track'])} tracks, {total:,} rows, "
+        f"{len(batch.rejected)} rejected in {time.perf_counter() - started:.1f} s "
+        f"(parse {parsed - listed:.1f} s, load {loaded.seconds:.1f} s)"
+    )
+
+
+@dg.multi_asset(
+    name="load_folders",
+    specs=FOLDER_SPECS,
+    partitions_def=msd_folders,
+    backfill_policy=FOLDER_BACKFILL_POLICY,
+    can_subset=False,
+    pool=WAREHOUSE_POOL,
+    retry_policy=SOURCE_RETRY_POLICY,
+    op_tags={"msd/stage": "folders"},
+)
+def load_folders(
+    context: dg.AssetExecutionContext,
+    msd_source: MsdSourceResource,
+    warehouse: WarehouseResource,
+    frame_store: FrameStoreResource,
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """List, parse, normalize, load and verify each folder of the run, one after the other."""
+    partitions = list(context.partition_keys)
+    done = folders_loaded_already(context)
+    todo = [p for p in partitions if p not in done]
+    if done & set(partitions):
+        context.log.info(f"loaded already, skipped: {', '.join(sorted(done & set(partitions)))}")
+    try:
+        ensure_schema(warehouse.engine())
+    except SchemaMismatchError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    dataset = msd_source.dataset()
+    store = frame_store.store()
+    failures: list[FolderFailure] = []
+    for partition in todo:
+        try:
+            yield from _load_folder(context, partition, dataset, store, warehouse)
+        except _FolderFailed as exc:
+            failures.append(exc.failure)
+            context.log.error(f"{partition} failed ({exc.failure.stage}): {exc.failure.reason}")
+    if failures:
+        raise dg.Failure(
+            description=(
+                f"{len(failures)} of {len(todo)} folder(s) failed: "
+                + "; ".join(f"{f.partition}: {f.reason}" for f in failures)
+            ),
+            metadata={
+                "failed_folders": dg.MetadataValue.json(
+                    [
+                        {"partition": f.partition, "stage": f.stage, "reason": f.reason}
+                        for f in failures
+                    ]
+                )
+            },
+            # A lost connection or a throttled bucket may pass; the folders loaded meanwhile
+            # are skipped by the retry.
+            allow_retries=any(f.transient for f in failures),
+        )

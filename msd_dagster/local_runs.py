@@ -1,0 +1,431 @@
+"""How ``msd-dagster load`` runs jobs: created as the UI creates them, executed in local processes.
+
+* A run is created in the Dagster instance with the origin of the code location that
+  ``dagster dev`` loads from ``workspace.yaml`` and with the same job snapshot, so the UI treats
+  it as one of its own ("Re-execute", "From failure").
+* The folders to load are split into runs over contiguous ranges of partitions
+  (:func:`plan_folder_runs`): Dagster's fixed cost per run is shared by several folders.
+* Each run executes in a forked process (the parent has imported everything already), which
+  dies with its parent (``PR_SET_PDEATHSIG``) and gives its memory back when the run ends.
+* The parent follows every running run through the instance's event log
+  (:class:`RunProgress`): a folder is reported as soon as its twelve tables are loaded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import math
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+from dagster._core.execution.api import execute_run
+from dagster._core.remote_origin import (
+    ManagedGrpcPythonEnvCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+from msd_dagster.defs.assets.folders import RAW_KEY
+from msd_dagster.defs.tables import normalized_key, warehouse_key
+from msd_dagster.warehouse.schema import MSD_TABLES
+
+DEFINITIONS_MODULE = "msd_dagster.definitions"
+REPOSITORY_NAME = "__repository__"  # what a Definitions object is called in a code location
+LOAD_TAG = "msd/load"  # one id per `msd-dagster load`, on each of its runs
+LAUNCHED_BY_TAG = "msd/launched_by"
+PID_TAG = "msd/pid"
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+# Folders per run: enough runs for every worker to stay busy to the end, few enough that
+# Dagster's cost per run is shared; never more than this.
+MAX_FOLDERS_PER_RUN = 32
+RUNS_PER_WORKER = 4
+_PR_SET_PDEATHSIG = 1
+
+
+def code_location_origin(location_name: str) -> ManagedGrpcPythonEnvCodeLocationOrigin:
+    """The origin ``dagster dev`` gives the location of ``workspace.yaml``."""
+    return ManagedGrpcPythonEnvCodeLocationOrigin(
+        loadable_target_origin=LoadableTargetOrigin(
+            executable_path=sys.executable,
+            module_name=DEFINITIONS_MODULE,
+            working_directory=os.getcwd(),
+        ),
+        location_name=location_name,
+    )
+
+
+def job_origin(location_name: str, job_name: str) -> RemoteJobOrigin:
+    return RemoteRepositoryOrigin(
+        code_location_origin(location_name), REPOSITORY_NAME
+    ).get_job_origin(job_name)
+
+
+def plan_folder_runs(
+    order: Sequence[str],
+    selected: Collection[str],
+    workers: int,
+    max_per_run: int = MAX_FOLDERS_PER_RUN,
+) -> list[list[str]]:
+    """The selected folders as runs of consecutive partitions (a run targets a key range of
+    the partitions definition, in ``order``, the instance's order), about
+    ``RUNS_PER_WORKER`` runs per worker, each at most ``max_per_run`` folders."""
+    wanted = set(selected)
+    size = max(1, min(max_per_run, math.ceil(len(wanted) / (RUNS_PER_WORKER * max(1, workers)))))
+    runs: list[list[str]] = []
+    current: list[str] = []
+    for key in order:
+        if key in wanted and len(current) < size:
+            current.append(key)
+            continue
+        if current:
+            runs.append(current)
+        current = [key] if key in wanted else []
+    if current:
+        runs.append(current)
+    return runs
+
+
+def partition_tags(folders: Sequence[str]) -> dict[str, str]:
+    """The tags by which a run targets one folder or a range of them."""
+    if len(folders) == 1:
+        return {PARTITION_TAG: folders[0]}
+    return {RANGE_START_TAG: folders[0], RANGE_END_TAG: folders[-1]}
+
+
+def create_run(
+    instance: dg.DagsterInstance,
+    job_fn: Callable[[], dg.JobDefinition],
+    location_name: str,
+    tags: dict[str, str],
+) -> dg.DagsterRun:
+    """A run of ``job_fn()`` recorded as the code location's own (origin and snapshot)."""
+    job = job_fn()
+    return instance.create_run_for_job(
+        job_def=job,
+        # The whole event log goes to the instance (and the UI); the terminal gets progress.
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        tags=tags,
+        remote_job_origin=job_origin(location_name, job.name),
+        job_code_origin=dg.reconstructable(job_fn).get_python_origin(),
+    )
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when its parent dies (a killed CLI leaves no
+    worker behind holding database connections)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the parent terminates its workers itself
+        pass
+
+
+def _execute(job_fn: Callable[[], dg.JobDefinition], run_id: str, parent: int) -> None:
+    _die_with_parent()
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    # Its own process group: Ctrl-C in the terminal reaches the CLI only, which stops the
+    # runs itself (and records them).
+    os.setpgrp()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    instance = dg.DagsterInstance.get()
+    run = instance.get_run_by_id(run_id)
+    result = execute_run(dg.reconstructable(job_fn), run, instance)
+    sys.stdout.flush()
+    os._exit(0 if result.success else 1)
+
+
+def start_run_process(
+    job_fn: Callable[[], dg.JobDefinition], run: dg.DagsterRun
+) -> multiprocessing.process.BaseProcess:
+    """Execute ``run`` in a forked child process; returns the started process."""
+    process = multiprocessing.get_context("fork").Process(
+        target=_execute, args=(job_fn, run.run_id, os.getpid()), daemon=True
+    )
+    process.start()
+    return process
+
+
+@dataclass
+class FolderOutcome:
+    """What the CLI reports per folder."""
+
+    partition: str
+    success: bool
+    seconds: float = 0.0
+    tracks: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    failed_checks: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+_WAREHOUSE_TABLES = {warehouse_key(t.name): t.name for t in MSD_TABLES}
+_SONGS_KEY = normalized_key("songs")
+
+
+class RunProgress:
+    """Follows one folder run through the event log: which folders finished, and how."""
+
+    def __init__(self, instance: dg.DagsterInstance, run_id: str, folders: Sequence[str]):
+        self.instance = instance
+        self.run_id = run_id
+        self.folders = list(folders)
+        self.reported: set[str] = set()
+        self._cursor: str | None = None
+        self._outcomes: dict[str, FolderOutcome] = {}
+        self._started: dict[str, float] = {}
+        self._failures: dict[str, str] = {}
+        self._run_error = ""
+
+    def _outcome(self, partition: str) -> FolderOutcome:
+        return self._outcomes.setdefault(partition, FolderOutcome(partition, success=False))
+
+    def _records(self) -> Iterator[Any]:
+        while True:
+            page = self.instance.get_records_for_run(
+                self.run_id,
+                cursor=self._cursor,
+                of_type={
+                    dg.DagsterEventType.ASSET_MATERIALIZATION,
+                    dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+                    dg.DagsterEventType.STEP_FAILURE,
+                    dg.DagsterEventType.RUN_FAILURE,
+                },
+                limit=1000,
+            )
+            yield from page.records
+            self._cursor = page.cursor
+            if not page.has_more:
+                return
+
+    def poll(self) -> list[FolderOutcome]:
+        """The folders whose tables were all loaded since the last poll."""
+        finished = []
+        for record in self._records():
+            entry = record.event_log_entry
+            event = entry.dagster_event
+            if event is None:
+                continue
+            if event.is_step_materialization:
+                materialization = event.step_materialization_data.materialization
+                partition = str(materialization.partition)
+                outcome = self._outcome(partition)
+                metadata = materialization.metadata
+                key = materialization.asset_key
+                if key == RAW_KEY:
+                    listed = metadata.get("list_seconds")
+                    self._started[partition] = entry.timestamp - (listed.value if listed else 0)
+                elif key == _SONGS_KEY:
+                    outcome.tracks = int(metadata["tracks"].value)
+                    outcome.rejected = [
+                        (item["name"], item["reason"]) for item in metadata["rejected_list"].value
+                    ]
+                elif key in _WAREHOUSE_TABLES:
+                    outcome.rows[_WAREHOUSE_TABLES[key]] = int(metadata["rows_written"].value)
+                    if len(outcome.rows) == len(_WAREHOUSE_TABLES):
+                        outcome.success = True
+                        outcome.seconds = entry.timestamp - self._started.get(
+                            partition, entry.timestamp
+                        )
+                        finished.append(outcome)
+            elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+                evaluation = event.asset_check_evaluation_data
+                if not evaluation.passed and evaluation.partition:
+                    self._outcome(evaluation.partition).failed_checks.append(
+                        f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name} "
+                        f"({evaluation.description})"
+                    )
+            elif event.is_step_failure:
+                failure = event.step_failure_data
+                user = failure.user_failure_data
+                if user is not None and "failed_folders" in user.metadata:
+                    for item in user.metadata["failed_folders"].value:
+                        self._failures[item["partition"]] = f"{item['stage']}: {item['reason']}"
+                self._run_error = (
+                    (user.description if user is not None else None)
+                    or (failure.error.message.strip() if failure.error else "")
+                    or event.message
+                    or "step failed"
+                )
+            elif event.event_type == dg.DagsterEventType.RUN_FAILURE and not self._run_error:
+                self._run_error = event.message or "run failed"
+        self.reported.update(o.partition for o in finished)
+        return finished
+
+    @property
+    def error(self) -> str:
+        return self._run_error
+
+    def finish(self, exit_note: str = "") -> list[FolderOutcome]:
+        """After the run's process ended: the folders still unreported, as failures."""
+        done = self.poll()
+        for partition in self.folders:
+            if partition in self.reported:
+                continue
+            outcome = self._outcome(partition)
+            outcome.error = (
+                self._failures.get(partition)
+                or self._run_error
+                or exit_note
+                or "not loaded (the run ended before this folder)"
+            )
+            done.append(outcome)
+            self.reported.add(partition)
+        return done
+
+
+@dataclass
+class _ActiveRun:
+    run: dg.DagsterRun
+    process: multiprocessing.process.BaseProcess
+    progress: RunProgress
+
+
+class LoadInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped the load; the runs in progress were stopped and recorded."""
+
+
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+class LocalRunner:
+    """Creates runs as the code location's own and executes them, ``workers`` at a time."""
+
+    POLL_SECONDS = 0.25
+
+    def __init__(
+        self,
+        instance: dg.DagsterInstance,
+        workers: int,
+        load_id: str,
+        location_name: str = "msd_dagster",
+    ) -> None:
+        self.instance = instance
+        self.workers = max(1, workers)
+        self.load_id = load_id
+        self.location_name = location_name
+
+    def _tags(self, extra: dict[str, str]) -> dict[str, str]:
+        return {
+            LAUNCHED_BY_TAG: "cli",
+            LOAD_TAG: self.load_id,
+            PID_TAG: f"{socket.gethostname()}:{os.getpid()}",
+            **extra,
+        }
+
+    def _start(
+        self, job_fn: Callable[[], dg.JobDefinition], tags: dict[str, str]
+    ) -> tuple[dg.DagsterRun, multiprocessing.process.BaseProcess]:
+        run = create_run(self.instance, job_fn, self.location_name, self._tags(tags))
+        return run, start_run_process(job_fn, run)
+
+    def _stop(self, runs: Sequence[tuple[dg.DagsterRun, multiprocessing.process.BaseProcess]]):
+        """Kill the processes (their transactions roll back) and record their runs failed."""
+        for _run, process in runs:
+            if process.is_alive():
+                process.kill()
+        for run, process in runs:
+            process.join(5)
+            current = self.instance.get_run_by_id(run.run_id)
+            if current is not None and not current.is_finished:
+                self.instance.report_run_failed(
+                    current, "interrupted: msd-dagster load was stopped (Ctrl-C or SIGTERM)"
+                )
+
+    @contextmanager
+    def _interruptible(self) -> Iterator[None]:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def run_folders(
+        self,
+        plan: Sequence[Sequence[str]],
+        job_fn: Callable[[], dg.JobDefinition],
+        report: Callable[[FolderOutcome], None],
+    ) -> None:
+        """Execute one run per planned folder list; ``report`` each folder when it is done."""
+        pending = list(plan)
+        active: dict[Any, _ActiveRun] = {}
+        with self._interruptible():
+            try:
+                while pending or active:
+                    while pending and len(active) < self.workers:
+                        folders = pending.pop(0)
+                        run, process = self._start(job_fn, partition_tags(folders))
+                        progress = RunProgress(self.instance, run.run_id, folders)
+                        active[process.sentinel] = _ActiveRun(run, process, progress)
+                    ready = multiprocessing.connection.wait(list(active), timeout=self.POLL_SECONDS)
+                    for entry in active.values():
+                        for outcome in entry.progress.poll():
+                            report(outcome)
+                    for sentinel in ready:
+                        entry = active.pop(sentinel)
+                        entry.process.join()
+                        code = entry.process.exitcode
+                        note = "" if code in (0, 1) else f"its process ended with exit code {code}"
+                        for outcome in entry.progress.finish(note):
+                            report(outcome)
+            except KeyboardInterrupt as exc:
+                self._stop([(entry.run, entry.process) for entry in active.values()])
+                for entry in active.values():
+                    for outcome in entry.progress.finish("interrupted: rolled back"):
+                        report(outcome)
+                raise LoadInterrupted(str(exc) or "SIGINT") from None
+
+    def run_unpartitioned(self, job_fn: Callable[[], dg.JobDefinition]) -> dg.DagsterRun:
+        """Execute one run of an unpartitioned job and wait for it; the finished run."""
+        with self._interruptible():
+            run, process = self._start(job_fn, {})
+            try:
+                process.join()
+            except KeyboardInterrupt as exc:
+                self._stop([(run, process)])
+                raise LoadInterrupted(str(exc) or "SIGINT") from None
+        final = self.instance.get_run_by_id(run.run_id)
+        if final is not None and not final.is_finished:
+            self.instance.report_run_failed(
+                final, f"its process ended with code {process.exitcode}"
+            )
+            final = self.instance.get_run_by_id(run.run_id)
+        return final or run
+
+    def run_error(self, run: dg.DagsterRun) -> str:
+        """Why a finished run failed: its step failure's description, else the run's."""
+        progress = RunProgress(self.instance, run.run_id, [])
+        progress.poll()
+        return progress.error or "failed"
+
+    def _events(self, run: dg.DagsterRun, event_type: dg.DagsterEventType) -> list[Any]:
+        records = self.instance.get_records_for_run(run.run_id, of_type=event_type).records
+        return [r.event_log_entry.dagster_event for r in records if r.event_log_entry.dagster_event]
+
+    def materializations(self, run: dg.DagsterRun) -> list[dg.AssetMaterialization]:
+        return [
+            e.step_materialization_data.materialization
+            for e in self._events(run, dg.DagsterEventType.ASSET_MATERIALIZATION)
+        ]
+
+    def check_evaluations(self, run: dg.DagsterRun) -> list[dg.AssetCheckEvaluation]:
+        return [
+            e.asset_check_evaluation_data
+            for e in self._events(run, dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+        ]
