@@ -1,13 +1,19 @@
-"""Hostile inputs: song files that declare more than they store or than a song can hold.
+"""Hostile inputs on a local dataset: unreadable folders and files, broken symbolic links, and
+song files that declare more than they store or than a song can hold.
 
-Every bad file is made from a real song file (copied, then changed with h5py).
+Every bad file is made from a real song file (copied, then changed with h5py); permission
+cases run the listing, parse and load in a child process that file modes apply to (see
+:mod:`msd_dagster_tests.unprivileged`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
+import os
 import shutil
+import sqlite3
 import tracemalloc
 import zlib
 from collections.abc import Iterator
@@ -17,10 +23,15 @@ import h5py
 import numpy as np
 import pytest
 
+from msd_dagster.msd import reader as reader_module
 from msd_dagster.msd.partition import normalize_partition
 from msd_dagster.msd.reader import InvalidSongFile, read_song
+from msd_dagster.source import layout
+from msd_dagster.source import local as local_module
+from msd_dagster.source.layout import SourceError, SourceListingError, UnreadableSourceFile
 from msd_dagster.source.local import LocalDataset
 from msd_dagster_tests.shared_data import real_song_paths
+from msd_dagster_tests.unprivileged import probe
 
 LEAF = "data/A/A/A"
 
@@ -108,6 +119,178 @@ def peak_traced_bytes(call: object) -> int:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return peak
+
+
+# --------------------------------------------------------------------------------------------
+# 1. A listing that could not read everything fails the partition
+
+
+def test_an_unreadable_leaf_folder_fails_the_partition_and_keeps_its_rows(
+    root: Path, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'msd.sqlite'}"
+    tracks, bars = real_counts()
+    first = probe(root, "A/A", url)
+    assert first["tracks"] == tracks and first["rejected"] == []
+    assert first["written"]["msd_track"] == tracks and first["written"]["msd_bar"] == bars
+
+    (root / LEAF).chmod(0o000)
+    second = probe(root, "A/A", url)
+    assert second["error"] == {
+        "type": "SourceListingError",
+        "location": LEAF,
+        "reason": (
+            "Permission denied, EACCES: the user running the load cannot read this folder; "
+            "give it read and execute permission (e.g. chmod a+rx) and load again"
+        ),
+        "permanent": True,
+        "message": f"cannot list {LEAF}: {second['error']['reason']}",
+    }
+    assert "files" not in second  # nothing listed, nothing loaded
+    with sqlite3.connect(tmp_path / "msd.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM msd_track").fetchone()[0] == tracks
+        assert db.execute("SELECT COUNT(*) FROM msd_bar").fetchone()[0] == bars
+
+
+def test_an_unreadable_or_unsearchable_folder_is_named_in_the_listing_error(root: Path) -> None:
+    (root / "data/A/A").chmod(0o000)
+    error = probe(root, "A/A")["error"]
+    assert (error["type"], error["location"], error["permanent"]) == (
+        "SourceListingError",
+        "data/A/A",
+        True,
+    )
+    (root / "data/A/A").chmod(0o755)
+    # Readable but not searchable: the names are listed, the files cannot be examined.
+    (root / LEAF).chmod(0o444)
+    error = probe(root, "A/A")["error"]
+    assert (error["type"], error["location"], error["permanent"]) == (
+        "SourceListingError",
+        LEAF,
+        True,
+    )
+    assert error["reason"].startswith("Permission denied, EACCES")
+
+
+def test_a_missing_dataset_root_is_an_error_not_an_empty_partition(tmp_path: Path) -> None:
+    with pytest.raises(SourceListingError) as caught:
+        LocalDataset(tmp_path / "unmounted").list_files("A/A")
+    assert caught.value.location == "data/A/A" and caught.value.permanent
+    assert "has no data/ folder" in caught.value.reason
+    # With data/ present, a partition folder that is not there is an empty partition.
+    (tmp_path / "dataset/data").mkdir(parents=True)
+    assert LocalDataset(tmp_path / "dataset").list_files("A/A") == []
+
+
+def test_a_broken_link_that_may_be_a_folder_fails_the_listing(root: Path) -> None:
+    (root / "data/A/A/B").symlink_to(root / "unmounted-disk/B")
+    with pytest.raises(SourceListingError) as caught:
+        LocalDataset(root).list_files("A/A")
+    assert caught.value.location == "data/A/A/B" and caught.value.permanent
+    assert caught.value.reason.startswith("No such file or directory, ENOENT: a broken symbolic")
+
+
+def test_folder_links_are_followed_once_and_never_into_a_loop(root: Path) -> None:
+    elsewhere = root.parent / "other-disk"
+    shutil.move(root / LEAF, elsewhere)
+    (root / LEAF).symlink_to(elsewhere)  # a leaf folder kept on another disk
+    (elsewhere / "up").symlink_to(root / "data")  # loops: data -> ... -> A -> up -> data
+    (elsewhere / "self").symlink_to(elsewhere)
+    keys = keys_of(LocalDataset(root))
+    assert keys == sorted(f"{LEAF}/{p.name}" for p in real_song_paths())
+
+
+# --------------------------------------------------------------------------------------------
+# 2. One bad entry is rejected on its own; the good files load
+
+
+def test_broken_entries_are_rejected_by_name_and_the_good_files_load(root: Path) -> None:
+    loop, dangling, fifo, huge = (song_key(str(i)) for i in range(1, 5))
+    (root / loop).symlink_to(Path(loop).name)  # points at itself: ELOOP
+    (root / dangling).symlink_to("TRAAA0000000000000.h5")
+    os.mkfifo(root / fifo)  # reading it would wait forever for a writer
+    redeclare(copy_real(root / huge), "analysis/bars_start", 10**12)  # 7.28 TiB of float64
+
+    dataset = LocalDataset(root)
+    keys = keys_of(dataset)
+    assert len(keys) == 13 + 4 and {loop, dangling, fifo, huge} <= set(keys)
+    batch, counts = normalize_partition(dataset, keys)
+    tracks, bars = real_counts()
+    assert batch.track_count == tracks and counts["msd_bar"] == bars
+    assert sorted((r.name, r.reason) for r in batch.rejected) == [
+        (loop, "a symbolic link loop (too many levels of symbolic links): fix or remove it"),
+        (dangling, "a broken symbolic link (its target does not exist): fix or remove it"),
+        (fifo, "not a regular file (a named pipe): move it away"),
+        (
+            huge,
+            "analysis/bars_start declares 1,000,000,000,000 rows, more than a song can hold "
+            "(at most 125,000 bars)",
+        ),
+    ]
+
+
+def test_an_unreadable_file_is_rejected_by_name(root: Path) -> None:
+    tracks, _ = real_counts()
+    victim = f"{LEAF}/{real_song_paths()[3].name}"
+    (root / victim).chmod(0o000)
+    out = probe(root, "A/A")
+    assert len(out["files"]) == tracks
+    assert out["rejected"] == [
+        [
+            victim,
+            "permission denied: the user running the load cannot read this file; fix its mode "
+            "or owner (e.g. chmod a+r) and load again",
+        ]
+    ]
+    assert out["tracks"] == tracks - 1
+
+
+def test_a_partition_none_of_whose_files_can_be_read_fails(root: Path) -> None:
+    for path in (root / LEAF).iterdir():
+        path.chmod(0o000)
+    error = probe(root, "A/A")["error"]
+    first = f"{LEAF}/{real_song_paths()[0].name}"
+    assert (error["type"], error["location"], error["permanent"]) == (
+        "SourceError",
+        "data/A/A",
+        True,
+    )
+    assert error["reason"].startswith(
+        f"none of its 13 song files could be read, e.g. {first}: permission denied"
+    )
+
+
+def test_per_file_and_passing_read_errors_are_told_apart(root: Path) -> None:
+    dataset = LocalDataset(root)
+    key = f"{LEAF}/{real_song_paths()[0].name}"
+    gone = dataset._read_error(key, FileNotFoundError(errno.ENOENT, "No such file or directory"))
+    assert isinstance(gone, UnreadableSourceFile) and gone.permanent
+    assert gone.reason == "gone since the listing (deleted or renamed): load the partition again"
+    flaky = dataset._read_error(key, OSError(errno.EIO, "Input/output error"))
+    assert type(flaky) is SourceError and not flaky.permanent
+    assert str(flaky) == (
+        f"{key}: read failed (Input/output error, EIO): check the disk or the mount; the step "
+        "can be retried"
+    )
+
+
+def test_a_file_larger_than_any_song_is_rejected_unread(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit = 250_000  # below some real files (0.18-0.37 MB)
+    for module in (layout, local_module, reader_module):
+        monkeypatch.setattr(module, "MAX_SONG_FILE_BYTES", limit)
+    dataset = LocalDataset(root)
+    batch, _ = normalize_partition(dataset, keys_of(dataset))
+    large = {p for p in real_song_paths() if p.stat().st_size > limit}
+    assert 0 < len(large) < 13 and batch.track_count == 13 - len(large)
+    assert sorted((r.name, r.reason) for r in batch.rejected) == sorted(
+        (
+            f"{LEAF}/{p.name}",
+            f"{p.stat().st_size:,} bytes: larger than any song file (at most 250,000); not read",
+        )
+        for p in large
+    )
 
 
 # --------------------------------------------------------------------------------------------
