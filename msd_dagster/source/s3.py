@@ -427,11 +427,9 @@ class S3Dataset:
                 page = self.client.list_objects_v2(**params)
             except _BOTO_ERRORS as exc:
                 error = self._error(exc, "ListObjectsV2")
+                where = f"page {pages + 1} failed after {listed:,} entries: " if pages else ""
                 raise self._listing_error(
-                    prefix,
-                    f"page {pages + 1} failed after {listed:,} entries: {error}",
-                    permanent=error.permanent,
-                    code=error.code,
+                    prefix, f"{where}{error}", permanent=error.permanent, code=error.code
                 ) from exc
             pages += 1
             listed += len(page.get("Contents", [])) + len(page.get("CommonPrefixes", []))
@@ -549,11 +547,10 @@ class S3Dataset:
                 raise self._error(exc, operation, key) from exc
             body = resp["Body"]
             try:
-                size = resp.get("ContentLength")
-                if max_bytes is not None and size is not None and int(size) > max_bytes:
-                    raise UnreadableSourceFile(key, too_large_reason(int(size)))
-                data = body.read()
                 expected = resp.get("ContentLength")
+                if max_bytes is not None and expected is not None and int(expected) > max_bytes:
+                    raise UnreadableSourceFile(key, too_large_reason(int(expected)))
+                data = body.read()
                 if expected is not None and len(data) != int(expected):
                     raise _TruncatedBody(f"got {len(data)} of {expected} bytes")
                 return data
