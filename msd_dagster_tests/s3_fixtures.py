@@ -8,7 +8,7 @@ Register with ``pytest_plugins = ["msd_dagster_tests.s3_fixtures"]`` in the root
   and deleted afterwards.
 - ``flaky_s3_endpoint`` (function): an HTTP forwarding proxy in front of moto that answers
   the first N GetObject requests with ``503 SlowDown`` and forwards everything else byte for
-  byte.
+  byte; it can also fail listing pages after the first, or drop their continuation tokens.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import http.client
 import http.server
 import json
 import logging
+import re
 import threading
 import time
 import urllib.request
@@ -25,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
@@ -57,11 +58,22 @@ _SUBRESOURCES = {
     "delete",
 }
 
-_SLOW_DOWN_BODY = (
-    b'<?xml version="1.0" encoding="UTF-8"?>\n'
-    b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message>"
-    b"<RequestId>FLAKYPROXY</RequestId><HostId>flaky-proxy</HostId></Error>"
-)
+
+def _error_body(code: str, message: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{message}</Message>"
+        "<RequestId>FLAKYPROXY</RequestId><HostId>flaky-proxy</HostId></Error>"
+    ).encode()
+
+
+_SLOW_DOWN_BODY = _error_body("SlowDown", "Please reduce your request rate.")
+# (status, reason, body) of the faults the proxy can answer a listing page with.
+LIST_FAULTS = {
+    "SlowDown": (503, "Slow Down", _SLOW_DOWN_BODY),
+    "AccessDenied": (403, "Forbidden", _error_body("AccessDenied", "Access Denied")),
+}
+_TOKEN_RE = re.compile(rb"<NextContinuationToken>[^<]*</NextContinuationToken>")
 
 
 @dataclass
@@ -180,6 +192,15 @@ class FlakyS3Proxy:
     injected_faults: int = 0
     get_object_requests: int = 0
     forwarded: int = 0
+    # Listings: answer the next N requests for a page after the first with ``list_fault``
+    # (a LIST_FAULTS key), and/or forward pages without their NextContinuationToken.
+    fail_list_pages: int = 0
+    list_fault: str = "SlowDown"
+    list_faults_injected: int = 0
+    strip_continuation_tokens: bool = False
+    # Sets max-keys on every ListObjectsV2 request (small pages without thousands of objects;
+    # moto does not check signatures unless told to).
+    list_page_size: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _server: http.server.ThreadingHTTPServer | None = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -198,6 +219,25 @@ class FlakyS3Proxy:
     def client(self, **kwargs: Any) -> Any:
         kwargs.setdefault("region_name", REGION)
         return make_s3_client(endpoint_url=self.url, **kwargs)
+
+    def _rewrite(self, method: str, target: str) -> str:
+        parts = urlsplit(target)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        if method != "GET" or "list-type" not in query or self.list_page_size is None:
+            return target
+        query["max-keys"] = [str(self.list_page_size)]
+        return parts._replace(query=urlencode(query, doseq=True)).geturl()
+
+    def _list_fault(self, method: str, target: str) -> tuple[int, str, bytes] | None:
+        query = parse_qs(urlsplit(target).query, keep_blank_values=True)
+        if method != "GET" or "list-type" not in query or "continuation-token" not in query:
+            return None
+        with self._lock:
+            if self.fail_list_pages <= 0:
+                return None
+            self.fail_list_pages -= 1
+            self.list_faults_injected += 1
+        return LIST_FAULTS[self.list_fault]
 
     def _should_fail(self, method: str, target: str) -> bool:
         if method != "GET" or not _is_get_object(target):
@@ -229,21 +269,26 @@ class FlakyS3Proxy:
                 body = self._read_body()
                 if proxy.delay_seconds:
                     time.sleep(proxy.delay_seconds)
-                if proxy._should_fail(self.command, self.path):
-                    self.send_response_only(503, "Slow Down")
+                fault = proxy._list_fault(self.command, self.path)
+                if fault is None and proxy._should_fail(self.command, self.path):
+                    fault = LIST_FAULTS["SlowDown"]
+                if fault is not None:
+                    status, reason, error = fault
+                    self.send_response_only(status, reason)
                     self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(_SLOW_DOWN_BODY)))
+                    self.send_header("Content-Length", str(len(error)))
                     self.send_header("x-amz-request-id", "FLAKYPROXY")
                     self.end_headers()
-                    self.wfile.write(_SLOW_DOWN_BODY)
+                    self.wfile.write(error)
                     return
+                target = proxy._rewrite(self.command, self.path)
                 upstream = http.client.HTTPConnection(
                     proxy.upstream_host, proxy.upstream_port, timeout=60
                 )
                 try:
                     # Same method, target (path + query) and headers in the same order.
                     upstream.putrequest(
-                        self.command, self.path, skip_host=True, skip_accept_encoding=True
+                        self.command, target, skip_host=True, skip_accept_encoding=True
                     )
                     for name, value in self.headers.items():
                         upstream.putheader(name, value)
@@ -255,6 +300,12 @@ class FlakyS3Proxy:
                     upstream.close()
                 with proxy._lock:
                     proxy.forwarded += 1
+                if proxy.strip_continuation_tokens and "list-type=" in self.path:
+                    payload = _TOKEN_RE.sub(b"", payload)
+                    headers = [
+                        (k, str(len(payload)) if k.lower() == "content-length" else v)
+                        for k, v in headers
+                    ]
                 chunked = any(
                     k.lower() == "transfer-encoding" and "chunked" in v.lower() for k, v in headers
                 )

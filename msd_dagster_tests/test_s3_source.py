@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -14,9 +16,13 @@ from typing import Any
 import botocore
 import pytest
 
+from msd_dagster.msd.partition import normalize_partition
+from msd_dagster.source import layout
 from msd_dagster.source import s3 as s3_module
+from msd_dagster.source.layout import SourceError, SourceListingError, UnreadableSourceFile
 from msd_dagster.source.s3 import (
     S3Dataset,
+    S3ListingError,
     S3ObjectNotFound,
     S3SourceError,
     make_s3_client,
@@ -24,6 +30,7 @@ from msd_dagster.source.s3 import (
     s3_client_config,
     stage_dataset,
 )
+from msd_dagster_tests.shared_data import real_song_paths
 
 # Harmless when conftest.py registers the plugin too (pytest loads a plugin once).
 pytest_plugins = ["msd_dagster_tests.s3_fixtures"]
@@ -242,8 +249,15 @@ def test_read_many_is_ordered_concurrent_and_bounded(s3_bucket: tuple[Any, str])
     assert [k for k, _ in first] == keys[:3]
     assert state["calls"] <= 3 + 6
 
+    # A key gone since the listing concerns that object only: it comes back as its reason.
+    got = list(dataset.read_many([keys[0], song_key("999"), keys[1]], max_workers=2))
+    assert [k for k, _ in got] == [keys[0], song_key("999"), keys[1]]
+    assert got[0][1] == objects[keys[0]] and got[2][1] == objects[keys[1]]
+    assert isinstance(got[1][1], UnreadableSourceFile)
+    assert got[1][1].location == song_key("999")
+    assert got[1][1].reason == "gone since the listing (deleted or renamed) (S3 NoSuchKey)"
     with pytest.raises(S3ObjectNotFound):
-        list(dataset.read_many([keys[0], song_key("999"), keys[1]], max_workers=2))
+        dataset.read(song_key("999"))  # a single read still raises
 
 
 def test_partition_fingerprint_tracks_changes(s3_bucket: tuple[Any, str]) -> None:
@@ -413,6 +427,150 @@ def test_persistent_throttling_is_reported(
     # botocore's max_attempts counts retries: the first request + 2 retries
     assert flaky_s3_endpoint.injected_faults == 3
     assert flaky_s3_endpoint.forwarded == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Partial listings and per-object faults
+
+
+def listing_through(proxy: Any, s3_bucket: tuple[Any, str], **client: Any) -> S3Dataset:
+    """12 objects in partition A/B, listed through ``proxy`` five per page."""
+    s3, bucket = s3_bucket
+    put_all(s3, bucket, {f"r/{song_key(str(i))}": b"x" for i in range(12)})
+    proxy.arm(0)
+    proxy.list_page_size = 5
+    return S3Dataset(proxy.client(**client), bucket, "r")
+
+
+def test_a_truncated_page_without_continuation_token_fails_the_listing(
+    flaky_s3_endpoint: Any, s3_bucket: tuple[Any, str]
+) -> None:
+    dataset = listing_through(flaky_s3_endpoint, s3_bucket)
+    assert len(dataset.list_files("A/B")) == 12  # three pages
+    # botocore's paginator ends a listing quietly here: 5 files instead of 12.
+    flaky_s3_endpoint.strip_continuation_tokens = True
+    with pytest.raises(S3ListingError) as info:
+        dataset.list_files("A/B")
+    error, bucket = info.value, s3_bucket[1]
+    assert isinstance(error, SourceListingError) and isinstance(error, S3SourceError)
+    assert error.location == f"s3://{bucket}/r/data/A/B/" and not error.permanent
+    assert "returned page 1 as truncated without a continuation token after 5 entries" in (
+        error.reason
+    )
+    assert str(error).startswith(f"cannot list s3://{bucket}/r/data/A/B/: S3 ListObjectsV2 ")
+    assert_names_bucket_and_prefix(error, bucket, "r/")
+
+
+@pytest.mark.parametrize(
+    ("fault", "permanent", "requests"), [("SlowDown", False, 2), ("AccessDenied", True, 1)]
+)
+def test_a_listing_page_that_keeps_failing_fails_the_listing(
+    flaky_s3_endpoint: Any, s3_bucket: tuple[Any, str], fault: str, permanent: bool, requests: int
+) -> None:
+    dataset = listing_through(flaky_s3_endpoint, s3_bucket, max_attempts=1)
+    flaky_s3_endpoint.fail_list_pages = 100
+    flaky_s3_endpoint.list_fault = fault
+    with pytest.raises(S3ListingError) as info:
+        dataset.list_files("A/B")
+    error, bucket = info.value, s3_bucket[1]
+    assert (error.code, error.permanent) == (fault, permanent)
+    assert error.reason.startswith(
+        f"page 2 failed after 5 entries: S3 ListObjectsV2 failed for bucket {bucket!r}"
+    )
+    assert fault in str(error) and "Check:" in str(error)
+    # botocore retried the throttled page once (max_attempts=1), and the denied one never.
+    assert flaky_s3_endpoint.list_faults_injected == requests
+
+
+def upload_real_leaf(s3: Any, bucket: str) -> list[str]:
+    keys = {f"data/A/A/A/{path.name}": path.read_bytes() for path in real_song_paths()}
+    put_all(s3, bucket, keys)
+    return sorted(keys)
+
+
+def reader_denied(endpoint: Any, bucket: str, denied: list[str]) -> Any:
+    """A client of an IAM user that may list the bucket and read every object but ``denied``."""
+    iam = client_for(endpoint, "iam")
+    user = f"reader-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    statements = [
+        {
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket", "s3:GetObject"],
+            "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+        },
+        {
+            "Effect": "Deny",
+            "Action": "s3:GetObject",
+            "Resource": [f"arn:aws:s3:::{bucket}/{key}" for key in denied],
+        },
+    ]
+    iam.put_user_policy(
+        UserName=user,
+        PolicyName="read-all-but",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}),
+    )
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    return make_client(endpoint, key["AccessKeyId"], key["SecretAccessKey"])
+
+
+def test_a_denied_object_is_rejected_by_name_and_the_others_load(
+    s3_endpoint: Any, s3_bucket: tuple[Any, str]
+) -> None:
+    client, bucket = s3_bucket
+    keys = upload_real_leaf(client, bucket)
+    one = reader_denied(s3_endpoint, bucket, [keys[3]])
+    every = reader_denied(s3_endpoint, bucket, ["*"])
+    with s3_endpoint.enforce_auth():
+        dataset = S3Dataset(one, bucket, "")
+        listed = [f.key for f in dataset.list_files("A/A")]
+        batch, _ = normalize_partition(dataset, listed, max_workers=4)
+        with pytest.raises(SourceError) as info:
+            normalize_partition(S3Dataset(every, bucket, ""), listed, max_workers=4)
+    assert listed == keys
+    assert batch.track_count == len(keys) - 1
+    denied = (
+        "access denied by S3: the credentials may list this object but not read it; check the "
+        "bucket policy, the object's ACL or its KMS key (S3 AccessDenied)"
+    )
+    assert [(r.name, r.reason) for r in batch.rejected] == [(keys[3], denied)]
+    # Not one object readable: a permanent error, not a partition without tracks.
+    error = info.value
+    assert (type(error), error.location, error.permanent) == (SourceError, "data/A/A", True)
+    assert error.reason.startswith(
+        f"none of its {len(keys)} song files could be read, e.g. {keys[0]}: {denied}"
+    )
+
+
+def test_transient_read_faults_raise_rather_than_reject(
+    flaky_s3_endpoint: Any, s3_bucket: tuple[Any, str]
+) -> None:
+    client, bucket = s3_bucket
+    keys = upload_real_leaf(client, bucket)
+    flaky_s3_endpoint.arm(100)
+    dataset = S3Dataset(flaky_s3_endpoint.client(max_attempts=1), bucket, "")
+    with pytest.raises(S3SourceError) as info:
+        normalize_partition(dataset, keys, max_workers=2)
+    assert (info.value.code, info.value.permanent) == ("SlowDown", False)
+    assert not isinstance(info.value, SourceError)
+
+
+def test_an_object_larger_than_any_song_is_rejected_unread(
+    s3_bucket: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, bucket = s3_bucket
+    keys = upload_real_leaf(client, bucket)
+    limit = 250_000  # below some real files (0.18-0.37 MB)
+    for module in (layout, s3_module):
+        monkeypatch.setattr(module, "MAX_SONG_FILE_BYTES", limit)
+    batch, _ = normalize_partition(S3Dataset(client, bucket, ""), keys, max_workers=4)
+    large = {f"data/A/A/A/{p.name}": p.stat().st_size for p in real_song_paths()}
+    large = {key: size for key, size in large.items() if size > limit}
+    assert 0 < len(large) < len(keys) and batch.track_count == len(keys) - len(large)
+    assert sorted((r.name, r.reason) for r in batch.rejected) == sorted(
+        (key, f"{size:,} bytes: larger than any song file (at most 250,000); not read")
+        for key, size in large.items()
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,11 +8,13 @@ from typing import Protocol
 
 from msd_dagster.msd.frames import ANALYSIS_KINDS, NormalizedBatch, RejectedFile, normalize_songs
 from msd_dagster.msd.reader import InvalidSongFile, Song, read_song
-from msd_dagster.source.layout import is_song_file_key
+from msd_dagster.source.layout import SourceError, UnreadableSourceFile, is_song_file_key
 
 
 class ReadableDataset(Protocol):
-    def read_many(self, keys: list[str], max_workers: int = ...) -> Iterable[tuple[str, bytes]]: ...
+    def read_many(
+        self, keys: list[str], max_workers: int = ...
+    ) -> Iterable[tuple[str, bytes | UnreadableSourceFile]]: ...
 
 
 def source_row_counts(songs: Sequence[Song]) -> dict[str, int]:
@@ -36,6 +38,14 @@ def normalize_partition(
 
     ``modified`` maps keys to their source modification time (becomes ``upload_timestamp``).
     Returns the frames and the row counts implied by the source files.
+
+    A file that cannot be read for a reason of its own (``UnreadableSourceFile``: permissions,
+    a broken symbolic link, gone since the listing, denied by S3) or parsed
+    (``InvalidSongFile``) is rejected by name with its reason; the other files load. Faults
+    that may pass (network, throttling, I/O errors) raise, so that the step is retried. When
+    not one file of the partition could be read, that is no longer a property of the files
+    (e.g. S3 credentials that may list but not read): ``SourceError`` (permanent) is raised
+    instead of a partition without tracks, which would delete the partition's rows.
     """
     songs: list[Song] = []
     rejected: list[RejectedFile] = []
@@ -46,16 +56,44 @@ def normalize_partition(
         if not is_song_file_key(k)
     )
     modified_by_track: dict[str, datetime] = {}
+    unreadable: list[UnreadableSourceFile] = []
     for done, (key, data) in enumerate(dataset.read_many(song_keys, max_workers=max_workers), 1):
-        try:
-            song = read_song(data, name=key)
-        except InvalidSongFile as exc:
-            rejected.append(RejectedFile(key, exc.reason))
+        if isinstance(data, UnreadableSourceFile):
+            unreadable.append(data)
+        song = _parse(key, data)
+        if isinstance(song, RejectedFile):
+            rejected.append(song)
         else:
             songs.append(song)
             if modified and modified.get(key) is not None:
                 modified_by_track[song.track_id] = modified[key]
         if progress:
             progress(done, len(song_keys))
+    if song_keys and len(unreadable) == len(song_keys):
+        raise none_readable_error(song_keys, unreadable)
     batch = normalize_songs(songs, rejected, modified_by_track)
     return batch, source_row_counts(songs)
+
+
+def _parse(key: str, data: bytes | UnreadableSourceFile) -> Song | RejectedFile:
+    if isinstance(data, UnreadableSourceFile):
+        return RejectedFile(key, data.reason)
+    try:
+        return read_song(data, name=key)
+    except InvalidSongFile as exc:
+        return RejectedFile(key, exc.reason)
+
+
+def none_readable_error(
+    keys: Sequence[str], problems: Sequence[UnreadableSourceFile]
+) -> SourceError:
+    """The error for a partition none of whose song files could be read: names the folder and
+    the first file's reason."""
+    folder = "/".join(keys[0].split("/")[:3])
+    first = problems[0]
+    return SourceError(
+        folder,
+        f"none of its {len(keys)} song files could be read, e.g. {first.location}: "
+        f"{first.reason}. Nothing was loaded; fix access to the files and load again",
+        permanent=True,
+    )

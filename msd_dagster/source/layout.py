@@ -15,7 +15,50 @@ from dataclasses import dataclass
 from datetime import datetime
 
 PARTITION_KEY_PATTERN = re.compile(r"^[A-Z]/[A-Z]$")
+# Real song files are 0.2-0.4 MB (the largest a few MB): a file above this is not a song, and is
+# rejected before it is read into memory (each read holds the whole file).
+MAX_SONG_FILE_BYTES = 64 * 1024 * 1024
 SONG_FILE_PATTERN = re.compile(r"^data/([A-Z])/([A-Z])/([A-Z])/(TR[A-Z0-9]{16})\.h5$")
+
+
+def too_large_reason(size: int | None) -> str:
+    """Why a file above ``MAX_SONG_FILE_BYTES`` is rejected (``size`` when it is known)."""
+    amount = f"{size:,} bytes" if size is not None else f"more than {MAX_SONG_FILE_BYTES:,} bytes"
+    return f"{amount}: larger than any song file (at most {MAX_SONG_FILE_BYTES:,}); not read"
+
+
+class SourceError(Exception):
+    """A problem at the source. ``location`` is a key or folder relative to the dataset root
+    (or an ``s3://`` URL), ``reason`` says what is wrong and what to do, and ``permanent`` says
+    that retrying cannot help (fail at once) rather than that it might (retry the step)."""
+
+    def __init__(self, location: str, reason: str, *, permanent: bool) -> None:
+        Exception.__init__(self, self._message(location, reason))
+        self.location = location
+        self.reason = reason
+        self.permanent = permanent
+
+    @staticmethod
+    def _message(location: str, reason: str) -> str:
+        return f"{location}: {reason}"
+
+
+class SourceListingError(SourceError):
+    """A partition's listing could not see everything: the partition must fail (loading what
+    was seen would delete the rows of what was not). ``location`` names the folder."""
+
+    @staticmethod
+    def _message(location: str, reason: str) -> str:
+        return f"cannot list {location}: {reason}"
+
+
+class UnreadableSourceFile(SourceError):
+    """One listed file that cannot be read for a reason of its own (permissions, a broken
+    symbolic link, gone since the listing, too large): the normalizer rejects it by name and
+    the other files load. Always permanent."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        super().__init__(location, reason, permanent=True)
 
 
 @dataclass(frozen=True)

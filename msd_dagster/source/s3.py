@@ -39,7 +39,15 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from msd_dagster.source.layout import PARTITION_KEY_PATTERN, SourceFile, partition_prefix
+from msd_dagster.source.layout import (
+    MAX_SONG_FILE_BYTES,
+    PARTITION_KEY_PATTERN,
+    SourceFile,
+    SourceListingError,
+    UnreadableSourceFile,
+    partition_prefix,
+    too_large_reason,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -51,6 +59,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "DEFAULT_READ_WORKERS",
     "S3Dataset",
+    "S3ListingError",
     "S3ObjectNotFound",
     "S3SourceError",
     "StageResult",
@@ -97,6 +106,29 @@ _REGION_CODES = {
     "301",
 }
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+_ACCESS_CODES = {"AccessDenied", "403", "AllAccessDisabled", "Forbidden"}
+_MISSING_CREDENTIALS = {"NoCredentialsError", "PartialCredentialsError"}
+# Faults that retrying cannot fix. Everything else (throttling, 5xx, connection faults, broken
+# bodies) is transient: it survived botocore's retries, but the step's retry may still succeed.
+_PERMANENT_CODES = (
+    _CREDENTIAL_CODES
+    | _REGION_CODES
+    | _NOT_FOUND_CODES
+    | _ACCESS_CODES
+    | _MISSING_CREDENTIALS
+    | {"NoSuchBucket", "InvalidBucketName", "InvalidObjectState", "400"}
+)
+# GetObject faults that concern one object only (the listing just worked): the file is rejected
+# by name and the others load. What each means for the user:
+_OBJECT_PROBLEMS = {
+    **dict.fromkeys(_NOT_FOUND_CODES, "gone since the listing (deleted or renamed)"),
+    **dict.fromkeys(
+        _ACCESS_CODES,
+        "access denied by S3: the credentials may list this object but not read it; check the "
+        "bucket policy, the object's ACL or its KMS key",
+    ),
+    "InvalidObjectState": "archived (e.g. Glacier): restore the object to load it",
+}
 # Redact anything that looks like an access key id, should a server echo one back.
 _ACCESS_KEY_RE = re.compile(r"\b(?:AKIA|ASIA|AROA|AIDA)[A-Z0-9]{12,}\b")
 _STREAMING_ERRORS = (
@@ -110,7 +142,22 @@ _STREAMING_ERRORS = (
 
 class S3SourceError(RuntimeError):
     """S3 could not be used as an MSD source: the message says which bucket/prefix and what
-    to check. Never contains credentials."""
+    to check. Never contains credentials.
+
+    ``code`` is the S3 error code (or botocore exception name) when there was one;
+    ``permanent`` is False for faults that may pass (throttling, 5xx, network), which the
+    step's retry policy should retry, and True for those it cannot fix (access, credentials,
+    missing bucket, a prefix without ``data/``).
+    """
+
+    code: str = ""
+    permanent: bool = True
+
+
+class S3ListingError(SourceListingError, S3SourceError):
+    """A listing that could not be completed (a page failed after botocore's retries, or S3
+    said there was more without saying where): never a shorter listing. ``location`` is the
+    ``s3://`` URL of what was being listed."""
 
 
 class S3ObjectNotFound(S3SourceError, FileNotFoundError):
@@ -232,7 +279,7 @@ def _hint_for(code: str) -> str:
             "the bucket does not exist: check the bucket name, and that the endpoint "
             "(MSD_S3_ENDPOINT_URL / endpoint_url) and region point at the right service"
         )
-    if code in ("AccessDenied", "403", "AllAccessDisabled", "Forbidden"):
+    if code in _ACCESS_CODES:
         return (
             f"access denied: check that {creds} may s3:ListBucket and s3:GetObject "
             "(s3:PutObject to stage) on this bucket and prefix; for a public bucket use "
@@ -249,7 +296,7 @@ def _hint_for(code: str) -> str:
         )
     if code in _NOT_FOUND_CODES:
         return "no such object: check the prefix (the dataset root must contain data/)"
-    if code in ("NoCredentialsError", "PartialCredentialsError"):
+    if code in _MISSING_CREDENTIALS:
         return (
             f"no usable AWS credentials were found: set {creds}; for a public bucket use "
             "unsigned requests (MSD_S3_UNSIGNED=1)"
@@ -292,7 +339,10 @@ def _translate(
         f"{detail}. Check: {_hint_for(code)}"
     )
     cls = S3ObjectNotFound if code in _NOT_FOUND_CODES and key is not None else S3SourceError
-    return cls(message)
+    error = cls(message)
+    error.code = code
+    error.permanent = code in _PERMANENT_CODES
+    return error
 
 
 _BOTO_ERRORS = (ClientError, BotoCoreError)
@@ -361,26 +411,64 @@ class S3Dataset:
 
     # -- listing
 
-    def _iter_objects(self, prefix: str, operation: str = "ListObjectsV2") -> Iterator[dict]:
-        paginator = self.client.get_paginator("list_objects_v2")
-        try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                yield from page.get("Contents", [])
-        except _BOTO_ERRORS as exc:
-            raise self._error(exc, operation) from exc
+    def _list_pages(self, prefix: str, delimiter: str | None = None) -> Iterator[dict]:
+        """Every page of a listing, or ``S3ListingError``: never fewer pages than S3 has.
+
+        Paginated by hand rather than with botocore's paginator, which ends a listing quietly
+        when a page says it is truncated but carries no continuation token.
+        """
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        if delimiter:
+            params["Delimiter"] = delimiter
+        pages = listed = 0
+        tokens: set[str] = set()
+        while True:
+            try:
+                page = self.client.list_objects_v2(**params)
+            except _BOTO_ERRORS as exc:
+                error = self._error(exc, "ListObjectsV2")
+                where = f"page {pages + 1} failed after {listed:,} entries: " if pages else ""
+                raise self._listing_error(
+                    prefix, f"{where}{error}", permanent=error.permanent, code=error.code
+                ) from exc
+            pages += 1
+            listed += len(page.get("Contents", [])) + len(page.get("CommonPrefixes", []))
+            yield page
+            if not page.get("IsTruncated"):
+                return
+            token = page.get("NextContinuationToken")
+            if not token or token in tokens:
+                problem = "without a continuation token" if not token else "with a repeated token"
+                raise self._listing_error(
+                    prefix,
+                    f"S3 ListObjectsV2 for bucket {self.bucket!r}, prefix {self.prefix!r} at "
+                    f"{_endpoint_of(self.client)} returned page {pages} as truncated "
+                    f"{problem} after {listed:,} entries, so the listing is incomplete. Check: "
+                    "that the endpoint supports ListObjectsV2 pagination (a proxy or an "
+                    "S3-compatible store may not); retry later",
+                    permanent=False,
+                )
+            tokens.add(token)
+            params["ContinuationToken"] = token
+
+    def _listing_error(
+        self, prefix: str, reason: str, *, permanent: bool, code: str = ""
+    ) -> S3ListingError:
+        error = S3ListingError(f"s3://{self.bucket}/{prefix}", reason, permanent=permanent)
+        error.code = code
+        return error
+
+    def _iter_objects(self, prefix: str) -> Iterator[dict]:
+        for page in self._list_pages(prefix):
+            yield from page.get("Contents", [])
 
     def _child_prefixes(self, prefix: str) -> list[str]:
         """The "folders" directly below ``prefix`` (a Delimiter listing: cheap, no objects)."""
-        paginator = self.client.get_paginator("list_objects_v2")
-        children: list[str] = []
-        try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
-                children.extend(
-                    p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", [])
-                )
-        except _BOTO_ERRORS as exc:
-            raise self._error(exc, "ListObjectsV2") from exc
-        return children
+        return [
+            p["Prefix"][len(prefix) :].rstrip("/")
+            for page in self._list_pages(prefix, delimiter="/")
+            for p in page.get("CommonPrefixes", [])
+        ]
 
     def check(self) -> None:
         """Fail fast (``S3SourceError``) unless the bucket is reachable and holds ``data/``."""
@@ -449,7 +537,7 @@ class S3Dataset:
             raise ValueError(f"invalid dataset key {key!r}: expected e.g. 'data/A/B/C/TR....h5'")
         return self.prefix + key
 
-    def _get(self, key: str, operation: str = "GetObject") -> bytes:
+    def _get(self, key: str, operation: str = "GetObject", max_bytes: int | None = None) -> bytes:
         object_key = self._object_key(key)
         for attempt in range(1, BODY_READ_ATTEMPTS + 1):
             try:
@@ -459,8 +547,10 @@ class S3Dataset:
                 raise self._error(exc, operation, key) from exc
             body = resp["Body"]
             try:
-                data = body.read()
                 expected = resp.get("ContentLength")
+                if max_bytes is not None and expected is not None and int(expected) > max_bytes:
+                    raise UnreadableSourceFile(key, too_large_reason(int(expected)))
+                data = body.read()
                 if expected is not None and len(data) != int(expected):
                     raise _TruncatedBody(f"got {len(data)} of {expected} bytes")
                 return data
@@ -482,37 +572,54 @@ class S3Dataset:
         """
         return self._get(key)
 
+    def read_song_file(self, key: str) -> bytes | UnreadableSourceFile:
+        """The bytes of one listed song file, or the reason it cannot be read when that
+        concerns this object only (gone, access denied, archived, too large). Other faults
+        raise ``S3SourceError``: transient ones after botocore's retries, or permanent ones
+        that concern every object (credentials, bucket)."""
+        try:
+            return self._get(key, max_bytes=MAX_SONG_FILE_BYTES)
+        except UnreadableSourceFile as problem:
+            return problem
+        except S3SourceError as exc:
+            if exc.code not in _OBJECT_PROBLEMS:
+                raise
+            return UnreadableSourceFile(key, f"{_OBJECT_PROBLEMS[exc.code]} (S3 {exc.code})")
+
     def read_many(
         self,
         keys: Iterable[str],
         max_workers: int = DEFAULT_READ_WORKERS,
         *,
         max_in_flight: int | None = None,
-    ) -> Iterator[tuple[str, bytes]]:
-        """``(key, bytes)`` for every key, **in the order of ``keys``**, read concurrently.
+    ) -> Iterator[tuple[str, bytes | UnreadableSourceFile]]:
+        """``(key, bytes)`` for every key, **in the order of ``keys``**, read concurrently;
+        ``(key, UnreadableSourceFile)`` for a song file that cannot be read for a reason of its
+        own (see :meth:`read_song_file`).
 
         ``max_workers`` GetObject calls run at once (capped at the client's connection pool).
         At most ``max_in_flight`` bodies (default ``2 * max_workers``) are held at any time:
         downloading, or downloaded and waiting to be yielded. Reading stops when the consumer
         stops, so memory is bounded by ``max_in_flight`` objects, not by the number of keys.
-        The first failing key raises (``S3SourceError``) when its turn to be yielded comes;
-        pending reads are then cancelled.
+        The first key with a fault that is not its own (throttling, network, credentials)
+        raises ``S3SourceError`` when its turn to be yielded comes; pending reads are then
+        cancelled.
         """
         workers = max(1, min(max_workers, _pool_size(self.client)))
         window = max(workers, max_in_flight if max_in_flight is not None else 2 * workers)
         key_iter = iter(keys)
-        pending: deque[tuple[str, Future[bytes]]] = deque()
+        pending: deque[tuple[str, Future[bytes | UnreadableSourceFile]]] = deque()
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3-read")
         try:
             for key in islice(key_iter, window):
-                pending.append((key, pool.submit(self._get, key)))
+                pending.append((key, pool.submit(self.read_song_file, key)))
             while pending:
                 key, future = pending.popleft()
                 data = future.result()
                 # Refill the window before handing the body over: downloads continue while
                 # the consumer parses, and the window stays at most ``window`` bodies.
                 for nxt in islice(key_iter, 1):
-                    pending.append((nxt, pool.submit(self._get, nxt)))
+                    pending.append((nxt, pool.submit(self.read_song_file, nxt)))
                 yield key, data
                 del data
         finally:
