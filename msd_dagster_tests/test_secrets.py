@@ -1,11 +1,13 @@
-"""The one masker for URLs and free text (msd_dagster.secrets)."""
+"""The one masker for URLs and free text (msd_dagster.secrets), and '@'-safe URL parsing."""
 
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 
 from msd_dagster.secrets import MASK, mask_text, mask_url, split_userinfo, url_secrets
 from msd_dagster.source.s3 import parse_s3_url
+from msd_dagster.warehouse.dialects import catalog_kind, make_url
 
 # (password, what must never be shown): unencoded '@', ':', '/', '?' and their mixes.
 PASSWORDS = [
@@ -35,11 +37,33 @@ def test_passwords_with_at_colon_and_slash_are_masked_whole(password: str) -> No
     assert password in url_secrets(url)
 
 
+@pytest.mark.parametrize("password", PASSWORDS)
+def test_make_url_keeps_the_whole_password(password: str) -> None:
+    url = make_url(f"postgresql+psycopg://postgres:{password}@db.example.com:5432/msd")
+    assert (url.password, url.host, url.port, url.database) == (
+        password,
+        "db.example.com",
+        5432,
+        "msd",
+    )
+    assert (
+        catalog_kind(f"postgresql+psycopg://postgres:{password}@db.example.com/msd") == "postgres"
+    )
+    # A sqlalchemy.URL renders its password encoded, and is masked whole as well.
+    assert mask_url(url) == f"postgresql+psycopg://postgres:{MASK}@db.example.com:5432/msd"
+
+
 def test_the_reported_leak() -> None:
     url = "postgresql+psycopg://postgres:S3cret@PW@host/db"
     assert mask_url(url) == "postgresql+psycopg://postgres:***@host/db"
+    # SQLAlchemy alone takes host "PW@host", which a resolver error then repeats.
+    assert sa.make_url(url).host == "PW@host"
+    assert make_url(url).host == "host"
     driver_error = 'could not translate host name "PW@host" to address'
     assert "PW" not in mask_text(driver_error, known=url_secrets(url) + ["PW"])
+    with pytest.raises(ValueError) as raised:
+        make_url("postgresql+psycopg://postgres:S3cret@PW@host:notaport/db")
+    assert "S3cret" not in str(raised.value) and "PW" not in str(raised.value)
 
 
 def test_urls_without_a_password_are_unchanged_for_display() -> None:
