@@ -339,7 +339,13 @@ def test_values_statements_cover_all_rows() -> None:
 
 
 def test_azure_sql_url() -> None:
-    url = azure_sql_url("tcp:msd-sql.database.windows.net,1433", "msd", "loader", "p@ss;w{o}rd")
+    url = azure_sql_url(
+        "tcp:msd-sql.database.windows.net,1433",
+        "msd",
+        "loader",
+        "p@ss;w{o}rd",
+        python_driver="pyodbc",
+    )
     assert url.drivername == "mssql+pyodbc"
     assert (url.host, url.port, url.database, url.username) == (
         "msd-sql.database.windows.net",
@@ -368,6 +374,7 @@ def test_azure_sql_url() -> None:
         trust_server_certificate=True,
         driver="ODBC Driver 17 for SQL Server",
         timeout=5,
+        python_driver="pyodbc",
     )
     assert (
         local.port == 1433
@@ -456,7 +463,9 @@ def test_missing_odbc_library_simulated(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(
         OdbcDriverMissingError, match=r"libodbc\.so\.2.*msodbcsql18 unixodbc.*mssql\+mssqlpython"
     ):
-        create_engine_for_url(azure_sql_url("s.database.windows.net", "d", "u", "p"))
+        create_engine_for_url(
+            azure_sql_url("s.database.windows.net", "d", "u", "p", python_driver="pyodbc")
+        )
 
 
 def test_missing_odbc_driver_and_engine_options(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -467,7 +476,9 @@ def test_missing_odbc_driver_and_engine_options(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(
         OdbcDriverMissingError, match="'ODBC Driver 18 for SQL Server' is not installed"
     ):
-        create_engine_for_url(azure_sql_url("s.database.windows.net", "d", "u", "p"))
+        create_engine_for_url(
+            azure_sql_url("s.database.windows.net", "d", "u", "p", python_driver="pyodbc")
+        )
 
     installed.append("ODBC Driver 18 for SQL Server")
     created: dict[str, Any] = {}
@@ -478,7 +489,9 @@ def test_missing_odbc_driver_and_engine_options(monkeypatch: pytest.MonkeyPatch)
         return real_create_engine("sqlite://")  # never connected
 
     monkeypatch.setattr(urls.sa, "create_engine", fake_create_engine)
-    token_url = azure_sql_url("s.database.windows.net", "d", access_token="tok", timeout=12)
+    token_url = azure_sql_url(
+        "s.database.windows.net", "d", access_token="tok", timeout=12, python_driver="pyodbc"
+    )
     assert isinstance(create_engine_for_url(token_url, pool_size=3), sa.Engine)
     assert created["fast_executemany"] is True and created["pool_pre_ping"] is True
     assert created["pool_size"] == 3

@@ -6,6 +6,10 @@ chunk size whatever the frame size. The paths live with their backends
 (:mod:`msd_dagster.warehouse.dialects`): PostgreSQL binary COPY, MySQL/MariaDB LOAD DATA LOCAL
 INFILE, SQL Server fast_executemany or multi-row VALUES, SQLite executemany; the value
 conversion they share is :mod:`msd_dagster.warehouse.rows`.
+
+SQL Server's ``cursor.bulkcopy()`` (mssql-python) cannot write inside the caller's transaction,
+so it is not a path of this function: partition loads use it through
+``Backend.copy_outside_transaction`` (see :mod:`.dialects.mssql_bulkcopy`).
 """
 
 from __future__ import annotations

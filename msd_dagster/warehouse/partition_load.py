@@ -12,6 +12,9 @@ One transaction per partition:
 Any failure rolls everything back, so the previous contents stay intact; rerunning a partition
 with the same frames gives the same contents. Deadlocks and lock timeouts between concurrent
 loads are retried (the whole transaction, which is safe because it is all-or-nothing).
+
+With ``mssql+mssqlpython`` the analysis rows are bulk-copied before the transaction and moved
+in it (:mod:`msd_dagster.warehouse.dialects.mssql_bulkcopy`), so the same holds.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from msd_dagster.warehouse.merge_rules import (
     merged_artist_value,
 )
 from msd_dagster.warehouse.schema import (
+    ANALYSIS_TABLES,
     CHECKED_REFERENCES,
     NATURAL_KEYS,
     SHARED_TABLES,
@@ -176,9 +180,14 @@ def _load_once(
 ) -> dict[str, int]:
     dialect = engine.dialect
     counts: dict[str, int] = {}
+    analysis = {warehouse_table(dialect, t): prepared[t.name] for t in ANALYSIS_TABLES}
     with open_load_connection(engine) as conn:
         try:
-            with conn.begin():
+            # Drivers whose bulk copy cannot join the transaction stage those rows first.
+            with (
+                backend_for(engine).copy_outside_transaction(conn, analysis, chunk_rows) as staged,
+                conn.begin(),
+            ):
                 for table in SHARED_TABLES:
                     target = warehouse_table(dialect, table)
                     counts[table.name] = upsert_shared(
@@ -191,9 +200,12 @@ def _load_once(
                     )
                 for table in TRACK_TABLES:
                     target = warehouse_table(dialect, table)
-                    counts[table.name] = bulk_insert(
-                        conn, target, prepared[table.name], chunk_rows=chunk_rows
-                    )
+                    if table.name in staged:
+                        counts[table.name] = staged[table.name].insert_into(conn, target)
+                    else:
+                        counts[table.name] = bulk_insert(
+                            conn, target, prepared[table.name], chunk_rows=chunk_rows
+                        )
         except BaseException as exc:
             invalidate_if_disconnected(conn, exc)
             raise

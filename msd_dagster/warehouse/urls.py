@@ -7,6 +7,7 @@ machines without the unixODBC library. Masking is :mod:`msd_dagster.secrets` (re
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,6 +35,7 @@ __all__ = [
     "make_url",
     "mask_text",
     "mask_url",
+    "preferred_mssql_driver",
     "url_secrets",
 ]
 
@@ -51,6 +53,12 @@ def _split_server(server: str) -> tuple[str, int | None]:
     return host, port
 
 
+def preferred_mssql_driver() -> str:
+    """``mssqlpython`` when mssql-python is installed (``pip install '.[mssql]'``: bulk copy,
+    no system ODBC needed), else ``pyodbc``."""
+    return "mssqlpython" if importlib.util.find_spec("mssql_python") else "pyodbc"
+
+
 def azure_sql_url(
     server: str,
     database: str,
@@ -62,13 +70,17 @@ def azure_sql_url(
     encrypt: bool = True,
     trust_server_certificate: bool = False,
     timeout: int = 30,
+    python_driver: str | None = None,
 ) -> sa.URL:
-    """An ``mssql+pyodbc`` URL for Azure SQL Database (or any SQL Server).
+    """An ``mssql+pyodbc`` or ``mssql+mssqlpython`` URL for Azure SQL Database (or any SQL
+    Server).
 
-    ``server``: ``name.database.windows.net``, optionally ``tcp:`` prefixed and with ``,port``
-    (default 1433). Encryption is on and the certificate verified unless told otherwise.
-    ``timeout`` is the login timeout in seconds (``ConnectTimeout``, ODBC Driver >= 18.7;
-    :func:`create_engine_for_url` also passes it to pyodbc for older drivers).
+    ``python_driver``: ``"pyodbc"`` (ODBC driver ``driver``, e.g. msodbcsql18) or
+    ``"mssqlpython"``; None picks :func:`preferred_mssql_driver`. ``server``:
+    ``name.database.windows.net``, optionally ``tcp:`` prefixed and with ``,port`` (default
+    1433). Encryption is on and the certificate verified unless told otherwise. ``timeout`` is
+    the login timeout in seconds (``ConnectTimeout``, ODBC Driver >= 18.7;
+    :func:`create_engine_for_url` also passes it to the driver's ``connect()``).
 
     Authentication, one of:
 
@@ -79,25 +91,30 @@ def azure_sql_url(
       cannot go into the ODBC connection string: pyodbc must receive it as connection attribute
       1256 (``SQL_COPT_SS_ACCESS_TOKEN``) through
       ``connect_args={"attrs_before": {1256: token_struct}}`` — see
-      :func:`azure_access_token_connect_args`. The URL carries it in an ``accesstoken`` query
-      parameter that :func:`create_engine_for_url` removes and turns into those
-      ``connect_args``, and that :func:`mask_url` hides; do not pass such a URL to
-      ``sqlalchemy.create_engine`` directly. Tokens expire (about an hour): build a new engine,
-      or use a ``do_connect`` event that fetches a fresh token, for long runs.
+      :func:`azure_access_token_connect_args` — and mssql-python as a ``token_provider``. The
+      URL carries it in an ``accesstoken`` query parameter that :func:`create_engine_for_url`
+      removes and turns into those ``connect_args``, and that :func:`mask_url` hides; do not
+      pass such a URL to ``sqlalchemy.create_engine`` directly. Tokens expire (about an hour):
+      build a new engine, or use a ``do_connect`` event that fetches a fresh token, for long
+      runs.
     """
     if access_token and (user or password):
         raise ValueError("give either user/password or access_token, not both")
+    python_driver = python_driver or preferred_mssql_driver()
+    if python_driver not in ("pyodbc", "mssqlpython"):
+        raise ValueError(f"python_driver must be pyodbc or mssqlpython, not {python_driver!r}")
     host, port = _split_server(server)
     query: dict[str, str] = {
-        "driver": driver,
         "Encrypt": "yes" if encrypt else "no",
         "TrustServerCertificate": "yes" if trust_server_certificate else "no",
         "ConnectTimeout": str(int(timeout)),
     }
+    if python_driver == "pyodbc":
+        query["driver"] = driver
     if access_token:
         query["accesstoken"] = access_token
     return sa.URL.create(
-        "mssql+pyodbc",
+        f"mssql+{python_driver}",
         username=user or None,
         password=password or None,
         host=host,
@@ -112,6 +129,7 @@ def create_engine_for_url(
     *,
     lock_timeout_s: float | None = None,
     mysql_local_infile: bool = True,
+    mssql_bulkcopy: bool = True,
     **pool_options: Any,
 ) -> sa.Engine:
     """A SQLAlchemy engine with the options its backend needs for correct, fast loading.
@@ -123,6 +141,8 @@ def create_engine_for_url(
     * ``mssql+pyodbc``: ``fast_executemany``; pyodbc is imported here, and a missing unixODBC
       library or ODBC driver raises :class:`OdbcDriverMissingError` saying what to install; an
       ``accesstoken`` query parameter becomes ``attrs_before`` (see :func:`azure_sql_url`);
+    * ``mssql+mssqlpython``: partition loads bulk-copy analysis rows (``mssql_bulkcopy=False``
+      keeps them on multi-row INSERTs); an access token becomes a ``token_provider``;
     * MySQL/MariaDB: ``charset=utf8mb4`` (refuses another charset), strict SQL mode (bad data
       is an error, not a warning with a silently changed value), ``pool_recycle`` below the
       server's ``wait_timeout``, and ``local_infile`` so the loader can use LOAD DATA LOCAL
@@ -141,6 +161,7 @@ def create_engine_for_url(
         parsed,
         lock_timeout_s=lock_timeout_s,
         local_infile=mysql_local_infile,
+        bulkcopy=mssql_bulkcopy,
     )
     options: dict[str, Any] = {"pool_pre_ping": True, **pool_options}
     connect_args: dict[str, Any] = dict(options.pop("connect_args", None) or {})

@@ -12,7 +12,7 @@ SQLite          :mod:`.sqlite`                  sqlite        executemany
 PostgreSQL      :mod:`.postgresql`              postgres      binary COPY (psycopg 3)
 MySQL/MariaDB   :mod:`.mysql`                   mysql         LOAD DATA LOCAL INFILE / INSERTs
 SQL Server      :mod:`.mssql`                   sqlserver     fast_executemany (pyodbc),
-                                                              VALUES (mssql-python)
+                                                              bulkcopy + VALUES (mssql-python)
 ==============  ==============================  ============  =================================
 """
 
@@ -30,6 +30,7 @@ from msd_dagster.warehouse.dialects.base import (
     Backend,
     DatabaseEncodingError,
     LockErrorKind,
+    StagedCopy,
 )
 from msd_dagster.warehouse.dialects.mssql import SQLServerBackend
 from msd_dagster.warehouse.dialects.mysql import MySQLBackend
@@ -55,6 +56,7 @@ __all__ = [
     "PostgreSQLBackend",
     "SQLServerBackend",
     "SQLiteBackend",
+    "StagedCopy",
     "backend_class",
     "backend_for",
     "backend_for_url",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol
 
 import pandas as pd
 import sqlalchemy as sa
@@ -52,6 +52,15 @@ BulkPath = Callable[[BulkJob], int]
 
 class DatabaseEncodingError(RuntimeError):
     """The database or connection cannot store arbitrary Unicode text."""
+
+
+class StagedCopy(Protocol):
+    """Rows bulk-copied before the load transaction (see
+    :meth:`Backend.copy_outside_transaction`), moved into their table inside it."""
+
+    def insert_into(self, conn: sa.Connection, target: sa.Table) -> int:
+        """Insert the staged rows into ``target`` in ``conn``'s transaction; return the count."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +149,18 @@ class Backend:
     def bulk_path(self, conn: sa.Connection) -> BulkPath:
         """The fastest exact way this connection's driver writes a frame into a table."""
         return sqlalchemy_executemany
+
+    @contextlib.contextmanager
+    def copy_outside_transaction(
+        self,
+        conn: sa.Connection,
+        frames: Mapping[sa.Table, pd.DataFrame],
+        chunk_rows: int | None,
+    ) -> Iterator[dict[str, StagedCopy]]:
+        """Bulk-copy frames before the load transaction begins, for drivers whose bulk copy
+        cannot join it; yields the staged copies by table name (none here: every table is
+        written inside the transaction by :meth:`bulk_insert`)."""
+        yield {}
 
     # ----------------------------------------------------------------------------------------
     # Staging tables and upserts

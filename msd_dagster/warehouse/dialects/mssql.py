@@ -1,12 +1,14 @@
 """SQL Server / Azure SQL: schema ``dbo``, NVARCHAR text, ``MERGE`` upserts from ``#temp``
-staging tables, ``sp_getapplock`` schema lock, ``SET LOCK_TIMEOUT`` at connect, and two bulk
+staging tables, ``sp_getapplock`` schema lock, ``SET LOCK_TIMEOUT`` at connect, and three bulk
 paths:
 
 * ``mssql+pyodbc``: ``fast_executemany`` with explicit ``setinputsizes`` (the driver cannot
   describe parameters of ``#temp`` tables and would otherwise bind NVARCHAR text as VARCHAR),
   in chunks bounded to 64 MiB of parameter buffer;
-* other drivers (``mssql+mssqlpython``): multi-row ``VALUES`` statements with fewer than 2,100
-  parameters and at most 1,000 rows each.
+* ``mssql+mssqlpython``: multi-row ``VALUES`` statements with fewer than 2,100 parameters and
+  at most 1,000 rows each, inside the load transaction; and for a partition's analysis rows,
+  ``cursor.bulkcopy()`` into per-load staging tables before the transaction
+  (:mod:`.mssql_bulkcopy`, which explains how the partition stays atomic).
 
 Nothing here imports pyodbc or mssql-python at import time: ``import pyodbc`` fails on machines
 without the unixODBC library, so it is imported when an ``mssql+pyodbc`` engine is created.
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import event
 
@@ -27,9 +31,11 @@ from msd_dagster.warehouse.dialects.base import (
     BulkJob,
     BulkPath,
     LockErrorKind,
+    StagedCopy,
     pop_query,
     query_value,
 )
+from msd_dagster.warehouse.dialects.mssql_bulkcopy import bulk_copy_to_staging, drop_temp_table_sql
 from msd_dagster.warehouse.merge_rules import SOURCE_COLUMN, merge_columns
 from msd_dagster.warehouse.rows import (
     column_kind,
@@ -63,6 +69,7 @@ ACCESS_TOKEN_QUERY_KEYS = ("accesstoken", "access_token")
 # The schema lock's own wait (sp_getapplock): longer than the lock timeout, since creating the
 # tables may wait for another process creating them.
 _SCHEMA_LOCK_WAIT_MS = 600_000
+DEFAULT_BULKCOPY_TIMEOUT_S = 3600
 
 
 class OdbcDriverMissingError(ImportError):
@@ -74,7 +81,7 @@ class OdbcDriverMissingError(ImportError):
 
 
 def azure_access_token_connect_args(token: str) -> dict[str, Any]:
-    """``connect_args`` passing an Entra ID access token to pyodbc / mssql-python.
+    """``connect_args`` passing an Entra ID access token to pyodbc.
 
     The ODBC driver wants the token as a length-prefixed UTF-16-LE byte string (the
     ``ACCESSTOKEN`` struct) in connection attribute 1256 (``SQL_COPT_SS_ACCESS_TOKEN``), set
@@ -85,6 +92,27 @@ def azure_access_token_connect_args(token: str) -> dict[str, Any]:
     encoded = token.encode("utf-16-le")
     token_struct = struct.pack(f"<I{len(encoded)}s", len(encoded), encoded)
     return {"attrs_before": {SQL_COPT_SS_ACCESS_TOKEN: token_struct}}
+
+
+@dataclass(frozen=True)
+class _AccessToken:
+    token: str
+    expires_on: int | None = None
+
+
+@dataclass(frozen=True)
+class StaticAccessToken:
+    """An Entra ID access token as mssql-python's ``token_provider`` (an object with
+    ``get_token(scope)``). mssql-python 1.16 hands a ``token_provider``'s token to the separate
+    connection of ``cursor.bulkcopy()``; a raw token in ``attrs_before`` it does not."""
+
+    token: str
+
+    def get_token(self, *_scopes: str, **_kwargs: Any) -> _AccessToken:
+        return _AccessToken(self.token)
+
+    def __repr__(self) -> str:  # never show the token
+        return "StaticAccessToken(***)"
 
 
 def _import_pyodbc() -> Any:
@@ -262,6 +290,7 @@ def mssql_merge_sql(dialect: sa.Dialect, target: sa.Table, stage: sa.Table) -> s
     )
 
 
+@dataclass(frozen=True)
 class SQLServerBackend(Backend):
     name = "mssql"
     dialect_names = ("mssql",)
@@ -274,10 +303,25 @@ class SQLServerBackend(Backend):
     lock_timeout_setting = "LOCK_TIMEOUT"
     distinct_national_text = True
 
+    # mssql+mssqlpython: analysis rows through cursor.bulkcopy() (mssql_bulkcopy); False keeps
+    # them on the multi-row VALUES path inside the transaction.
+    bulkcopy: bool = True
+    bulkcopy_timeout_s: int = DEFAULT_BULKCOPY_TIMEOUT_S
+
     def engine_options(
         self, url: sa.URL, options: dict[str, Any], connect_args: dict[str, Any]
     ) -> sa.URL:
         url, token = pop_query(url, ACCESS_TOKEN_QUERY_KEYS)
+        if self.driver == "mssqlpython":
+            # mssql-python refuses ODBC keywords it controls (Driver) or does not know
+            # (ConnectTimeout: its login timeout is the connect() argument).
+            url, _ = pop_query(url, ("driver",))
+            url, timeout = pop_query(url, ("connecttimeout",))
+            if timeout:
+                connect_args.setdefault("timeout", int(timeout))
+            if token:
+                connect_args.setdefault("token_provider", StaticAccessToken(token))
+            return url
         if self.driver == "pyodbc":
             _require_pyodbc(query_value(url.query, "driver"))
             options.setdefault("fast_executemany", True)
@@ -315,6 +359,21 @@ class SQLServerBackend(Backend):
             return _mssql_fast_executemany
         return _mssql_values
 
+    @contextlib.contextmanager
+    def copy_outside_transaction(
+        self,
+        conn: sa.Connection,
+        frames: Mapping[sa.Table, pd.DataFrame],
+        chunk_rows: int | None,
+    ) -> Iterator[dict[str, StagedCopy]]:
+        if not (self.bulkcopy and self.driver == "mssqlpython"):
+            yield {}
+            return
+        with bulk_copy_to_staging(
+            conn, frames, self.chunk_rows(chunk_rows), timeout_s=self.bulkcopy_timeout_s
+        ) as staged:
+            yield dict(staged)
+
     def stage_name(self, target: sa.Table) -> str:
         return "#" + super().stage_name(target)  # local temp table: private to the session
 
@@ -322,8 +381,7 @@ class SQLServerBackend(Backend):
         return {}
 
     def drop_stage_sql(self, dialect: sa.Dialect, stage: sa.Table) -> str:
-        quoted = dialect.identifier_preparer.quote(stage.name)
-        return f"IF OBJECT_ID('tempdb..{stage.name}') IS NOT NULL DROP TABLE {quoted}"
+        return drop_temp_table_sql(dialect, stage.name)
 
     def upsert_statement(
         self, dialect: sa.Dialect, target: sa.Table, stage: sa.Table
