@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import types
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 
@@ -153,6 +154,8 @@ class FakeServer:
             return [("dm_exec_sessions",)]
         if "transaction_isolation_level" in low:
             return [("READ COMMITTED",)]
+        if "dm_db_resource_stats" in low:
+            return [(datetime(2026, 1, 1, 12, 0, 15), 12.5, 20.0, 87.25)]
         if low.startswith("select count"):
             return [(0,)]
         if low.startswith("select"):

@@ -9,6 +9,7 @@ no staging table behind. None of this ran against a SQL Server.
 
 from __future__ import annotations
 
+import io
 import re
 import types
 from typing import Any
@@ -20,6 +21,7 @@ import sqlalchemy as sa
 
 from msd_dagster.warehouse.bulk import BulkInsertError
 from msd_dagster.warehouse.dialects import mssql as mssql_backend
+from msd_dagster.warehouse.dialects import mssql_verify
 from msd_dagster.warehouse.dialects.mssql import StaticAccessToken
 from msd_dagster.warehouse.partition_load import load_partition
 from msd_dagster.warehouse.schema import ANALYSIS_TABLES, TABLES_BY_NAME, load_columns
@@ -254,3 +256,35 @@ def test_connection_options_of_mssql_python() -> None:
         engine.dispose()
     assert "PWD=S3cret@PW;" in next(d for _, e, d in server.log if e == "connect")
     assert ("execute", "SET LOCK_TIMEOUT 60000") in server.events()
+
+
+def test_azure_verification_run_reports_rows_per_second_and_log_rate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = FakeServer()
+    monkeypatch.setattr(mssql_verify, "ensure_schema", lambda engine: None)  # no catalog here
+    key, frames = mssql_verify.partition_frames(None, None, 6)
+    assert key == "A/A" and len(frames["msd_segment"]) > 0
+    out = io.StringIO()
+    engine = fake_engine(server)
+    try:
+        result = mssql_verify.run(engine, key, frames, loads=2, wait_s=0, out=out)
+    finally:
+        engine.dispose()
+    text = out.getvalue()
+    assert "S3cret" not in text and "loader:***@msd.database.windows.net" in text
+    assert "bulk path for analysis rows: cursor.bulkcopy() into ## staging" in text
+    assert text.count(" rows/s)") == 2 and len(result["rows_per_second"]) == 2
+    assert "peak log write: 87.2% of the limit" in text
+    assert len(server.committed) == 2 and server.global_temp == {}
+
+
+def test_azure_verification_takes_the_database_from_the_environment_only(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MSD_DATABASE_URL", "postgresql+psycopg://u:S3cret@PW@h/db")
+    assert mssql_verify.main([]) == 2
+    err = capsys.readouterr().err
+    assert "is not a SQL Server URL" in err and "S3cret" not in err and "PW" not in err
+    with pytest.raises(SystemExit):
+        mssql_verify.main(["--database-url", "mssql+pyodbc://u:p@h/db"])
