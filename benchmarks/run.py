@@ -295,13 +295,10 @@ def table_write_profile(url: str, parquet_dir: Path) -> dict[str, Any]:
     from msd_dagster.defs.tables import NORMALIZED_NAMES
     from msd_dagster.warehouse.bulk import bulk_insert
     from msd_dagster.warehouse.ddl import warehouse_table
-    from msd_dagster.warehouse.partition_load import (
-        _open_load_connection,
-        _upsert_shared,
-        partition_track_range,
-        prepare_frames,
-    )
+    from msd_dagster.warehouse.partition_load import partition_track_range, prepare_frames
     from msd_dagster.warehouse.schema import SHARED_TABLES, TRACK_TABLES
+    from msd_dagster.warehouse.staging import upsert_shared
+    from msd_dagster.warehouse.transactions import open_load_connection
     from msd_dagster.warehouse.urls import create_engine_for_url
 
     songs_dir = parquet_dir / "normalized" / NORMALIZED_NAMES["msd_track"]
@@ -318,12 +315,12 @@ def table_write_profile(url: str, parquet_dir: Path) -> dict[str, Any]:
     engine = create_engine_for_url(url)
     out: dict[str, Any] = {"partition": partition, "tables": {}}
     try:
-        with _open_load_connection(engine) as conn:
+        with open_load_connection(engine) as conn:
             transaction = conn.begin()
             try:
                 for table in SHARED_TABLES:
                     started = time.perf_counter()
-                    _upsert_shared(conn, warehouse_table(conn, table), prepared[table.name], None)
+                    upsert_shared(conn, warehouse_table(conn, table), prepared[table.name], None)
                     out["tables"][table.name] = _rate(len(prepared[table.name]), started)
                 started = time.perf_counter()
                 for table in reversed(TRACK_TABLES):

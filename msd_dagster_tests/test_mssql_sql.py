@@ -35,6 +35,7 @@ from msd_dagster.warehouse.bulk import (
     mssql_values_statements,
 )
 from msd_dagster.warehouse.ddl import warehouse_metadata, warehouse_table
+from msd_dagster.warehouse.dialects import mssql as mssql_backend
 from msd_dagster.warehouse.partition_load import stage_table, upsert_statement
 from msd_dagster.warehouse.queries import partition_filter
 from msd_dagster.warehouse.schema import MSD_TABLES, TABLES_BY_NAME, load_columns
@@ -338,7 +339,13 @@ def test_values_statements_cover_all_rows() -> None:
 
 
 def test_azure_sql_url() -> None:
-    url = azure_sql_url("tcp:msd-sql.database.windows.net,1433", "msd", "loader", "p@ss;w{o}rd")
+    url = azure_sql_url(
+        "tcp:msd-sql.database.windows.net,1433",
+        "msd",
+        "loader",
+        "p@ss;w{o}rd",
+        python_driver="pyodbc",
+    )
     assert url.drivername == "mssql+pyodbc"
     assert (url.host, url.port, url.database, url.username) == (
         "msd-sql.database.windows.net",
@@ -367,6 +374,7 @@ def test_azure_sql_url() -> None:
         trust_server_certificate=True,
         driver="ODBC Driver 17 for SQL Server",
         timeout=5,
+        python_driver="pyodbc",
     )
     assert (
         local.port == 1433
@@ -451,31 +459,40 @@ def test_missing_odbc_library_simulated(monkeypatch: pytest.MonkeyPatch) -> None
     def no_libodbc() -> None:
         raise ImportError("libodbc.so.2: cannot open shared object file: No such file or directory")
 
-    monkeypatch.setattr(urls, "_import_pyodbc", no_libodbc)
+    monkeypatch.setattr(mssql_backend, "_import_pyodbc", no_libodbc)
     with pytest.raises(
         OdbcDriverMissingError, match=r"libodbc\.so\.2.*msodbcsql18 unixodbc.*mssql\+mssqlpython"
     ):
-        create_engine_for_url(azure_sql_url("s.database.windows.net", "d", "u", "p"))
+        create_engine_for_url(
+            azure_sql_url("s.database.windows.net", "d", "u", "p", python_driver="pyodbc")
+        )
 
 
 def test_missing_odbc_driver_and_engine_options(monkeypatch: pytest.MonkeyPatch) -> None:
     installed = ["FreeTDS"]
-    monkeypatch.setattr(urls, "_import_pyodbc", lambda: SimpleNamespace(drivers=lambda: installed))
+    monkeypatch.setattr(
+        mssql_backend, "_import_pyodbc", lambda: SimpleNamespace(drivers=lambda: installed)
+    )
     with pytest.raises(
         OdbcDriverMissingError, match="'ODBC Driver 18 for SQL Server' is not installed"
     ):
-        create_engine_for_url(azure_sql_url("s.database.windows.net", "d", "u", "p"))
+        create_engine_for_url(
+            azure_sql_url("s.database.windows.net", "d", "u", "p", python_driver="pyodbc")
+        )
 
     installed.append("ODBC Driver 18 for SQL Server")
     created: dict[str, Any] = {}
+    real_create_engine = sa.create_engine
 
-    def fake_create_engine(url: sa.URL, **options: Any) -> str:
+    def fake_create_engine(url: sa.URL, **options: Any) -> sa.Engine:
         created.update(url=url, **options)
-        return "engine"
+        return real_create_engine("sqlite://")  # never connected
 
     monkeypatch.setattr(urls.sa, "create_engine", fake_create_engine)
-    token_url = azure_sql_url("s.database.windows.net", "d", access_token="tok", timeout=12)
-    assert create_engine_for_url(token_url, pool_size=3) == "engine"  # type: ignore[comparison-overlap]
+    token_url = azure_sql_url(
+        "s.database.windows.net", "d", access_token="tok", timeout=12, python_driver="pyodbc"
+    )
+    assert isinstance(create_engine_for_url(token_url, pool_size=3), sa.Engine)
     assert created["fast_executemany"] is True and created["pool_pre_ping"] is True
     assert created["pool_size"] == 3
     assert "accesstoken" not in created["url"].query  # moved out of the connection string

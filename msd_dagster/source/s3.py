@@ -39,6 +39,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
+from msd_dagster.secrets import mask_text
 from msd_dagster.source.layout import (
     MAX_SONG_FILE_BYTES,
     PARTITION_KEY_PATTERN,
@@ -129,8 +130,6 @@ _OBJECT_PROBLEMS = {
     ),
     "InvalidObjectState": "archived (e.g. Glacier): restore the object to load it",
 }
-# Redact anything that looks like an access key id, should a server echo one back.
-_ACCESS_KEY_RE = re.compile(r"\b(?:AKIA|ASIA|AROA|AIDA)[A-Z0-9]{12,}\b")
 _STREAMING_ERRORS = (
     ResponseStreamingError,
     IncompleteReadError,
@@ -185,7 +184,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     # rejects credentials pasted into the URL as user:secret@bucket.
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._\-]{1,254}", bucket):
         raise ValueError(
-            f"invalid S3 bucket name in {_redact(url)!r}: expected letters, digits, '.', '-' "
+            f"invalid S3 bucket name in {mask_text(url)!r}: expected letters, digits, '.', '-' "
             "and '_' only (s3://bucket[/prefix])"
         )
     return bucket, _normalize_prefix(prefix)
@@ -254,12 +253,6 @@ def make_s3_client(
 
 # --------------------------------------------------------------------------------------------
 # Error translation
-
-
-def _redact(text: str) -> str:
-    text = _ACCESS_KEY_RE.sub("<redacted>", text)
-    # scheme://user:secret@host style URLs (S3 URLs, endpoint URLs)
-    return re.sub(r"([a-z][a-z0-9+.\-]*://)[^/@\s]*@", r"\1<redacted>@", text)
 
 
 def _endpoint_of(client: Any) -> str:
@@ -334,7 +327,7 @@ def _translate(
     where = f"bucket {bucket!r}, prefix {prefix!r}"
     if key is not None:
         where += f", key {key!r}"
-    message = _redact(
+    message = mask_text(
         f"S3 {operation} failed for {where} (s3://{bucket}/{prefix}) at {_endpoint_of(client)}: "
         f"{detail}. Check: {_hint_for(code)}"
     )

@@ -1,5 +1,8 @@
 """The SQL warehouse: table definitions, DDL, bulk loading, partition loads and check queries.
 
+What differs between databases lives in one module per backend under
+:mod:`msd_dagster.warehouse.dialects`, behind the ``Backend`` interface (``backend_for``).
+
 Importing this package never imports pyodbc (it fails on machines without unixODBC); the
 driver is imported lazily by :func:`create_engine_for_url` for ``mssql+pyodbc`` URLs.
 """

@@ -9,26 +9,33 @@ serialize on a database lock). It
   missing natural-key uniqueness, recorded version/fingerprint) and raises
   :class:`SchemaMismatchError` naming every difference instead of silently mixing layouts.
 
-Dialect helpers shared by the loader and the checks also live here: on SQL Server the tables
-are placed in schema ``dbo`` (:func:`warehouse_table`), SQLite engines get foreign keys, WAL and
-a busy timeout (:func:`install_sqlite_pragmas`).
+Where the tables are placed also lives here: in the backend's schema (``dbo`` on SQL Server,
+:func:`warehouse_table`). What differs per backend (the schema lock, the encoding check, how a
+reflected float reads) comes from :mod:`msd_dagster.warehouse.dialects`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
-import weakref
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.dialects import mssql, mysql, postgresql, sqlite
 
+from msd_dagster.warehouse.dialects import Backend, DatabaseEncodingError, backend_for
+
+# Re-exported: these lived here before the backend modules.
+from msd_dagster.warehouse.dialects.mssql import MSSQL_SCHEMA
+from msd_dagster.warehouse.dialects.sqlite import (
+    DEFAULT_SQLITE_BUSY_TIMEOUT_S,
+    SQLITE_BEGIN_OPTION,
+    create_sqlite_engine,
+    install_sqlite_pragmas,
+    sqlite_pragmas_installed,
+)
+from msd_dagster.warehouse.rows import qualified_name
 from msd_dagster.warehouse.schema import (
     MSD_TABLES,
     NATURAL_KEYS,
@@ -36,20 +43,30 @@ from msd_dagster.warehouse.schema import (
     metadata,
     msd_schema_version,
 )
+from msd_dagster.warehouse.transactions import retry_transient
 
-# SQL Server: every warehouse table lives in this schema (``SELECT COUNT(1) FROM dbo.msd_bar``).
-MSSQL_SCHEMA = "dbo"
-
-# Connection execution option read by the SQLite "begin" listener: "IMMEDIATE" takes the write
-# lock when the transaction starts, so two loaders queue on the busy timeout instead of failing
-# with SQLITE_BUSY when a deferred reader tries to upgrade to a writer.
-SQLITE_BEGIN_OPTION = "msd_sqlite_begin"
-DEFAULT_SQLITE_BUSY_TIMEOUT_S = 300.0
+__all__ = [
+    "ALL_TABLES",
+    "DEFAULT_SQLITE_BUSY_TIMEOUT_S",
+    "MSSQL_SCHEMA",
+    "SQLITE_BEGIN_OPTION",
+    "DatabaseEncodingError",
+    "SchemaMismatchError",
+    "create_sqlite_engine",
+    "drop_schema",
+    "ensure_schema",
+    "install_sqlite_pragmas",
+    "qualified_name",
+    "schema_fingerprint",
+    "sqlite_pragmas_installed",
+    "warehouse_metadata",
+    "warehouse_table",
+]
 
 ALL_TABLES: tuple[sa.Table, ...] = (msd_schema_version, *MSD_TABLES)
-
-_SCHEMA_LOCK_NAME = "msd_dagster_schema"
-_PG_SCHEMA_LOCK_KEY = 0x6D73645F736368  # arbitrary constant bigint ("msd_sch")
+# Lost connections during the schema check are retried (it only reads, or creates what is
+# missing under the schema lock), like a load's deadlocks.
+SCHEMA_CHECK_RETRIES = 3
 
 
 class SchemaMismatchError(RuntimeError):
@@ -69,124 +86,39 @@ class SchemaMismatchError(RuntimeError):
         )
 
 
-class DatabaseEncodingError(RuntimeError):
-    """The database or connection cannot store arbitrary Unicode text."""
-
-
 # --------------------------------------------------------------------------------------------
-# Dialect helpers
+# Where the tables are
 
-
-def _dialect_of(bind: sa.Engine | sa.Connection | sa.Dialect) -> sa.Dialect:
-    return bind if isinstance(bind, sa.Dialect) else bind.dialect
-
-
-_dbo_metadata: sa.MetaData | None = None
+_placed: dict[str, sa.MetaData] = {}
 
 
 def warehouse_metadata(bind: sa.Engine | sa.Connection | sa.Dialect) -> sa.MetaData:
-    """The table definitions as they are placed on this dialect (schema ``dbo`` on SQL Server).
+    """The table definitions as they are placed on this backend (schema ``dbo`` on SQL Server).
 
     Explicit copies instead of a ``schema_translate_map``: staging ``#temp`` tables must not be
     translated, and textual statements (MERGE, COPY) can quote the real schema-qualified name.
     """
-    global _dbo_metadata
-    if _dialect_of(bind).name != "mssql":
+    schema = backend_for(bind).table_schema
+    if schema is None:
         return metadata
-    if _dbo_metadata is None:
+    if schema not in _placed:
         copy = sa.MetaData()
         for table in ALL_TABLES:  # parents first, so foreign keys resolve inside the copy
-            table.to_metadata(copy, schema=MSSQL_SCHEMA)
-        _dbo_metadata = copy
-    return _dbo_metadata
+            table.to_metadata(copy, schema=schema)
+        _placed[schema] = copy
+    return _placed[schema]
 
 
 def warehouse_table(
     bind: sa.Engine | sa.Connection | sa.Dialect, table: sa.Table | str
 ) -> sa.Table:
-    """The warehouse table ``table`` (object or name) as placed on this dialect."""
+    """The warehouse table ``table`` (object or name) as placed on this backend."""
     name = table if isinstance(table, str) else table.name
-    md = warehouse_metadata(bind)
-    key = f"{MSSQL_SCHEMA}.{name}" if md is not metadata else name
+    schema = backend_for(bind).table_schema
     try:
-        return md.tables[key]
+        return warehouse_metadata(bind).tables[f"{schema}.{name}" if schema else name]
     except KeyError:
         raise ValueError(f"unknown warehouse table {name!r}") from None
-
-
-def qualified_name(dialect: sa.Dialect, table: sa.Table) -> str:
-    """The quoted, schema-qualified name of ``table`` for hand-written SQL (COPY, MERGE ...)."""
-    prep = dialect.identifier_preparer
-    name = prep.quote(table.name)
-    return f"{prep.quote_schema(table.schema)}.{name}" if table.schema else name
-
-
-# --------------------------------------------------------------------------------------------
-# SQLite engines
-
-_sqlite_configured: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
-
-
-def install_sqlite_pragmas(
-    engine: sa.Engine, *, busy_timeout_s: float = DEFAULT_SQLITE_BUSY_TIMEOUT_S, wal: bool = True
-) -> sa.Engine:
-    """Make a SQLite engine safe for concurrent partition loads (no-op for other dialects).
-
-    Every new connection gets ``foreign_keys=ON`` (SQLite ignores foreign keys otherwise),
-    ``journal_mode=WAL`` (readers never block the writer) and a busy timeout (a second loader
-    waits for the first instead of failing). Transactions are begun explicitly, so DDL and
-    DML of a load share one transaction, and ``BEGIN IMMEDIATE`` can be requested with the
-    :data:`SQLITE_BEGIN_OPTION` execution option. Call it before the engine's first connection.
-    """
-    if engine.dialect.name != "sqlite" or engine in _sqlite_configured:
-        return engine
-    timeout_ms = int(busy_timeout_s * 1000)
-    in_memory = engine.url.database in (None, "", ":memory:")
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Driver-level autocommit: pysqlite would otherwise BEGIN lazily (DEFERRED, and not
-        # before DDL); the "begin" listener below emits BEGIN itself.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={timeout_ms}")
-            if wal and not in_memory:
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough with WAL
-        finally:
-            cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: sa.Connection) -> None:
-        options = conn.get_execution_options()
-        if options.get("isolation_level") == "AUTOCOMMIT":
-            return
-        mode = str(options.get(SQLITE_BEGIN_OPTION, "DEFERRED")).upper()
-        if mode not in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
-            raise ValueError(f"{SQLITE_BEGIN_OPTION} must be DEFERRED/IMMEDIATE/EXCLUSIVE")
-        conn.exec_driver_sql(f"BEGIN {mode}")
-
-    _sqlite_configured.add(engine)
-    return engine
-
-
-def sqlite_pragmas_installed(engine: sa.Engine) -> bool:
-    return engine in _sqlite_configured
-
-
-def create_sqlite_engine(
-    path: str | Path,
-    *,
-    busy_timeout_s: float = DEFAULT_SQLITE_BUSY_TIMEOUT_S,
-    **engine_options: Any,
-) -> sa.Engine:
-    """A SQLite engine on ``path`` with the pragmas of :func:`install_sqlite_pragmas`."""
-    connect_args = dict(engine_options.pop("connect_args", None) or {})
-    connect_args.setdefault("timeout", busy_timeout_s)
-    engine = sa.create_engine(f"sqlite:///{path}", connect_args=connect_args, **engine_options)
-    return install_sqlite_pragmas(engine, busy_timeout_s=busy_timeout_s)
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,22 +166,11 @@ def schema_fingerprint() -> str:
 # Comparing existing tables with the definitions
 
 
-def _type_signature(type_: sa.types.TypeEngine, dialect: sa.Dialect) -> tuple[Any, ...]:
+def _type_signature(type_: sa.types.TypeEngine, backend: Backend) -> tuple[Any, ...]:
     """A comparable summary of a column type: family plus what decides whether data survives."""
     name = type(type_).__name__.upper()
     if isinstance(type_, sa.Float):
-        precision = getattr(type_, "precision", None)
-        if dialect.name == "sqlite":
-            bits = 64  # SQLite REAL is always an 8-byte IEEE double
-        elif "REAL" in name:
-            bits = 32
-        elif dialect.name in ("mysql", "mariadb") and "DOUBLE" not in name:
-            bits = 64 if precision is not None and precision > 24 else 32
-        elif precision is not None and precision <= 24:
-            bits = 32
-        else:
-            bits = 64
-        return ("float", bits)
+        return ("float", backend.float_bits(type_, name))
     if isinstance(type_, sa.Numeric):
         return ("decimal", getattr(type_, "precision", None), getattr(type_, "scale", None))
     if isinstance(type_, sa.Integer):
@@ -262,8 +183,8 @@ def _type_signature(type_: sa.types.TypeEngine, dialect: sa.Dialect) -> tuple[An
         return ("int", bits)
     if isinstance(type_, sa.String):
         national = isinstance(type_, sa.Unicode | sa.NCHAR | sa.NVARCHAR) or name.startswith("N")
-        if dialect.name != "mssql":
-            national = True  # only SQL Server has separate non-Unicode text types
+        if not backend.distinct_national_text:
+            national = True  # every text is Unicode there
         return ("text", getattr(type_, "length", None), national)
     if isinstance(type_, sa.DateTime):
         return ("datetime",)
@@ -285,8 +206,9 @@ def _describe(sig: tuple[Any, ...]) -> str:
 def _column_problem(
     table: str, column: sa.Column, reflected: dict[str, Any], dialect: sa.Dialect
 ) -> str | None:
-    expected = _type_signature(column.type.dialect_impl(dialect), dialect)
-    actual = _type_signature(reflected["type"], dialect)
+    backend = backend_for(dialect)
+    expected = _type_signature(column.type.dialect_impl(dialect), backend)
+    actual = _type_signature(reflected["type"], backend)
     where = f"{table}.{column.name}: database type {reflected['type']}"
     if expected[0] != actual[0]:
         return f"{where} is {_describe(actual)}, the definition needs {_describe(expected)}"
@@ -354,62 +276,10 @@ def _table_problems(
 # ensure_schema
 
 
-@contextlib.contextmanager
-def _schema_lock(engine: sa.Engine) -> Iterator[sa.Connection]:
-    """A connection holding a database-wide lock, so concurrent ensure_schema calls serialize."""
-    name = engine.dialect.name
-    with engine.connect() as conn:
-        if name == "sqlite":
-            conn = conn.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
-        if name in ("mysql", "mariadb"):
-            # DDL commits implicitly on MySQL, so the lock is a session lock, not a transaction.
-            got = conn.exec_driver_sql(f"SELECT GET_LOCK('{_SCHEMA_LOCK_NAME}', 600)").scalar()
-            if got != 1:
-                raise TimeoutError("could not acquire the schema lock (GET_LOCK) in 600 s")
-            try:
-                yield conn
-                conn.commit()
-            finally:
-                with contextlib.suppress(sa.exc.DBAPIError):
-                    conn.rollback()
-                    conn.exec_driver_sql(f"SELECT RELEASE_LOCK('{_SCHEMA_LOCK_NAME}')")
-                    conn.commit()
-            return
-        with conn.begin():
-            if name == "postgresql":
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_SCHEMA_LOCK_KEY)))
-            elif name == "mssql":
-                conn.exec_driver_sql(
-                    f"EXEC sp_getapplock @Resource = '{_SCHEMA_LOCK_NAME}', "
-                    "@LockMode = 'Exclusive', @LockOwner = 'Transaction', @LockTimeout = 600000"
-                )
-            yield conn
-
-
-def _check_encoding(conn: sa.Connection) -> None:
-    name = conn.dialect.name
-    if name == "postgresql":
-        encoding = conn.exec_driver_sql("SHOW server_encoding").scalar()
-        if str(encoding).upper() not in ("UTF8", "UTF-8"):
-            raise DatabaseEncodingError(
-                f"PostgreSQL database encoding is {encoding}: non-Latin text (e.g. Gurmukhi or CJK "
-                "tags) cannot be stored. Create the database with ENCODING 'UTF8' "
-                "(CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)."
-            )
-    elif name in ("mysql", "mariadb"):
-        charset = conn.exec_driver_sql("SELECT @@character_set_connection").scalar()
-        if str(charset).lower() != "utf8mb4":
-            raise DatabaseEncodingError(
-                f"MySQL connection character set is {charset}: 4-byte characters (emoji, rare CJK) "
-                "would be rejected or replaced. Connect with ?charset=utf8mb4 "
-                "(create_engine_for_url does this)."
-            )
-
-
 def _schema_state(conn: sa.Connection) -> tuple[set[str], list[str], list[tuple[Any, Any]]]:
     """(existing msd tables, differences from the definitions, recorded version rows)."""
     dialect = conn.dialect
-    schema = MSSQL_SCHEMA if dialect.name == "mssql" else None
+    schema = backend_for(conn).table_schema
     fingerprint = schema_fingerprint()
     inspector = sa.inspect(conn)
     existing = {n.lower() for n in inspector.get_table_names(schema=schema)}
@@ -445,7 +315,7 @@ def _schema_is_current(engine: sa.Engine) -> bool:
     """Every table exists, matches and is recorded: checked without the schema lock, so a load
     does not wait for another partition's load transaction (SQLite's single write lock)."""
     with engine.connect() as conn:
-        _check_encoding(conn)
+        backend_for(engine).check_encoding(conn)
         existing, problems, recorded = _schema_state(conn)
     return (
         not problems and len(recorded) == 1 and all(t.name.lower() in existing for t in ALL_TABLES)
@@ -458,13 +328,24 @@ def ensure_schema(engine: sa.Engine) -> None:
     Raises :class:`SchemaMismatchError` (listing every table/column difference and what to do)
     when existing tables or the recorded schema version/fingerprint differ; nothing is created
     or changed in that case. Raises :class:`DatabaseEncodingError` when the database cannot hold
-    arbitrary Unicode.
+    arbitrary Unicode. A lost connection or a lock timeout is retried a few times (then raised:
+    ``is_transient_database_error`` says it is worth retrying later).
     """
+    backend = backend_for(engine)
+    retry_transient(
+        lambda: _ensure_schema_once(engine, backend),
+        "schema check",
+        SCHEMA_CHECK_RETRIES,
+        backend=backend,
+    )
+
+
+def _ensure_schema_once(engine: sa.Engine, backend: Backend) -> None:
     if _schema_is_current(engine):
         return
     dialect = engine.dialect
-    with _schema_lock(engine) as conn:
-        _check_encoding(conn)
+    with backend.schema_lock(engine) as conn:
+        backend.check_encoding(conn)
         _existing, problems, recorded = _schema_state(conn)
         if problems:
             raise SchemaMismatchError(problems)

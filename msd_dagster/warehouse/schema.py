@@ -275,6 +275,8 @@ TRACK_TABLES: tuple[sa.Table, ...] = (
     msd_tatum,
     msd_segment,
 )
+# The analysis tables (99% of the rows): children of msd_track.
+ANALYSIS_TABLES: tuple[sa.Table, ...] = tuple(t for t in TRACK_TABLES if t is not msd_track)
 MSD_TABLES: tuple[sa.Table, ...] = SHARED_TABLES + TRACK_TABLES
 TABLES_BY_NAME: dict[str, sa.Table] = {t.name: t for t in MSD_TABLES}
 

@@ -2,16 +2,16 @@
 
 ``load_shared_tables`` writes the six shared tables (``msd_r_term``, ``msd_r_mbtag``,
 ``msd_artist``, ``msd_artist_term``, ``msd_artist_mbtag``, ``msd_artist_similarity``) in one
-transaction with the staging and upsert machinery of :mod:`.partition_load`:
+transaction with the staging and upsert machinery of :mod:`.staging`:
 
-* rows whose natural key is missing are inserted (partition_load's upsert statement);
+* rows whose natural key is missing are inserted (the partition loads' upsert statement);
 * rows that exist are never overwritten: an incoming row may only **fill** columns that are
   NULL in the existing row (``COALESCE(existing, incoming)``), so a song-file row keeps every
   value it has, and gains e.g. a location it lacks. ``source_track_id`` is never filled;
 * nothing is deleted.
 
 The incoming ``msd_artist`` rows are meant to have ``source_track_id`` NULL (AdditionalFiles
-rows): partition_load's upsert never lets a NULL-source row replace an existing one, and this
+rows): the upsert never lets a NULL-source row replace an existing one (merge_rules), and this
 module adds the fill. Rerunning with the same frames changes nothing.
 """
 
@@ -23,20 +23,17 @@ from dataclasses import dataclass, field
 import pandas as pd
 import sqlalchemy as sa
 
-from msd_dagster.warehouse.bulk import bulk_insert
 from msd_dagster.warehouse.ddl import warehouse_table
-from msd_dagster.warehouse.partition_load import (
-    SOURCE_COLUMN,
-    _drop_stage_sql,
-    _invalidate_if_disconnected,
-    _key_match,
-    _open_load_connection,
-    _upsert_shared,
-    prepare_frames,
-    retry_deadlocks,
-    stage_table,
-)
+from msd_dagster.warehouse.dialects import backend_for
+from msd_dagster.warehouse.merge_rules import SOURCE_COLUMN, key_match
+from msd_dagster.warehouse.partition_load import prepare_frames
 from msd_dagster.warehouse.schema import NATURAL_KEYS, SHARED_TABLES, TRACK_TABLES, load_columns
+from msd_dagster.warehouse.staging import create_stage, drop_stage, upsert_shared
+from msd_dagster.warehouse.transactions import (
+    invalidate_if_disconnected,
+    open_load_connection,
+    retry_deadlocks,
+)
 
 SHARED_TABLE_NAMES: tuple[str, ...] = tuple(t.name for t in SHARED_TABLES)
 
@@ -93,14 +90,9 @@ def _fill_nulls(
     columns = _fill_columns(target, df)
     if df.empty or not columns:
         return 0
-    dialect = conn.dialect
-    keys = list(NATURAL_KEYS[target.name])
-    stage = stage_table(dialect, target)
-    conn.exec_driver_sql(_drop_stage_sql(dialect, stage))
-    stage.create(conn)
-    bulk_insert(conn, stage, df, chunk_rows=chunk_rows)
+    stage = create_stage(conn, target, df, chunk_rows)
     fillable = sa.or_(*[sa.and_(target.c[c].is_(None), stage.c[c].is_not(None)) for c in columns])
-    match = _key_match(target, stage, keys)
+    match = key_match(target, stage, NATURAL_KEYS[target.name])
     filled = conn.execute(
         sa.select(sa.func.count()).select_from(target.join(stage, match)).where(fillable)
     ).scalar_one()
@@ -110,7 +102,7 @@ def _fill_nulls(
             .where(match, fillable)
             .values({c: sa.func.coalesce(target.c[c], stage.c[c]) for c in columns})
         )
-    conn.exec_driver_sql(_drop_stage_sql(dialect, stage))
+    drop_stage(conn, stage)
     return int(filled)
 
 
@@ -138,7 +130,7 @@ def _load_once(
 ) -> SharedLoadResult:
     dialect = engine.dialect
     result = SharedLoadResult()
-    with _open_load_connection(engine) as conn:
+    with open_load_connection(engine) as conn:
         try:
             with conn.begin():
                 if before_load is not None:
@@ -148,10 +140,10 @@ def _load_once(
                     df = prepared[table.name]
                     result.filled[table.name] = _fill_nulls(conn, target, df, chunk_rows)
                     # Inserts the missing keys; existing rows are left alone (a NULL-source
-                    # artist row never wins partition_load's artist rule).
-                    result.inserted[table.name] = _upsert_shared(conn, target, df, chunk_rows)
+                    # artist row never wins the artist rule).
+                    result.inserted[table.name] = upsert_shared(conn, target, df, chunk_rows)
         except BaseException as exc:
-            _invalidate_if_disconnected(conn, exc)
+            invalidate_if_disconnected(conn, exc)
             raise
     return result
 
@@ -178,4 +170,5 @@ def load_shared_tables(
         lambda: _load_once(engine, prepared, chunk_rows, before_load),
         "shared tables",
         deadlock_retries,
+        backend=backend_for(engine),
     )

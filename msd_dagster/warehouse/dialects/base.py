@@ -1,0 +1,282 @@
+"""The interface every database backend implements, with the generic (ANSI SQL) behaviour.
+
+A :class:`Backend` says what differs between databases, in one place per backend: engine
+options and URL rules, the bulk path and its chunking, staging-table DDL and the upsert
+statement, the schema lock, the encoding check, the lock timeout and which driver errors are
+lock errors. Generic code (``ddl``, ``bulk``, ``staging``, ``partition_load`` ...) asks
+``backend_for(engine)`` and never compares dialect names. Class attributes are the backend's
+fixed capabilities; instance fields are the options of one engine.
+
+Nothing here or in the backend modules imports a database driver at import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol
+
+import pandas as pd
+import sqlalchemy as sa
+
+from msd_dagster.warehouse.merge_rules import (
+    SOURCE_COLUMN,
+    STAGE_PREFIX,
+    artist_wins,
+    insert_missing,
+    key_absent,
+    merge_columns,
+    merged_artist_value,
+    stage_columns,
+)
+from msd_dagster.warehouse.rows import row_batches
+from msd_dagster.warehouse.schema import NATURAL_KEYS
+
+LockErrorKind = Literal["deadlock", "lock timeout"]
+
+
+class BulkJob(NamedTuple):
+    """A frame to write into ``table`` in ``conn``'s transaction, ``chunk_rows`` at a time."""
+
+    conn: sa.Connection
+    table: sa.Table
+    columns: Sequence[sa.Column]  # the table's non-identity columns, in the frame
+    df: pd.DataFrame
+    chunk_rows: int
+
+
+# A backend's way of writing a job: returns the rows written.
+BulkPath = Callable[[BulkJob], int]
+
+
+class DatabaseEncodingError(RuntimeError):
+    """The database or connection cannot store arbitrary Unicode text."""
+
+
+class StagedCopy(Protocol):
+    """Rows bulk-copied before the load transaction (see
+    :meth:`Backend.copy_outside_transaction`), moved into their table inside it."""
+
+    def insert_into(self, conn: sa.Connection, target: sa.Table) -> int:
+        """Insert the staged rows into ``target`` in ``conn``'s transaction; return the count."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """One database backend: its capabilities, and the SQL and paths that differ."""
+
+    # Fixed capabilities, overridden by each backend module.
+    name: ClassVar[str] = "generic"
+    dialect_names: ClassVar[tuple[str, ...]] = ()  # SQLAlchemy dialect names served
+    display_name: ClassVar[str] = "SQL database"
+    # The kind Dagster's catalog shows: "postgres", "sqlserver", "mysql", "sqlite".
+    catalog_kind: ClassVar[str] = "sql"
+    # Top-level packages of the DB-API drivers, to tell whose errors an exception is.
+    driver_packages: ClassVar[tuple[str, ...]] = ()
+    table_schema: ClassVar[str | None] = None  # where the msd_* tables live (None: default)
+    default_chunk_rows: ClassVar[int] = 10_000  # rows converted and sent per bulk chunk
+    default_lock_timeout_s: ClassVar[float | None] = None  # None: the server's own
+    lock_timeout_setting: ClassVar[str] = "lock timeout"  # named in lock-timeout errors
+    distinct_national_text: ClassVar[bool] = False  # VARCHAR vs NVARCHAR (SQL Server)
+    temp_schema: ClassVar[str] = ""  # prefix naming a temporary table in DROP ("pg_temp.")
+    # The dialect's INSERT with ON CONFLICT (PostgreSQL, SQLite): upserts use it when set.
+    on_conflict_insert: ClassVar[Callable[[sa.Table], Any] | None] = None
+
+    # Options of one engine.
+    driver: str = ""
+    lock_timeout_s: float | None = None  # None: default_lock_timeout_s
+
+    def __post_init__(self) -> None:
+        if self.lock_timeout_s is None:
+            object.__setattr__(self, "lock_timeout_s", self.default_lock_timeout_s)
+
+    # ----------------------------------------------------------------------------------------
+    # Engines and connections
+
+    def engine_options(
+        self, url: sa.URL, options: dict[str, Any], connect_args: dict[str, Any]
+    ) -> sa.URL:
+        """Adjust ``url``, engine ``options`` and driver ``connect_args`` (in place) before the
+        engine is created; return the URL to connect to."""
+        return url
+
+    def configure_engine(self, engine: sa.Engine) -> None:
+        """Install event listeners on a new engine, before its first connection."""
+
+    def writer(self, conn: sa.Connection) -> sa.Connection:
+        """``conn`` set up to take the write lock when its transaction begins (SQLite)."""
+        return conn
+
+    def prepare_load_connection(self, conn: sa.Connection) -> sa.Connection:
+        """``conn`` (just opened, no transaction yet) ready for a partition load."""
+        return self.writer(conn)
+
+    @contextlib.contextmanager
+    def schema_lock(self, engine: sa.Engine) -> Iterator[sa.Connection]:
+        """A connection in a transaction holding a database-wide lock, so concurrent
+        ``ensure_schema`` calls serialize."""
+        with engine.connect() as conn:
+            conn = self.writer(conn)
+            with conn.begin():
+                self.lock_schema(conn)
+                yield conn
+
+    def lock_schema(self, conn: sa.Connection) -> None:
+        """Take the schema lock inside ``conn``'s transaction."""
+
+    def check_encoding(self, conn: sa.Connection) -> None:
+        """Raise :class:`DatabaseEncodingError` when text cannot round-trip."""
+
+    def float_bits(self, type_: sa.Float, type_name: str) -> int:
+        """Bits of a reflected float column type (``type_name``: its class name, upper)."""
+        precision = getattr(type_, "precision", None)
+        if "REAL" in type_name or (precision is not None and precision <= 24):
+            return 32
+        return 64
+
+    # ----------------------------------------------------------------------------------------
+    # Bulk loading
+
+    def chunk_rows(self, chunk_rows: int | None) -> int:
+        if chunk_rows is None:
+            return self.default_chunk_rows
+        if chunk_rows < 1:
+            raise ValueError("chunk_rows must be positive")
+        return chunk_rows
+
+    def bulk_path(self, conn: sa.Connection) -> BulkPath:
+        """The fastest exact way this connection's driver writes a frame into a table."""
+        return sqlalchemy_executemany
+
+    @contextlib.contextmanager
+    def copy_outside_transaction(
+        self,
+        conn: sa.Connection,
+        frames: Mapping[sa.Table, pd.DataFrame],
+        chunk_rows: int | None,
+    ) -> Iterator[dict[str, StagedCopy]]:
+        """Bulk-copy frames before the load transaction begins, for drivers whose bulk copy
+        cannot join it; yields the staged copies by table name (none here: every table is
+        written inside the transaction by :meth:`bulk_insert`)."""
+        yield {}
+
+    # ----------------------------------------------------------------------------------------
+    # Staging tables and upserts
+
+    def stage_name(self, target: sa.Table) -> str:
+        return STAGE_PREFIX + target.name
+
+    def stage_table_kwargs(self) -> dict[str, Any]:
+        return {"prefixes": ["TEMPORARY"]}
+
+    def stage_table(self, target: sa.Table) -> sa.Table:
+        """A temporary table with ``target``'s loaded columns and its natural key as PK."""
+        return sa.Table(
+            self.stage_name(target),
+            sa.MetaData(),
+            *stage_columns(target),
+            sa.PrimaryKeyConstraint(*NATURAL_KEYS[target.name]),
+            **self.stage_table_kwargs(),
+        )
+
+    def drop_stage_sql(self, dialect: sa.Dialect, stage: sa.Table) -> str:
+        quoted = dialect.identifier_preparer.quote(stage.name)
+        return f"DROP TABLE IF EXISTS {self.temp_schema}{quoted}"
+
+    def upsert_statement(
+        self, dialect: sa.Dialect, target: sa.Table, stage: sa.Table
+    ) -> sa.Executable | str:
+        """The set-based statement moving ``stage`` into ``target`` (merge_rules): INSERT ...
+        ON CONFLICT where the dialect has it, else (generic SQL) a plain insert of the missing
+        keys, without concurrent-insert protection."""
+        if self.on_conflict_insert is not None:
+            return on_conflict_upsert(self.on_conflict_insert, target, stage)
+        return insert_missing(target, stage)
+
+    # ----------------------------------------------------------------------------------------
+    # Errors
+
+    @classmethod
+    def lock_error(cls, orig: BaseException) -> LockErrorKind | None:
+        """``"deadlock"`` / ``"lock timeout"`` when the driver error ``orig`` is one (the
+        transaction can simply be rerun), else None."""
+        return None
+
+    def lock_timeout_text(self) -> str:
+        """The configured lock wait, for messages: ``PostgreSQL lock_timeout = 60 s``."""
+        if self.lock_timeout_s is None:
+            return f"{self.display_name} {self.lock_timeout_setting}: the server's default"
+        return f"{self.display_name} {self.lock_timeout_setting} = {self.lock_timeout_s:g} s"
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared by several backends
+
+
+def on_conflict_upsert(
+    insert: Callable[[sa.Table], Any], target: sa.Table, stage: sa.Table
+) -> sa.Executable:
+    """``INSERT ... SELECT ... ON CONFLICT`` (PostgreSQL and SQLite) implementing merge_rules;
+    ``insert`` is the dialect's ``insert`` construct."""
+    keys, columns, attributes, is_artist = merge_columns(target, stage)
+    order = [stage.c[k] for k in keys]
+    # WHERE true: SQLite needs a WHERE before an upsert clause to parse INSERT ... SELECT.
+    ordered = sa.select(*stage.c).where(sa.true()).order_by(*order)
+    if is_artist:
+        stmt = insert(target).from_select(columns, ordered)
+        wins = artist_wins(stmt.excluded[SOURCE_COLUMN], target.c[SOURCE_COLUMN])
+        set_ = {
+            c: merged_artist_value(wins, stmt.excluded[c], target.c[c])
+            for c in attributes
+            if c != SOURCE_COLUMN
+        }
+        set_[SOURCE_COLUMN] = sa.case(
+            (wins, stmt.excluded[SOURCE_COLUMN]), else_=target.c[SOURCE_COLUMN]
+        )
+        return stmt.on_conflict_do_update(index_elements=keys, set_=set_)
+    if attributes:
+        # Pairs with attributes (freq, weight, count, rank): fill the NULLs of existing rows.
+        stmt = insert(target).from_select(columns, ordered)
+        return stmt.on_conflict_do_update(
+            index_elements=keys,
+            set_={c: sa.func.coalesce(target.c[c], stmt.excluded[c]) for c in attributes},
+            where=sa.or_(
+                *[sa.and_(target.c[c].is_(None), stmt.excluded[c].is_not(None)) for c in attributes]
+            ),
+        )
+    missing = sa.select(*stage.c).where(key_absent(target, stage)).order_by(*order)
+    # ON CONFLICT DO NOTHING covers a concurrent load inserting the same key meanwhile.
+    return insert(target).from_select(columns, missing).on_conflict_do_nothing(index_elements=keys)
+
+
+def query_value(query: Mapping[str, Any], key: str) -> str | None:
+    """A URL query parameter, case-insensitively (the last one when repeated)."""
+    for k, v in query.items():
+        if k.lower() == key.lower():
+            return v[-1] if isinstance(v, tuple) else v
+    return None
+
+
+def pop_query(url: sa.URL, keys: Sequence[str]) -> tuple[sa.URL, str | None]:
+    """``url`` without the query parameters ``keys`` (lowercase), and the last value found."""
+    found = None
+    remaining: dict[str, Any] = {}
+    for key, value in url.query.items():
+        if key.lower() in keys:
+            found = value[-1] if isinstance(value, tuple) else value
+        else:
+            remaining[key] = value
+    return url.set(query=remaining), found
+
+
+def sqlalchemy_executemany(job: BulkJob) -> int:
+    conn, table, columns, df, chunk_rows = job
+    """Unknown driver: SQLAlchemy's own executemany / insertmanyvalues batching."""
+    names = [c.name for c in columns]
+    written = 0
+    for rows in row_batches(df, columns, chunk_rows):
+        conn.execute(sa.insert(table), [dict(zip(names, row, strict=True)) for row in rows])
+        written += len(rows)
+    return written
