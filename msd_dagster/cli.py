@@ -52,7 +52,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     stage.add_argument("--workers", type=int, default=8)
     stage.add_argument("--endpoint-url", default=os.environ.get("MSD_S3_ENDPOINT_URL"))
 
+    azure = commands.add_parser(
+        "verify-azure-sql",
+        help="load one partition into the Azure SQL database of MSD_DATABASE_URL / "
+        "MSD_AZURE_SQL_* (never from arguments) and print rows/s and sys.dm_db_resource_stats",
+    )
+    azure.add_argument("--source", type=Path, help="dataset root (default: a generated sample)")
+    azure.add_argument("--partition", help="partition key, e.g. A/B (default: the first)")
+    azure.add_argument("--songs", type=int, default=300, help="songs of the generated sample")
+    azure.add_argument("--loads", type=_positive_int, default=2, help="loads of the partition")
+    azure.add_argument("--wait-seconds", type=float, default=20.0)
+
     args = parser.parse_args(argv)
+    if args.command == "verify-azure-sql":
+        return _verify_azure_sql(args)
     if args.command == "sample":
         return _sample(args)
     if args.command == "load":
@@ -287,9 +300,8 @@ def _report_totals(runner: LocalRunner, run) -> bool:
 def _print_summary(outcomes: list[FolderOutcome], warehouse, seconds: float) -> None:
     from msd_dagster.warehouse.verify import table_totals
 
-    print(
-        f"\nloaded {sum(o.success for o in outcomes)} of {len(outcomes)} folder(s) in {seconds:.1f} s"
-    )
+    loaded_folders = sum(o.success for o in outcomes)
+    print(f"\nloaded {loaded_folders} of {len(outcomes)} folder(s) in {seconds:.1f} s")
     loaded: dict[str, int] = {}
     for outcome in outcomes:
         for table, rows in outcome.rows.items():
@@ -313,9 +325,16 @@ def _print_summary(outcomes: list[FolderOutcome], warehouse, seconds: float) -> 
         for check in outcome.failed_checks:
             print(f"  check failed: {check}")
     if failed:
-        print(
-            f"\nrerun them with: msd-dagster load --partition {' '.join(o.partition for o in failed)}"
-        )
+        folders = " ".join(o.partition for o in failed)
+        print(f"\nrerun them with: msd-dagster load --partition {folders}")
+
+
+def _verify_azure_sql(args: argparse.Namespace) -> int:
+    from msd_dagster.defs.resources import WarehouseResource
+    from msd_dagster.warehouse.dialects.mssql_verify import verify
+
+    url = WarehouseResource().sqlalchemy_url()  # the environment, as for the code location
+    return verify(url, args.source, args.partition, args.songs, args.loads, args.wait_seconds)
 
 
 def _stage(args: argparse.Namespace) -> int:

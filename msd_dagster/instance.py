@@ -168,10 +168,12 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 yield conn
 
     def has_table(self, table_name: str) -> bool:
-        # Asked before every asset check event; tables are created, never dropped, by Dagster.
-        if table_name in self._tables:
-            return True
-        with self.index_connection() as conn:
+        # Asked before every asset check event, sometimes inside an index transaction (so not
+        # through _connect, whose lock is held then); Dagster creates tables, never drops them.
+        if table_name in self._tables or self._engine_cache is None:
+            return table_name in self._tables or super().has_table(table_name)
+        engine = self._engine_cache.get(self.conn_string_for_shard(INDEX_SHARD_NAME))
+        with engine.connect() as conn:
             found = bool(conn.dialect.has_table(conn, table_name))
         if found:
             self._tables.add(table_name)

@@ -21,8 +21,7 @@ from msd_dagster.defs.assets.additional_files import (
     find_additional_files,
     read_additional_files,
 )
-from msd_dagster.defs.io_managers import ParquetIOManager
-from msd_dagster.defs.resources import MsdSourceResource, WarehouseResource
+from msd_dagster.defs.resources import FrameStoreResource, MsdSourceResource, WarehouseResource
 from msd_dagster.generate import generate_dataset
 from msd_dagster.msd.additional_files import additional_frames
 from msd_dagster.msd.partition import normalize_partition
@@ -70,7 +69,7 @@ def resources(location: str, database: Path, parquet: Path, s3: Any = None) -> d
     return {
         "msd_source": MsdSourceResource(location=location, s3=s3),
         "warehouse": WarehouseResource(url=f"sqlite:///{database}"),
-        "parquet_io_manager": ParquetIOManager(base_dir=str(parquet)),
+        "frame_store": FrameStoreResource(base_dir=str(parquet)),
     }
 
 
@@ -179,16 +178,20 @@ def test_real_subset_text_files_load_into_sqlite(tmp_path: Path, prefix: str) ->
     engine = create_engine_for_url(f"sqlite:///{db}")
     assert_real_subset_loaded(engine)
 
-    parsed = materialization_metadata(result, additional_key("msd_artist"))
+    parsed = materialization_metadata(result, additional_key("artists"))
     expected_files = [n for n in REAL_TEXT_FILES if n not in (exclude or [])]
     assert parsed["files"] == [f"AdditionalFiles/{prefix}{n}.txt" for n in expected_files]
     assert parsed["rows_per_file"] == {f"{prefix}{n}.txt": REAL_ROWS[n] for n in expected_files}
-    assert parsed["dagster/row_count"] == 3888
+    assert parsed["rows"] == {"msd_artist": 3888, "msd_artist_similarity": 0}
     assert parsed["excluded"] == (exclude or [])
     assert set(parsed["missing"]) == {"artist_term", "artist_similarity", "track_metadata"}
-    assert (
-        materialization_metadata(result, additional_key("msd_r_mbtag"))["dagster/row_count"] == 726
-    )
+    genres = materialization_metadata(result, additional_key("genres"))
+    assert genres["rows"] == {
+        "msd_r_term": 3502,
+        "msd_r_mbtag": 726,
+        "msd_artist_term": 0,
+        "msd_artist_mbtag": 0,
+    }
 
     loaded = materialization_metadata(result, LOAD_KEY)
     assert loaded["rows_inserted"] == {
@@ -217,8 +220,8 @@ def test_missing_additional_files_give_an_empty_load(tmp_path: Path, generated: 
     assert find_additional_files(LocalDataset(root)) == {}
     db = tmp_path / "msd.sqlite"
     result = materialize_additional(resources(str(root), db, tmp_path / "parquet"))
-    parsed = materialization_metadata(result, additional_key("msd_artist"))
-    assert parsed["files"] == [] and parsed["dagster/row_count"] == 0
+    parsed = materialization_metadata(result, additional_key("artists"))
+    assert parsed["files"] == [] and parsed["rows"]["msd_artist"] == 0
     assert len(parsed["missing"]) == 9
     assert scalar(create_engine_for_url(f"sqlite:///{db}"), "SELECT count(*) FROM msd_artist") == 0
 

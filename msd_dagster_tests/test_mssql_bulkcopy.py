@@ -282,9 +282,11 @@ def test_azure_verification_run_reports_rows_per_second_and_log_rate(
 def test_azure_verification_takes_the_database_from_the_environment_only(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from msd_dagster import cli
+
     monkeypatch.setenv("MSD_DATABASE_URL", "postgresql+psycopg://u:S3cret@PW@h/db")
-    assert mssql_verify.main([]) == 2
+    assert cli.main(["verify-azure-sql"]) == 2
     err = capsys.readouterr().err
     assert "is not a SQL Server URL" in err and "S3cret" not in err and "PW" not in err
     with pytest.raises(SystemExit):
-        mssql_verify.main(["--database-url", "mssql+pyodbc://u:p@h/db"])
+        cli.main(["verify-azure-sql", "--database-url", "mssql+pyodbc://u:p@h/db"])

@@ -33,19 +33,13 @@ from msd_dagster.defs.assets.additional_files import (
     additional_key,
     read_additional_files,
 )
-from msd_dagster.defs.assets.normalized import normalized_tables
-from msd_dagster.defs.assets.raw import raw_song_files
-from msd_dagster.defs.assets.warehouse import warehouse_tables
-from msd_dagster.defs.checks import warehouse_checks
+from msd_dagster.defs.assets.folders import RAW_KEY, load_folders
 from msd_dagster.defs.partitions import msd_folders
-from msd_dagster.defs.resources import (
-    MsdS3Resource,
-    MsdSourceResource,
-    is_permanent_s3_error,
-    s3_client_for,
-)
+from msd_dagster.defs.resources import MsdS3Resource, MsdSourceResource, s3_client_for
 from msd_dagster.defs.sensors import msd_discovery_sensor
+from msd_dagster.frame_store import FrameStore
 from msd_dagster.generate import generate_dataset
+from msd_dagster.instance import write_recommended_config
 from msd_dagster.msd.additional_files import additional_frames
 from msd_dagster.msd.partition import normalize_partition
 from msd_dagster.source.local import LocalDataset
@@ -54,6 +48,7 @@ from msd_dagster.warehouse.ddl import ensure_schema
 from msd_dagster.warehouse.schema import MSD_TABLES, NATURAL_KEYS, load_columns
 from msd_dagster.warehouse.shared_load import load_shared_tables
 from msd_dagster.warehouse.urls import create_engine_for_url
+from msd_dagster_tests.pipeline_helpers import range_tags
 from msd_dagster_tests.s3_fixtures import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
 from msd_dagster_tests.shared_data import REAL_LEAF
 from msd_dagster_tests.test_additional_files_assets import (
@@ -69,7 +64,6 @@ pytest_plugins = ["msd_dagster_tests.s3_fixtures"]
 
 FOLDERS = ["A/A", "B/C"]
 PREFIX = "msd/subset"
-GRAPH = [raw_song_files, normalized_tables, warehouse_tables, warehouse_checks]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -95,17 +89,19 @@ def stage(root: Path, s3_bucket: tuple[Any, str], prefix: str = PREFIX) -> str:
 def materialize_partitions(
     resource_defs: dict[str, Any], instance: dg.DagsterInstance
 ) -> list[dg.ExecuteInProcessResult]:
+    """Both folders, in one run over the range of partitions."""
     instance.add_dynamic_partitions(msd_folders.name, FOLDERS)
-    results = []
-    for key in FOLDERS:
-        result = dg.materialize(
-            GRAPH, partition_key=key, resources=resource_defs, instance=instance
-        )
-        assert result.success
-        evaluations = result.get_asset_check_evaluations()
-        assert evaluations and all(e.passed for e in evaluations)
-        results.append(result)
-    return results
+    result = dg.materialize(
+        [load_folders],
+        tags=range_tags(FOLDERS[0], FOLDERS[-1]),
+        resources=resource_defs,
+        instance=instance,
+    )
+    assert result.success
+    evaluations = result.get_asset_check_evaluations()
+    assert {e.partition for e in evaluations} == set(FOLDERS)
+    assert len(evaluations) == 12 * len(FOLDERS) and all(e.passed for e in evaluations)
+    return [result]
 
 
 def table_contents(database: Path) -> dict[str, pd.DataFrame]:
@@ -194,10 +190,16 @@ def test_s3_graph_equals_local_and_secrets_stay_out(
 
     assert_same_contents(table_contents(db), local_reference)
 
-    raw = materialization_metadata(results[0], dg.AssetKey(["raw", "song_files"]))
+    (raw,) = [
+        e.step_materialization_data.materialization.metadata
+        for e in results[0].get_asset_materialization_events()
+        if e.step_materialization_data.materialization.asset_key == RAW_KEY
+        and e.step_materialization_data.materialization.partition == "A/A"
+    ]
     files_aa = len(LocalDataset(dataset_root).list_files("A/A"))
-    assert raw["source"] == f"{location}/" and raw["files"] == files_aa
-    extra = materialization_metadata(results[-1], additional_key("msd_artist"))
+    assert raw["source"].value == f"{location}/"
+    assert raw["dagster/partition_row_count"].value == files_aa
+    extra = materialization_metadata(results[-1], additional_key("artists"))
     assert extra["source"] == f"{location}/" and len(extra["files"]) == 9
 
     # The secret key appears nowhere: metadata, messages, errors, console output.
@@ -209,7 +211,7 @@ def test_s3_graph_equals_local_and_secrets_stay_out(
             for e in r.get_asset_materialization_events()
         ]
     )
-    assert "song files, " in recorded and location in recorded  # the logs were captured
+    assert "A/A: " in recorded and location in recorded  # the logs were captured
     for text in (recorded, metadata, output.out, output.err):
         assert FAKE_SECRET_ACCESS_KEY not in text
 
@@ -238,7 +240,7 @@ def test_resource_clients_get_the_project_client_config(s3_endpoint: Any) -> Non
     assert MsdSourceResource(location="/nowhere").s3 is None
 
 
-def test_normalized_step_survives_503s_on_get_object(
+def test_a_folder_survives_503s_on_get_object(
     flaky_s3_endpoint: Any, s3_bucket: tuple[Any, str], dataset_root: Path, tmp_path: Path
 ) -> None:
     location = stage(dataset_root, s3_bucket)
@@ -247,10 +249,7 @@ def test_normalized_step_survives_503s_on_get_object(
     with ephemeral_instance() as instance:
         instance.add_dynamic_partitions(msd_folders.name, ["A/A"])
         result = dg.materialize(
-            [raw_song_files, normalized_tables],
-            partition_key="A/A",
-            resources=res,
-            instance=instance,
+            [load_folders], partition_key="A/A", resources=res, instance=instance
         )
     assert result.success
     files = LocalDataset(dataset_root).list_files("A/A")
@@ -258,7 +257,7 @@ def test_normalized_step_survives_503s_on_get_object(
     assert flaky_s3_endpoint.injected_faults == 3
     assert flaky_s3_endpoint.get_object_requests == len(files) + 3
     assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-    songs = result.output_for_node("normalized_tables", "songs")
+    songs = FrameStore(tmp_path / "pq").read(["normalized", "songs"], "A/A")["msd_track"]
     local, _ = normalize_partition(LocalDataset(dataset_root), [f.key for f in files])
     expected = local.frames["msd_track"]
     assert len(songs) == len(files) == len(expected)
@@ -286,7 +285,7 @@ def test_permanent_faults_fail_fast_transient_ones_stay_retryable(
         with ephemeral_instance() as instance:
             instance.add_dynamic_partitions(msd_folders.name, ["A/A"])
             result = dg.materialize(
-                [raw_song_files],
+                [load_folders],
                 partition_key="A/A",
                 resources=res,
                 instance=instance,
@@ -310,10 +309,10 @@ def test_permanent_faults_fail_fast_transient_ones_stay_retryable(
     with pytest.raises(S3SourceError) as throttled:
         S3Dataset(client, bucket, PREFIX).read(key)
     assert "SlowDown" in str(throttled.value)
-    assert not is_permanent_s3_error(throttled.value)
+    assert not throttled.value.permanent
     with pytest.raises(S3SourceError) as missing:
         S3Dataset(s3_endpoint.client(), "no-such-bucket-for-msd").check()
-    assert is_permanent_s3_error(missing.value)
+    assert missing.value.permanent
 
 
 # --------------------------------------------------------------------------------------------
@@ -422,7 +421,7 @@ def dagster_home(tmp_path: Path) -> Iterator[Path]:
         else tmp_path / "dagster_home"
     )
     base.mkdir(exist_ok=True)
-    (base / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    write_recommended_config(base)
     try:
         yield base
     finally:
@@ -509,7 +508,7 @@ def test_real_additional_files_from_s3(
         s3_resources(location, s3_endpoint.url, db, tmp_path / "parquet")
     )
     assert_real_subset_loaded(create_engine_for_url(f"sqlite:///{db}"))
-    parsed = materialization_metadata(result, additional_key("msd_artist"))
+    parsed = materialization_metadata(result, additional_key("artists"))
     assert parsed["source"] == f"{location}/"
     assert parsed["rows_per_file"]["subset_unique_artists.txt"] == 3888
     assert materialization_metadata(result, LOAD_KEY)["rows_inserted"]["msd_artist"] == 3888

@@ -830,18 +830,18 @@ def test_missing_keys_of_analysis_tables_are_exact(
         assert conn.execute(sa.delete(tatum).where(gone)).rowcount == 7
         conn.execute(sa.insert(tatum), {"track_id": t1, "track_tatum_id": 9})  # a key too many
 
-    def tatum_verdict() -> verify.TableVerdict:
-        verdicts = verify.verify_partition(engine, "A/A", frames)
-        return next(v for v in verdicts if v.table == "msd_tatum")
+    def verdicts() -> list[verify.TableVerdict]:
+        with engine.connect() as conn:
+            return verify.verify_partition(conn, "A/A", frames)
 
-    expected = {"database_rows": 9, "frame_rows": 15, "missing_keys": 7}
-    for fetch_by_id in (500, 0):  # the gap's keys fetched by track id, or the partition's
-        monkeypatch.setattr(verify, "MAX_TRACKS_FETCHED_BY_ID", fetch_by_id)
-        verdict = tatum_verdict()
+    expected = {"database_rows": 9, "frame_rows": 15, "missing_keys": 7, "duplicates": 0}
+    for keys_per_query in (500, 1):  # the gapped tracks' keys fetched in one query, or many
+        monkeypatch.setattr(verify, "KEYS_PER_QUERY", keys_per_query)
+        verdict = next(v for v in verdicts() if v.table == "msd_tatum")
         actual = {k: getattr(verdict, k) for k in expected}
-        assert actual == expected, fetch_by_id
+        assert actual == expected, keys_per_query
         assert not verdict.passed
-    others = [v for v in verify.verify_partition(engine, "A/A", frames) if v.table != "msd_tatum"]
+    others = [v for v in verdicts() if v.table != "msd_tatum"]
     assert all(v.passed for v in others), others
 
 

@@ -5,28 +5,26 @@ Every field left empty falls back to its environment variable when the resource 
 :mod:`msd_dagster.settings`), so the definitions never depend on the environment.
 """
 
-import contextlib
 import fcntl
 import functools
 import os
-import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus
 
 import boto3
 import botocore
 import dagster as dg
 import sqlalchemy as sa
 from botocore.config import Config
-from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from msd_dagster import settings
 from msd_dagster.frame_store import FrameStore
+from msd_dagster.secrets import mask_text, url_secrets
 from msd_dagster.source.local import LocalDataset
 from msd_dagster.source.s3 import S3Dataset, S3SourceError, parse_s3_url, s3_client_config
+from msd_dagster.warehouse.dialects import catalog_kind
 from msd_dagster.warehouse.urls import azure_sql_url, create_engine_for_url, mask_url
 
 
@@ -89,42 +87,6 @@ def s3_client_for(s3: S3Resource) -> Any:
     )
 
 
-# ClientError codes (or HTTP statuses) that retrying cannot fix: wrong bucket, denied access,
-# rejected credentials, wrong region. Anything else (throttling, 5xx, network) is transient.
-_PERMANENT_S3_CODES = frozenset(
-    {
-        "NoSuchBucket",
-        "AccessDenied",
-        "AllAccessDisabled",
-        "Forbidden",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "InvalidToken",
-        "InvalidBucketName",
-        "PermanentRedirect",
-        "AuthorizationHeaderMalformed",
-        "301",
-        "400",
-        "403",
-        "404",
-    }
-)
-
-
-def is_permanent_s3_error(error: S3SourceError) -> bool:
-    """True when retrying cannot help: a missing bucket, a prefix without ``data/``, denied
-    access or rejected/missing credentials. Throttling, 5xx and network faults are transient."""
-    cause = error.__cause__
-    if cause is None:
-        return True  # raised by the dataset itself: no data/ under the prefix
-    if isinstance(cause, ClientError):
-        code = str(cause.response.get("Error", {}).get("Code") or "")
-        status = str(cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or "")
-        return code in _PERMANENT_S3_CODES or (not code and status in _PERMANENT_S3_CODES)
-    return type(cause).__name__ in ("NoCredentialsError", "PartialCredentialsError")
-
-
 class MsdSourceResource(dg.ConfigurableResource):
     """The MSD dataset root: a local folder, or ``s3://bucket/prefix`` read through ``s3``
     (a dagster-aws ``S3Resource``; :class:`MsdS3Resource` adds timeouts and pool size).
@@ -165,7 +127,7 @@ class MsdSourceResource(dg.ConfigurableResource):
             try:
                 dataset.check()
             except S3SourceError as exc:
-                if is_permanent_s3_error(exc):
+                if exc.permanent:
                     raise dg.Failure(description=str(exc), allow_retries=False) from exc
                 raise
             return dataset
@@ -254,14 +216,16 @@ class WarehouseResource(dg.ConfigurableResource):
         return mask_url(self.sqlalchemy_url())
 
     def without_secrets(self, text: str) -> str:
-        """``text`` with the database password (and any ``user:password@`` part) masked."""
-        secrets = [self.password]
-        with contextlib.suppress(Exception):  # an unparsable URL: the pattern below masks it
-            secrets.append(sa.make_url(self.sqlalchemy_url()).password or "")
-        for secret in filter(None, secrets):
-            for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
-                text = text.replace(form, "***")
-        return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+        """``text`` with the database's secrets (and any ``user:password@`` part) masked."""
+        try:
+            known = url_secrets(self.sqlalchemy_url())
+        except Exception:  # noqa: BLE001 - an unparsable URL: mask_text still hides userinfo
+            known = []
+        return mask_text(text, known=[*known, self.password])
+
+    def catalog_kind(self) -> str:
+        """The database's kind as the catalog shows it (``postgres``, ``sqlserver`` ...)."""
+        return catalog_kind(self.sqlalchemy_url())
 
 
 class FrameStoreResource(dg.ConfigurableResource):

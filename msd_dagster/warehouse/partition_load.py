@@ -20,7 +20,7 @@ in it (:mod:`msd_dagster.warehouse.dialects.mssql_bulkcopy`), so the same holds.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import pandas as pd
 import sqlalchemy as sa

@@ -25,12 +25,7 @@ import dagster as dg
 import pandas as pd
 
 from msd_dagster.defs.partitions import FOLDER_BACKFILL_POLICY, msd_folders
-from msd_dagster.defs.resources import (
-    FrameStoreResource,
-    MsdSourceResource,
-    WarehouseResource,
-    is_permanent_s3_error,
-)
+from msd_dagster.defs.resources import FrameStoreResource, MsdSourceResource, WarehouseResource
 from msd_dagster.defs.retries import SOURCE_RETRY_POLICY
 from msd_dagster.defs.tables import (
     DESCRIPTIONS,
@@ -48,7 +43,7 @@ from msd_dagster.defs.tables import (
 from msd_dagster.frame_store import FrameStore
 from msd_dagster.msd.frames import RejectedFile
 from msd_dagster.msd.partition import normalize_partition
-from msd_dagster.source.layout import SourceFile
+from msd_dagster.source.layout import SourceError, SourceFile
 from msd_dagster.source.s3 import S3SourceError
 from msd_dagster.warehouse.checked_load import PartitionCheckFailed, load_and_verify
 from msd_dagster.warehouse.ddl import SchemaMismatchError, ensure_schema
@@ -169,9 +164,11 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, S3SourceError):
-        return not is_permanent_s3_error(exc)
-    return bool(getattr(exc, "transient", False)) or is_transient_database_error(exc)
+    """Worth trying again: a source or database fault that may pass (never a bad file, a
+    refused row, a failed check or a missing folder)."""
+    if isinstance(exc, SourceError | S3SourceError):
+        return not exc.permanent
+    return is_transient_database_error(exc)
 
 
 def folders_loaded_already(context: dg.AssetExecutionContext) -> set[str]:
@@ -230,6 +227,13 @@ def _load_folder(
     stage = "list"
     try:
         files = dataset.list_files(partition)
+        if not files:
+            raise SourceError(
+                f"data/{partition}/",
+                f"no song files at {dataset.describe()}: not a folder of this dataset "
+                "(materialize folders that msd-dagster load or the discovery sensor registered)",
+                permanent=True,
+            )
         store.write(RAW_KEY.path, partition, {LISTING_FRAME: listing_frame(files)})
         listed = time.perf_counter()
         yield dg.AssetMaterialization(
@@ -291,6 +295,7 @@ def _load_folder(
         raise _FolderFailed(FolderFailure(partition, stage, reason, _is_transient(exc))) from exc
 
     database = warehouse.display_url()
+    kind = warehouse.catalog_kind()
     # The folder's rows, all verified present: what it inserted in the track tables, and the
     # rows it needs in the shared ones (its artists, their terms, tags, similar artists ...).
     rows = {v.table: v.frame_rows for v in loaded.verdicts}
@@ -302,6 +307,7 @@ def _load_folder(
                 "dagster/partition_row_count": rows[table],
                 "dagster/column_lineage": column_lineage(table),
                 "dagster/table_name": table,
+                "dagster/storage_kind": kind,
                 "rows_written": loaded.written.get(table, 0),
                 "database": database,
                 "load_seconds": round(loaded.seconds, 3),
@@ -341,8 +347,15 @@ def load_folders(
         context.log.info(f"loaded already, skipped: {', '.join(sorted(done & set(partitions)))}")
     try:
         ensure_schema(warehouse.engine())
-    except SchemaMismatchError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    except Exception as exc:  # noqa: BLE001 - every folder needs the schema: the step fails
+        raise dg.Failure(
+            description=warehouse.without_secrets(
+                f"the database {warehouse.display_url()} is not usable: "
+                + (str(exc) if isinstance(exc, SchemaMismatchError) else _one_line(exc))
+            ),
+            # A schema mismatch or a refused login stays; a lost connection may pass.
+            allow_retries=not isinstance(exc, SchemaMismatchError) and _is_transient(exc),
+        ) from exc
     dataset = msd_source.dataset()
     store = frame_store.store()
     failures: list[FolderFailure] = []

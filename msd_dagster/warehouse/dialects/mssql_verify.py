@@ -1,7 +1,7 @@
 """Load one partition into a real Azure SQL database and report speed and log-rate usage.
 
     MSD_AZURE_SQL_SERVER=... MSD_AZURE_SQL_DATABASE=... MSD_AZURE_SQL_USER=... \\
-    MSD_AZURE_SQL_PASSWORD=... python -m msd_dagster.warehouse.dialects.mssql_verify
+    MSD_AZURE_SQL_PASSWORD=... msd-dagster verify-azure-sql
 
 The database comes from the environment only, exactly as for the code location:
 ``MSD_DATABASE_URL`` (an ``mssql+...`` URL) or the ``MSD_AZURE_SQL_*`` parts (with mssql-python
@@ -19,11 +19,9 @@ end. Verify after the run: no ``##msd_load_*`` table is left
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -39,17 +37,6 @@ RESOURCE_STATS = (
     "SELECT end_time, avg_cpu_percent, avg_data_io_percent, avg_log_write_percent "
     "FROM sys.dm_db_resource_stats WHERE end_time >= ? ORDER BY end_time"
 )
-
-
-def configured_url() -> str | sa.URL:
-    """The warehouse URL from MSD_DATABASE_URL / MSD_AZURE_SQL_*, resolved the way the code
-    location resolves it (``msd_dagster.definitions.build_resources``)."""
-    import dagster as dg
-
-    from msd_dagster.definitions import build_resources
-
-    with dg.build_resources({"warehouse": build_resources()["warehouse"]}) as resources:
-        return resources.warehouse.sqlalchemy_url()
 
 
 def partition_frames(source: Path | None, partition: str | None, songs: int) -> tuple[str, dict]:
@@ -89,6 +76,36 @@ def resource_stats(engine: sa.Engine, since: object) -> pd.DataFrame | str:
     return pd.DataFrame([tuple(r) for r in rows], columns=columns)
 
 
+def verify(
+    url: str | sa.URL,
+    source: Path | None,
+    partition: str | None,
+    songs: int,
+    loads: int,
+    wait_s: float,
+) -> int:
+    """What ``msd-dagster verify-azure-sql`` does with the configured ``url``; the exit code."""
+    if make_url(url).get_backend_name() not in SQLServerBackend.dialect_names:
+        print(
+            f"error: {mask_url(url)} is not a SQL Server URL; set MSD_AZURE_SQL_* or an "
+            "mssql+... MSD_DATABASE_URL",
+            file=sys.stderr,
+        )
+        return 2
+    key, frames = partition_frames(source, partition, songs)
+    engine = create_engine_for_url(url)
+    try:
+        run(engine, key, frames, loads=loads, wait_s=wait_s)
+    except Exception as exc:
+        print(
+            f"error: {mask_text(f'{type(exc).__name__}: {exc}', url_secrets(url))}", file=sys.stderr
+        )
+        return 1
+    finally:
+        engine.dispose()
+    return 0
+
+
 def run(
     engine: sa.Engine,
     key: str,
@@ -125,42 +142,3 @@ def run(
         if len(stats):
             print(f"peak log write: {stats['log_write_%'].max():.1f}% of the limit", file=out)
     return {"rows_per_second": rates, "resource_stats": stats}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m msd_dagster.warehouse.dialects.mssql_verify",
-        description="Load one partition into the Azure SQL database of MSD_DATABASE_URL / "
-        "MSD_AZURE_SQL_* and print rows/s and sys.dm_db_resource_stats.",
-    )
-    parser.add_argument("--source", type=Path, help="dataset root (default: a generated sample)")
-    parser.add_argument("--partition", help="partition key, e.g. A/B (default: the first)")
-    parser.add_argument("--songs", type=int, default=300, help="songs of the generated sample")
-    parser.add_argument("--loads", type=int, default=2, help="loads of the partition")
-    parser.add_argument("--wait-seconds", type=float, default=20.0)
-    args = parser.parse_args(argv)
-
-    url = configured_url()
-    if make_url(url).get_backend_name() not in SQLServerBackend.dialect_names:
-        print(
-            f"error: {mask_url(url)} is not a SQL Server URL; set MSD_AZURE_SQL_* or an "
-            "mssql+... MSD_DATABASE_URL",
-            file=sys.stderr,
-        )
-        return 2
-    key, frames = partition_frames(args.source, args.partition, args.songs)
-    engine = create_engine_for_url(url)
-    try:
-        run(engine, key, frames, loads=args.loads, wait_s=args.wait_seconds)
-    except Exception as exc:
-        print(
-            f"error: {mask_text(f'{type(exc).__name__}: {exc}', url_secrets(url))}", file=sys.stderr
-        )
-        return 1
-    finally:
-        engine.dispose()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
