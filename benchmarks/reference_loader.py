@@ -37,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -220,7 +221,8 @@ def load_mariadb(files: Sequence[Path], url: str) -> dict[str, int]:
 def load_sqlite(files: Sequence[Path], url: str) -> dict[str, int]:
     path = sa.make_url(url).database
     conn = sqlite3.connect(path, timeout=300, isolation_level=None)
-    for pragma in ("foreign_keys=ON", "journal_mode=WAL", "synchronous=NORMAL"):
+    # WAL was set once by reference_load: two workers switching it at once fail with "locked".
+    for pragma in ("foreign_keys=ON", "synchronous=NORMAL"):
         conn.execute(f"PRAGMA {pragma}")
     rows = dict.fromkeys(TABLES, 0)
     try:
@@ -292,6 +294,9 @@ def reference_load(root: Path, url: str, workers: int = 2) -> dict[str, Any]:
     schema_seconds = time.perf_counter() - started
     files = song_files(root)
     backend, driver_url = _driver_url(url)
+    if backend == "sqlite":
+        with closing(sqlite3.connect(sa.make_url(url).database)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")  # persistent: the workers' connections too
     loader = load_sqlite if backend == "sqlite" else LOADERS[backend]
     n = len(files)
     slices = [files[i * n // workers : (i + 1) * n // workers] for i in range(workers)]
