@@ -5,7 +5,8 @@
 The tables go between the BEGIN/END MEASURED markers of docs/benchmarks.md (appended when the
 markers are missing); the text around them is written by hand. For each (songs, backend) the
 newest result without a label is shown; labelled results (e.g. ``before``) appear in the
-before/after table.
+before/after table. Results of the sparse dataset (``--dataset sparse``) have tables of their
+own; results from before the reference loader show "–" in its columns.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ TARGET_SECONDS = {"postgresql": 120, "sqlite": 180, "mariadb": 240}
 TARGET_RSS_GIB = 1.5
 TARGET_PARSE = 200
 TARGET_DAGSTER = 0.10
+REFERENCE_ONLY = "reference-only"  # benchmarks.run --reference-only
 STAGES = [
     ("list", "list (raw step)"),
     ("read_parse", "read + parse"),
@@ -46,12 +48,15 @@ def _results() -> list[dict[str, Any]]:
     return out
 
 
-def _latest(results: list[dict[str, Any]], label: str = "") -> dict[tuple[int, str], Any]:
-    """Per (songs, backend): the newest result with ``label``, its loads joined by the loads of
-    every older result with the same label (so the tables show medians over repeated runs)."""
+def _latest(
+    results: list[dict[str, Any]], label: str = "", dataset: str = "dense"
+) -> dict[tuple[int, str], Any]:
+    """Per (songs, backend): the newest result with ``label`` of ``dataset``, its loads joined by
+    the loads of every older result with the same label (so the tables show medians over
+    repeated runs)."""
     chosen: dict[tuple[int, str], Any] = {}
     for result in results:  # oldest first
-        if result.get("label", "") != label:
+        if result.get("label", "") != label or result.get("dataset", "dense") != dataset:
             continue
         for backend, entry in result["backends"].items():
             key = (result["songs"], backend)
@@ -71,6 +76,135 @@ def _spread(entry: dict[str, Any], key: str, scale: float = 1.0, fmt: str = "{:,
     if len(values) == 1:
         return ""
     return " (runs: " + ", ".join(fmt.format(v) for v in values) + ")"
+
+
+MISSING = "–"
+
+
+def _reference_cells(entry: dict[str, Any], load: dict[str, Any]) -> tuple[str, str]:
+    """The reference's wall / CPU, and this load's wall time as a ratio to it (the ratio of the
+    reference of the load's own invocation); "–" for results without a reference run."""
+    reference = entry.get("reference")
+    ratio = load.get("ratio_to_reference")
+    if not reference or ratio is None:
+        return MISSING, MISSING
+    cpu = reference["cpu_user_seconds"] + reference["cpu_system_seconds"]
+    return f"{reference['wall_seconds']:,.1f} s / {cpu:,.1f} s", f"{ratio:.1f}x"
+
+
+def _reference_note(load: dict[str, Any]) -> str:
+    ratio = load.get("ratio_to_reference")
+    return f"; {ratio:.1f}x the reference loader's wall time" if ratio is not None else ""
+
+
+def _runs_table(latest: dict[tuple[int, str], Any]) -> list[str]:
+    lines = [
+        "| songs | backend | runs | wall (median) | CPU (user+sys) | rows | rows/s | peak RSS | "
+        "Dagster share | vs row-by-row | reference wall / CPU | vs reference (wall) | "
+        "machine load | newest result file |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (songs, backend), (result, entry) in sorted(latest.items()):
+        load = _median_load(entry)
+        ratio = entry.get("speedup_vs_row_by_row")
+        reference, vs_reference = _reference_cells(entry, load)
+        lines.append(
+            f"| {songs:,} | {backend} | {len(entry['loads'])} | {load['wall_seconds']:,.0f} s | "
+            f"{load['cpu_user_seconds'] + load['cpu_system_seconds']:,.0f} s | "
+            f"{load['total_rows']:,} | {load['rows_per_second']:,.0f} | "
+            f"{_mib(load['peak_rss_bytes'])} | {100 * load['dagster_share_of_wall']:.0f}% | "
+            f"{f'{ratio:.1f}x' if ratio else '-'} | {reference} | {vs_reference} | "
+            f"{_load_note(load)} | {result['_file']} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _reference_section(
+    datasets: list[tuple[str, dict[tuple[int, str], Any]]],
+) -> list[str]:
+    """The reference loader's own figures next to ours, per dataset, songs and backend."""
+    rows = []
+    for dataset, latest in datasets:
+        for (songs, backend), (result, entry) in sorted(latest.items()):
+            reference = entry.get("reference")
+            if not reference:
+                continue
+            load = _median_load(entry)
+            cpu = reference["cpu_user_seconds"] + reference["cpu_system_seconds"]
+            ours_cpu = load["cpu_user_seconds"] + load["cpu_system_seconds"]
+            cpu_ratio = load.get("cpu_ratio_to_reference")
+            ratio = load.get("ratio_to_reference")
+            checked = "yes" if reference.get("rows_match_files") else "**no**"
+            rows.append(
+                f"| {dataset}, {songs:,} songs ({result.get('folders', MISSING)} folders), "
+                f"{backend} | {reference['wall_seconds']:,.1f} s | {cpu:,.1f} s | "
+                f"{_mib(reference['peak_rss_bytes'])} | {reference['total_rows']:,} "
+                f"({checked}) | {reference['rows_per_second']:,.0f} | "
+                f"{load['wall_seconds']:,.1f} s / {ours_cpu:,.1f} s | "
+                f"{f'{ratio:.1f}x' if ratio is not None else MISSING} | "
+                f"{f'{cpu_ratio:.1f}x' if cpu_ratio is not None else MISSING} | "
+                f"{_load_note(reference)} | {result['_file']} |"
+            )
+    if not rows:
+        return []
+    return [
+        "### Against the reference loader (same invocation)",
+        "",
+        "The reference is `benchmarks/reference_loader.py`, a minimal hand-written script (two "
+        "processes, h5py, pandas, COPY / LOAD DATA / executemany, no checks, no Dagster), run on "
+        "the same files into a fresh database after our loads and measured the same way. "
+        '"rows = files" compares what it loaded (counted in the database) with the lengths '
+        "of the files' arrays.",
+        "",
+        "| dataset, songs, backend | reference wall | reference CPU | reference peak RSS | "
+        "rows (= files) | reference rows/s | ours wall / CPU (median run) | ours / reference "
+        "(wall) | ours / reference (CPU) | machine load (reference) | newest result file |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def _reference_alone_section(results: list[dict[str, Any]]) -> list[str]:
+    """``benchmarks.run --reference-only`` results: the newest per dataset, songs and backend,
+    its runs joined by those of older ones."""
+    chosen: dict[tuple[str, int, str], tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    for result in results:  # oldest first
+        if result.get("label") != REFERENCE_ONLY:
+            continue
+        for backend, entry in result["backends"].items():
+            key = (result.get("dataset", "dense"), result["songs"], backend)
+            runs = entry.get("reference_runs") or [entry["reference"]]
+            chosen[key] = (result, [*chosen.get(key, (None, []))[1], *runs])
+    if not chosen:
+        return []
+    lines = [
+        "### The reference loader alone (`benchmarks.run --reference-only`)",
+        "",
+        "| dataset, songs, backend | runs | wall (median) | CPU (user+sys) | peak RSS (PSS) | "
+        "rows (= files) | rows/s | machine load | command / newest result file |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (dataset, songs, backend), (result, runs) in sorted(chosen.items()):
+        runs = sorted(runs, key=lambda run: run["wall_seconds"])
+        run = runs[len(runs) // 2]
+        walls = (
+            ""
+            if len(runs) == 1
+            else " (runs: " + ", ".join(f"{r['wall_seconds']:.1f}" for r in runs) + ")"
+        )
+        checked = "yes" if all(r.get("rows_match_files") for r in runs) else "**no**"
+        lines.append(
+            f"| {dataset}, {songs:,} ({result.get('folders', MISSING)} folders), {backend} | "
+            f"{len(runs)} | {run['wall_seconds']:,.1f} s{walls} | "
+            f"{run['cpu_user_seconds'] + run['cpu_system_seconds']:,.1f} s | "
+            f"{_mib(run['peak_rss_bytes'])} ({_mib(run['peak_pss_bytes'])}) | "
+            f"{run['total_rows']:,} ({checked}) | {run['rows_per_second']:,.0f} | "
+            f"{_load_note(run)} | `{result['command']}` ({result['_file']}) |"
+        )
+    lines.append("")
+    return lines
 
 
 def _round_cell(found: tuple[dict[str, Any], dict[str, Any]] | None) -> str:
@@ -151,7 +285,8 @@ def render() -> str:
             f"| {backend}: end to end <= {TARGET_SECONDS[backend]} s | median {wall:,.0f} s"
             f"{_spread(entry, 'wall_seconds')} "
             f"({load['total_rows']:,} rows, {load['rows_per_second']:,.0f} rows/s; "
-            f"{_load_note(load)}) | {_ok(wall <= TARGET_SECONDS[backend])} | "
+            f"{_load_note(load)}{_reference_note(load)}) | "
+            f"{_ok(wall <= TARGET_SECONDS[backend])} | "
             f"`{result['command']}` ({result['_file']}) |"
         )
         rss = load["peak_rss_bytes"]
@@ -185,24 +320,17 @@ def render() -> str:
     lines.append("")
 
     # Every unlabelled run
-    lines += [
-        "### End-to-end runs",
-        "",
-        "| songs | backend | runs | wall (median) | CPU (user+sys) | rows | rows/s | peak RSS | "
-        "Dagster share | vs row-by-row | machine load | newest result file |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for (songs, backend), (result, entry) in sorted(latest.items()):
-        load = _median_load(entry)
-        ratio = entry.get("speedup_vs_row_by_row")
-        lines.append(
-            f"| {songs:,} | {backend} | {len(entry['loads'])} | {load['wall_seconds']:,.0f} s | "
-            f"{load['cpu_user_seconds'] + load['cpu_system_seconds']:,.0f} s | "
-            f"{load['total_rows']:,} | {load['rows_per_second']:,.0f} | "
-            f"{_mib(load['peak_rss_bytes'])} | {100 * load['dagster_share_of_wall']:.0f}% | "
-            f"{f'{ratio:.1f}x' if ratio else '-'} | {_load_note(load)} | {result['_file']} |"
-        )
-    lines.append("")
+    lines += ["### End-to-end runs", "", *_runs_table(latest)]
+    sparse = _latest(results, dataset="sparse")
+    if sparse:
+        lines += [
+            "### End-to-end runs, sparse dataset (`--dataset sparse`: ~450 folders, 1-2 songs "
+            "each)",
+            "",
+            *_runs_table(sparse),
+        ]
+    lines += _reference_section([("dense", latest), ("sparse", sparse)])
+    lines += _reference_alone_section(results)
 
     # Stages
     lines += [

@@ -2,14 +2,18 @@
 
     .venv/bin/python -m benchmarks.run --songs 1000 --backend postgresql
     .venv/bin/python -m benchmarks.run --songs 10000 --backend sqlite,postgresql,mariadb
+    .venv/bin/python -m benchmarks.run --dataset sparse --backend postgresql
 
 For each backend: a fresh database (PostgreSQL/MariaDB: a new database, dropped afterwards;
 SQLite: a new file) and a fresh DAGSTER_HOME/MSD_HOME in a temporary folder; then the real
 ``python -m msd_dagster.cli load`` in a subprocess, measured from outside (wall time, CPU time
 of the process tree, peak summed RSS of the tree sampled every 0.2 s from /proc), with per-stage
-times read back from the Dagster event log. In the same invocation: a row-by-row baseline on a
-small sample (our rows/s as a ratio to it) and a parse micro-benchmark. Results go to
-``benchmarks/results/*.json`` and the tables of ``docs/benchmarks.md``.
+times read back from the Dagster event log. In the same invocation: the reference loader
+(``benchmarks/reference_loader.py``, a minimal hand-written script) on the same files and a fresh
+database, measured the same way (every end-to-end figure is also given as a ratio to it), a
+row-by-row baseline on a small sample (our rows/s as a ratio to it) and a parse
+micro-benchmark. Results go to ``benchmarks/results/*.json`` and the tables of
+``docs/benchmarks.md``.
 
 Server URLs (admin connections): MSD_BENCH_POSTGRES_URL, MSD_BENCH_MARIADB_URL.
 """
@@ -35,9 +39,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from benchmarks.dataset import DEFAULT_SEED, cached_dataset, song_files
+from benchmarks.dataset import DATASETS, DEFAULT_SEED, cached_dataset, folder_count, song_files
 from benchmarks.eventlog import run_stages
 from benchmarks.proctree import load_average, run_tree
+from benchmarks.report import REFERENCE_ONLY
 from msd_dagster.cli import CLI_DAGSTER_YAML
 
 HERE = Path(__file__).resolve().parent
@@ -346,6 +351,99 @@ def _rate(rows: int, started: float) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------
+# Reference loader
+
+
+def run_reference(
+    root: Path, backend: str, workers: int, workdir: Path, file_rows: dict[str, int]
+) -> dict[str, Any]:
+    """The reference loader in a subprocess on a fresh database, measured like our load (wall,
+    CPU and peak RSS of the process tree); its loaded rows are counted in the database and
+    compared with ``file_rows`` (what the files hold)."""
+    from benchmarks.reference_loader import TABLES, database_rows
+
+    with fresh_database(backend, workdir) as url:
+        out = workdir / f"reference-{backend}-{secrets.token_hex(3)}.json"
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.reference_loader",
+            str(root),
+            url,
+            "--workers",
+            str(workers),
+            "--json",
+            str(out),
+        ]
+        # The subprocess imports this package from the repository root, whatever the cwd.
+        paths = (str(HERE.parent), os.environ.get("PYTHONPATH", ""))
+        pythonpath = os.pathsep.join(p for p in paths if p)
+        env = {**os.environ, "PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1"}
+        print(f"[{backend}] reference loader --workers {workers} ...", flush=True)
+        tree = run_tree(cmd, env, str(workdir / f"reference-{backend}.log"))
+        if tree.returncode != 0:
+            print(tree.stdout[-3000:])
+            raise SystemExit(f"[{backend}] reference loader failed ({tree.returncode})")
+        inside = json.loads(out.read_text())
+        counted = database_rows(url)
+    total_rows = inside["total_rows"]
+    result = {
+        "files": inside["files"],
+        "workers": inside["workers"],
+        "batch_files": inside["batch_files"],
+        "wall_seconds": tree.wall_seconds,
+        "cpu_user_seconds": tree.cpu_user_seconds,
+        "cpu_system_seconds": tree.cpu_system_seconds,
+        "peak_rss_bytes": tree.peak_rss_bytes,
+        "peak_pss_bytes": tree.peak_pss_bytes,
+        # Measured inside the script: from before the schema to the last commit (no imports).
+        "inside_wall_seconds": inside["wall_seconds"],
+        "schema_seconds": inside["schema_seconds"],
+        "load_average_during": tree.load_average,
+        "cpu_pressure_during": tree.cpu_pressure,
+        "rows": inside["rows"],
+        "total_rows": total_rows,
+        "rows_per_second": total_rows / tree.wall_seconds,
+        "artists": counted["msd_artist"],
+        "rows_match_files": all(inside["rows"][t] == counted[t] == file_rows[t] for t in TABLES),
+    }
+    print(
+        f"[{backend}] reference: {total_rows:,} rows in {tree.wall_seconds:.1f} s "
+        f"({result['rows_per_second']:,.0f} rows/s), CPU "
+        f"{tree.cpu_user_seconds + tree.cpu_system_seconds:.0f} s, peak RSS "
+        f"{tree.peak_rss_bytes / 2**20:,.0f} MiB"
+        + ("" if result["rows_match_files"] else "; ROWS DIFFER FROM THE FILES"),
+        flush=True,
+    )
+    return result
+
+
+def compare_to_reference(backend: str, entry: dict[str, Any]) -> None:
+    """Each load's wall and CPU time as a ratio to the reference of the same invocation."""
+    reference = entry["reference"]
+    ref_cpu = reference["cpu_user_seconds"] + reference["cpu_system_seconds"]
+    for load in entry["loads"]:
+        load["ratio_to_reference"] = load["wall_seconds"] / reference["wall_seconds"]
+        cpu = load["cpu_user_seconds"] + load["cpu_system_seconds"]
+        load["cpu_ratio_to_reference"] = cpu / ref_cpu
+        # Both loaders must have written the same track-table rows for the ratio to mean much.
+        load["rows_equal_reference"] = all(
+            load["rows"].get(t) == n for t, n in reference["rows"].items()
+        )
+    ratios = sorted(load["ratio_to_reference"] for load in entry["loads"])
+    entry["ratio_to_reference"] = ratios[len(ratios) // 2]
+    print(
+        f"[{backend}] ours / reference = "
+        + ", ".join(
+            f"{load['ratio_to_reference']:.1f}x wall ({load['cpu_ratio_to_reference']:.1f}x CPU)"
+            + ("" if load["rows_equal_reference"] else ", different rows")
+            for load in entry["loads"]
+        ),
+        flush=True,
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # Baseline and parse micro-benchmark
 
 
@@ -433,6 +531,12 @@ def _rounded(value: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--songs", type=int, default=1000, help="generated songs (cached)")
+    parser.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="dense",
+        help="dense: the subset's 35 folders; sparse: songs over ~450 folders",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument(
         "--backend", default="sqlite", help=f"comma-separated, of {', '.join(BACKENDS)}"
@@ -440,6 +544,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="msd-dagster load --workers")
     parser.add_argument("--repeat", type=int, default=1, help="loads per backend")
     parser.add_argument("--baseline-songs", type=int, default=10, help="0 to skip")
+    parser.add_argument(
+        "--no-reference", action="store_true", help="skip the reference loader (no ratios)"
+    )
+    parser.add_argument(
+        "--reference-only",
+        action="store_true",
+        help=f"only the reference loader, --repeat times (label '{REFERENCE_ONLY}')",
+    )
     parser.add_argument("--parse-files", type=int, default=300, help="0 to skip")
     parser.add_argument(
         "--table-profile", action="store_true", help="per-table write rates (one partition)"
@@ -451,10 +563,19 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(backends) - set(BACKENDS))
     if unknown:
         parser.error(f"unknown backend(s): {', '.join(unknown)}")
+    if args.reference_only:
+        if args.no_reference:
+            parser.error("--reference-only and --no-reference exclude each other")
+        # Results of the reference alone are kept apart from our loads' (report.py).
+        args.label = args.label or REFERENCE_ONLY
+        args.parse_files = args.baseline_songs = 0
 
-    root, generated = cached_dataset(args.songs, args.seed)
+    root, generated = cached_dataset(args.songs, args.seed, shape=args.dataset)
     if generated:
-        print(f"generated {args.songs} songs in {generated:.1f} s (cached for next time)")
+        print(
+            f"generated {args.songs} songs ({args.dataset}) in {generated:.1f} s "
+            "(cached for next time)"
+        )
     started_at = datetime.now(UTC)
     result: dict[str, Any] = {
         "started": started_at.isoformat(timespec="seconds"),
@@ -462,6 +583,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks.run " + " ".join(argv or sys.argv[1:]),
         "songs": args.songs,
         "seed": args.seed,
+        "dataset": args.dataset,
+        "folders": folder_count(root),
         "dataset_bytes": sum(p.stat().st_size for p in song_files(root)),
         "machine": machine(),
         "backends": {},
@@ -470,12 +593,31 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         if args.parse_files:
             result["parse"] = run_parse_benchmark(root, args.parse_files)
+        if not args.no_reference:
+            from benchmarks.reference_loader import file_rows
+
+            expected_rows = file_rows(root)
         for backend in backends:
             entry: dict[str, Any] = {"server": server_version(backend), "loads": []}
+            if args.reference_only:
+                runs = [
+                    run_reference(root, backend, args.workers, workdir, expected_rows)
+                    for _ in range(args.repeat)
+                ]
+                entry["reference_runs"] = sorted(runs, key=lambda run: run["wall_seconds"])
+                entry["reference"] = entry["reference_runs"][len(runs) // 2]
+                result["backends"][backend] = entry
+                continue
             for _ in range(args.repeat):
                 entry["loads"].append(
                     run_load(root, backend, args.workers, workdir, args.table_profile)
                 )
+            if not args.no_reference:
+                # After our loads: if the files were not in the page cache, we paid for it.
+                entry["reference"] = run_reference(
+                    root, backend, args.workers, workdir, expected_rows
+                )
+                compare_to_reference(backend, entry)
             if args.baseline_songs:
                 entry["baseline"] = run_baseline(root, backend, args.baseline_songs, workdir)
                 ours = sorted(load["rows_per_second"] for load in entry["loads"])
@@ -487,7 +629,8 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
     label = f"-{args.label}" if args.label else ""
-    out = RESULTS / f"{stamp}-{args.songs}songs-{'-'.join(backends)}{label}.json"
+    shape = "-sparse" if args.dataset == "sparse" else ""
+    out = RESULTS / f"{stamp}-{args.songs}songs{shape}-{'-'.join(backends)}{label}.json"
     out.write_text(json.dumps(_rounded(result), indent=1, default=str) + "\n")
     print(f"wrote {out.relative_to(HERE.parent)}")
     if not args.no_docs:
