@@ -32,16 +32,22 @@ RESOURCES = {
     "frame_store": FrameStoreResource(),
 }
 
-defs = dg.Definitions(
-    assets=[load_folders, additional_files_frames, additional_files_warehouse],
-    asset_checks=[warehouse_checks, total_tracks_match_partitions],
-    jobs=[msd_partition_job, msd_totals_job, msd_additional_files_job],
-    sensors=[msd_discovery_sensor, msd_totals_after_loads],
-    resources=RESOURCES,
-    # A run's folders are loaded one after the other in its single step; parallelism comes
-    # from running several runs at once, so per-step subprocesses would only add overhead.
-    executor=dg.in_process_executor,
-)
+
+def location() -> dg.Definitions:
+    """Everything but the executor, which each entry point adds (msd_dagster.distributed too).
+    A function: a code location module may hold one Definitions object only."""
+    return dg.Definitions(
+        assets=[load_folders, additional_files_frames, additional_files_warehouse],
+        asset_checks=[warehouse_checks, total_tracks_match_partitions],
+        jobs=[msd_partition_job, msd_totals_job, msd_additional_files_job],
+        sensors=[msd_discovery_sensor, msd_totals_after_loads],
+        resources=RESOURCES,
+    )
+
+
+# A run's folders are loaded one after the other in its single step; parallelism comes from
+# running several runs at once, so per-step subprocesses would only add overhead.
+defs = dg.Definitions.merge(location(), dg.Definitions(executor=dg.in_process_executor))
 
 
 def partition_job() -> dg.JobDefinition:

@@ -50,7 +50,7 @@ SEED = 20260
 TEST_VISIBILITY_TIMEOUT_S = 16
 WORKER_START_TIMEOUT_S = 90
 RESULT_MARKER = "MSD_RUN_RESULT "
-CELERY_JOB = "msd_dagster.defs.distributed:celery_partition_job"
+CELERY_JOB = "msd_dagster.distributed:celery_partition_job"
 IN_PROCESS_JOB = "msd_dagster.definitions:partition_job"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -391,7 +391,7 @@ class CeleryCluster:
                 *("--without-mingle", "--without-gossip"),
                 # Imported once by the worker, before it forks its pool process: a new pool
                 # process (after one was killed) takes its first step without importing.
-                *("-I", "msd_dagster.defs.distributed"),
+                *("-I", "msd_dagster.distributed"),
             ],
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
@@ -512,7 +512,7 @@ def _delete_redis_keys(url: str, prefix: str) -> None:
 
 @pytest.fixture(scope="session")
 def celery_cluster(celery_broker: str, tmp_path_factory) -> Iterator[CeleryCluster]:
-    from msd_dagster.defs.distributed import celery_executor_config
+    from msd_dagster.defs.executors import celery_executor_config
     from msd_dagster.generate import generate_dataset
 
     token = secrets.token_hex(4)

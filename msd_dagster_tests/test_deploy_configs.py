@@ -32,7 +32,8 @@ from dagster._core.instance.config import dagster_instance_config, validate_conc
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster._serdes.config_class import ConfigurableClassData
 
-from msd_dagster.defs import distributed
+from msd_dagster import distributed
+from msd_dagster.defs import executors
 from msd_dagster_tests.db_fixtures import POSTGRES_ADMIN_URL, _admin_engine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -335,7 +336,7 @@ def test_k8s_values_give_the_step_pods_a_valid_k8s_job_executor_config(
 
     env = {e["name"]: e for e in _user_deployment(k8s_values)["env"]}
     assert env["MSD_EXECUTOR"]["value"] == "k8s"
-    text = env[distributed.K8S_EXECUTOR_CONFIG_ENV]["value"]
+    text = env[executors.K8S_EXECUTOR_CONFIG_ENV]["value"]
     executor_config = resolved(k8s_job_executor.config_schema.config_type, yaml.safe_load(text))
     step_pod = executor_config["step_k8s_config"]["container_config"]["resources"]
     # Sized from the partition's bound: ~1 CPU, at most 1.5 GiB.
@@ -345,17 +346,17 @@ def test_k8s_values_give_the_step_pods_a_valid_k8s_job_executor_config(
     }
     assert executor_config["max_concurrent"] == 1
     # The code location reads it from there; without it, the same default.
-    monkeypatch.setenv(distributed.K8S_EXECUTOR_CONFIG_ENV, text)
-    assert distributed.k8s_executor_config() == yaml.safe_load(text)
-    assert distributed.executor_for("k8s").name == "k8s"
-    monkeypatch.delenv(distributed.K8S_EXECUTOR_CONFIG_ENV)
-    assert distributed.k8s_executor_config() == yaml.safe_load(text)
+    monkeypatch.setenv(executors.K8S_EXECUTOR_CONFIG_ENV, text)
+    assert executors.k8s_executor_config() == yaml.safe_load(text)
+    assert executors.executor_for("k8s").name == "k8s"
+    monkeypatch.delenv(executors.K8S_EXECUTOR_CONFIG_ENV)
+    assert executors.k8s_executor_config() == yaml.safe_load(text)
 
 
 def test_k8s_values_take_secrets_from_kubernetes_secrets_only(k8s_values: dict[str, Any]) -> None:
     deployment = _user_deployment(k8s_values)
     assert deployment["envSecrets"] == [{"name": "msd-dagster-env"}]
-    assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "msd_dagster.defs.distributed"]
+    assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "msd_dagster.distributed"]
     assert deployment["includeConfigInLaunchedRuns"] == {"enabled": True}
     inline = [e["name"] for e in deployment["env"] if SECRET_NAMES.search(e["name"])]
     assert not inline, f"secret-looking variables set inline: {inline}"
@@ -432,23 +433,23 @@ def test_celery_yaml_is_the_executor_config_the_code_builds(
     from dagster_celery import celery_executor
 
     block = load_yaml(DEPLOY / "celery" / "celery.yaml")["execution"]["config"]
-    monkeypatch.setenv(distributed.CELERY_BROKER_ENV, "redis://broker.internal:6379/0")
-    monkeypatch.setenv(distributed.CELERY_BACKEND_ENV, "redis://broker.internal:6379/1")
-    monkeypatch.setenv(distributed.CELERY_QUEUE_ENV, "msd")
+    monkeypatch.setenv(executors.CELERY_BROKER_ENV, "redis://broker.internal:6379/0")
+    monkeypatch.setenv(executors.CELERY_BACKEND_ENV, "redis://broker.internal:6379/1")
+    monkeypatch.setenv(executors.CELERY_QUEUE_ENV, "msd")
     value = resolved(celery_executor.config_schema.config_type, block)
     assert value["broker"] == "redis://broker.internal:6379/0"
     settings = value["config_source"]
     assert settings["task_acks_late"] and settings["task_reject_on_worker_lost"]
     assert settings["broker_transport_options"]["visibility_timeout"] >= 3600
     # What MSD_EXECUTOR=celery configures is exactly this block.
-    assert distributed.celery_executor_config() == block
+    assert executors.celery_executor_config() == block
 
 
-@pytest.mark.parametrize("name", distributed.EXECUTORS)
+@pytest.mark.parametrize("name", executors.EXECUTORS)
 def test_distributed_code_location_changes_only_the_executor(name: str) -> None:
     from msd_dagster.definitions import defs as main_defs
 
-    swapped = distributed.build_definitions(distributed.executor_for(name))
+    swapped = distributed.build_definitions(executors.executor_for(name))
     job = swapped.resolve_job_def("msd_partition_job")
     main_job = main_defs.resolve_job_def("msd_partition_job")
     assert job.executor_def.name == name
@@ -460,7 +461,7 @@ def test_distributed_code_location_changes_only_the_executor(name: str) -> None:
         j.name for j in main_defs.resolve_all_job_defs()
     }
     with pytest.raises(ValueError, match="MSD_EXECUTOR"):
-        distributed.executor_for("spark")
+        executors.executor_for("spark")
 
 
 # --------------------------------------------------------------------------------------------
@@ -484,6 +485,6 @@ def test_dockerfile_builds_from_repository_paths_with_the_tested_pins() -> None:
     command = yaml.safe_load(cmd)
     assert command[:3] == ["dagster", "code-server", "start"]
     module = command[command.index("-m") + 1]
-    assert module == "msd_dagster.defs.distributed"
+    assert module == "msd_dagster.distributed"
     assert isinstance(distributed.defs, dg.Definitions)
     assert "ACCEPT_EULA=Y" in text and "msodbcsql18" in text  # the optional ODBC driver

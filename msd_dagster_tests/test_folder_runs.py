@@ -240,3 +240,30 @@ def test_sqlite_triggers_are_scoped_to_the_second_folder(loaded: PipelineTarget)
             conn.exec_driver_sql("DROP TRIGGER refuse_second_folder")
     finally:
         engine.dispose()
+
+
+def test_a_lost_shared_row_fails_that_table_s_check(loaded: PipelineTarget) -> None:
+    """The shared tables are verified against the load's staged keys, in the database: a tag
+    the database drops right after inserting it fails msd_artist_mbtag's check."""
+    engine = loaded.engine()
+    with engine.connect() as conn:
+        tag = warehouse_table(conn, "msd_artist_mbtag")
+        artist = conn.execute(sa.select(tag.c.artist_id).limit(1)).scalar_one()
+        tags = conn.execute(sa.select(sa.func.count()).where(tag.c.artist_id == artist)).scalar()
+    _execute(loaded, f"DELETE FROM msd_artist_mbtag WHERE artist_id = '{artist}'")
+    _execute(
+        loaded,
+        f"""CREATE TRIGGER lose_tags AFTER INSERT ON msd_artist_mbtag
+        WHEN NEW.artist_id = '{artist}'
+        BEGIN DELETE FROM msd_artist_mbtag WHERE artist_mbtag_id = NEW.artist_mbtag_id; END""",
+    )
+    before = dump_tables(engine)
+    result = loaded.materialize(FIRST, SECOND, raise_on_error=False)
+    assert not result.success
+    failing = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    assert {e.asset_key.to_user_string() for e in failing} == {"warehouse/msd_artist_mbtag"}
+    # Every folder whose songs name that artist fails, with the exact number of lost tags.
+    assert failing and {e.metadata["missing_keys"].value for e in failing} == {tags}
+    assert tags > 0
+    assert dump_tables(engine) == before  # failed folders rolled back, the others reloaded
+    engine.dispose()

@@ -836,7 +836,7 @@ def test_missing_keys_of_analysis_tables_are_exact(
 
     expected = {"database_rows": 9, "frame_rows": 15, "missing_keys": 7, "duplicates": 0}
     for keys_per_query in (500, 1):  # the gapped tracks' keys fetched in one query, or many
-        monkeypatch.setattr(verify, "KEYS_PER_QUERY", keys_per_query)
+        monkeypatch.setattr(verify, "keys_per_query", lambda conn, n=keys_per_query: n)
         verdict = next(v for v in verdicts() if v.table == "msd_tatum")
         actual = {k: getattr(verdict, k) for k in expected}
         assert actual == expected, keys_per_query

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import sqlalchemy as sa
 
-from msd_dagster.warehouse.partition_load import load_partition
+from msd_dagster.warehouse.partition_load import WrittenPartition, load_partition
 from msd_dagster.warehouse.verify import TableVerdict, verify_partition
 
 
@@ -53,8 +53,10 @@ def load_and_verify(
     started = time.perf_counter()
     verdicts: list[TableVerdict] = []
 
-    def verify(conn: sa.Connection, prepared: Mapping[str, pd.DataFrame]) -> None:
-        verdicts[:] = verify_partition(conn, partition_key, prepared, source_rows)
+    def verify(conn: sa.Connection, written: WrittenPartition) -> None:
+        verdicts[:] = verify_partition(
+            conn, partition_key, written.frames, source_rows, written.shared_missing
+        )
         if not all(v.passed for v in verdicts):
             raise PartitionCheckFailed(partition_key, list(verdicts))
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import pandas as pd
 import sqlalchemy as sa
@@ -171,16 +172,30 @@ def prepare_frames(
 # The load
 
 
+@dataclass(frozen=True)
+class WrittenPartition:
+    """What a load wrote, as ``before_commit`` sees it: the frames as loaded (validated,
+    deduplicated) and, per shared table, the staged keys the table still lacked after the
+    merge (0 unless something is wrong)."""
+
+    frames: Mapping[str, pd.DataFrame]
+    shared_missing: Mapping[str, int]
+
+
+BeforeCommit = Callable[[sa.Connection, WrittenPartition], None]
+
+
 def _load_once(
     engine: sa.Engine,
     lo: str,
     hi: str,
     prepared: Mapping[str, pd.DataFrame],
     chunk_rows: int | None,
-    before_commit: Callable[[sa.Connection, Mapping[str, pd.DataFrame]], None] | None = None,
+    before_commit: BeforeCommit | None = None,
 ) -> dict[str, int]:
     dialect = engine.dialect
     counts: dict[str, int] = {}
+    missing: dict[str, int] = {}
     analysis = {warehouse_table(dialect, t): prepared[t.name] for t in ANALYSIS_TABLES}
     with open_load_connection(engine) as conn:
         try:
@@ -191,9 +206,8 @@ def _load_once(
             ):
                 for table in SHARED_TABLES:
                     target = warehouse_table(dialect, table)
-                    counts[table.name] = upsert_shared(
-                        conn, target, prepared[table.name], chunk_rows
-                    )
+                    upserted = upsert_shared(conn, target, prepared[table.name], chunk_rows)
+                    counts[table.name], missing[table.name] = upserted
                 for table in reversed(TRACK_TABLES):  # children before msd_track
                     target = warehouse_table(dialect, table)
                     conn.execute(
@@ -207,8 +221,8 @@ def _load_once(
                         counts[table.name] = bulk_insert(
                             conn, target, prepared[table.name], chunk_rows=chunk_rows
                         )
-                if before_commit is not None:
-                    before_commit(conn, prepared)  # raising rolls the whole partition back
+                if before_commit is not None:  # raising rolls the whole partition back
+                    before_commit(conn, WrittenPartition(prepared, missing))
         except BaseException as exc:
             invalidate_if_disconnected(conn, exc)
             raise
@@ -222,12 +236,12 @@ def load_partition(
     *,
     chunk_rows: int | None = None,
     deadlock_retries: int = 3,
-    before_commit: Callable[[sa.Connection, Mapping[str, pd.DataFrame]], None] | None = None,
+    before_commit: BeforeCommit | None = None,
 ) -> dict[str, int]:
     """Write one partition in a single transaction; return rows written per table.
 
-    ``before_commit(conn, prepared_frames)`` runs last in that transaction (e.g. verifying
-    what was written); if it raises, nothing of the partition is committed.
+    ``before_commit(conn, written)`` (:class:`WrittenPartition`) runs last in that transaction
+    (e.g. verifying what was written); if it raises, nothing of the partition is committed.
 
     Shared tables report rows inserted + rows updated (artists whose winning source changed);
     track tables report rows inserted. ``frames`` maps each of the twelve ``msd_*`` table names

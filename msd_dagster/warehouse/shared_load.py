@@ -141,7 +141,9 @@ def _load_once(
                     result.filled[table.name] = _fill_nulls(conn, target, df, chunk_rows)
                     # Inserts the missing keys; existing rows are left alone (a NULL-source
                     # artist row never wins the artist rule).
-                    result.inserted[table.name] = upsert_shared(conn, target, df, chunk_rows)
+                    result.inserted[table.name] = upsert_shared(
+                        conn, target, df, chunk_rows
+                    ).written
         except BaseException as exc:
             invalidate_if_disconnected(conn, exc)
             raise

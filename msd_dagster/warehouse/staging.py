@@ -8,6 +8,8 @@ into the target with one set-based statement (:func:`upsert_statement`, the back
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import pandas as pd
 import sqlalchemy as sa
 
@@ -76,12 +78,20 @@ def create_stage(
     return stage
 
 
+class Upserted(NamedTuple):
+    """``written``: rows inserted + rows updated; ``missing``: staged keys that ``target``
+    still lacks after the merge (0 unless something is wrong: the checks report it)."""
+
+    written: int
+    missing: int
+
+
 def upsert_shared(
     conn: sa.Connection, target: sa.Table, df: pd.DataFrame, chunk_rows: int | None
-) -> int:
-    """Stage ``df`` and merge it into ``target``; return rows inserted + rows updated."""
+) -> Upserted:
+    """Stage ``df`` and merge it into ``target``."""
     if df.empty:
-        return 0
+        return Upserted(0, 0)
     stage = create_stage(conn, target, df, chunk_rows)
     # Counted before the merge, for reporting only (a concurrent load may shift them a little).
     inserted = conn.execute(
@@ -96,5 +106,9 @@ def upsert_shared(
             .where(artist_wins(stage.c[SOURCE_COLUMN], target.c[SOURCE_COLUMN]))
         ).scalar_one()
     execute(conn, upsert_statement(conn.dialect, target, stage))
+    # Verified in the database, while the staged keys are at hand (the partition checks).
+    missing = conn.execute(
+        sa.select(sa.func.count()).select_from(stage).where(key_absent(target, stage))
+    ).scalar_one()
     drop_stage(conn, stage)
-    return int(inserted) + int(updated)
+    return Upserted(int(inserted) + int(updated), int(missing))

@@ -27,6 +27,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from msd_dagster.warehouse.ddl import warehouse_table
+from msd_dagster.warehouse.dialects import backend_for
 from msd_dagster.warehouse.queries import (
     count_duplicate_natural_keys,
     count_orphan_foreign_keys,
@@ -37,8 +38,6 @@ from msd_dagster.warehouse.queries import (
 from msd_dagster.warehouse.schema import MSD_TABLES, NATURAL_KEYS, TRACK_TABLE_NAMES
 
 ANALYSIS_TABLE_NAMES = frozenset(TRACK_TABLE_NAMES) - {"msd_track"}
-# Keys per IN list: well under SQL Server's 2,100 parameters per statement.
-KEYS_PER_QUERY = 500
 
 __all__ = ["TableVerdict", "table_totals", "verify_partition"]
 
@@ -93,14 +92,20 @@ def _key_tuples(frame: pd.DataFrame, keys: Sequence[str]) -> set[tuple]:
     return set(zip(*(frame[k].tolist() for k in keys), strict=True))
 
 
+def keys_per_query(conn: sa.Connection) -> int:
+    """Keys per IN list: what one statement of the backend may carry."""
+    return backend_for(conn).max_bind_parameters
+
+
 def _missing_single_keys(
     conn: sa.Connection, table: sa.Table, column: str, values: Sequence
 ) -> int:
     """Values of a one-column natural key that the table lacks, counted in IN-list batches."""
     distinct = sorted(set(values))
     found = 0
-    for start in range(0, len(distinct), KEYS_PER_QUERY):
-        batch = distinct[start : start + KEYS_PER_QUERY]
+    size = keys_per_query(conn)
+    for start in range(0, len(distinct), size):
+        batch = distinct[start : start + size]
         statement = sa.select(sa.func.count()).select_from(table).where(table.c[column].in_(batch))
         found += int(conn.execute(statement).scalar_one())
     return len(distinct) - found
@@ -169,8 +174,9 @@ def _analysis_aggregates(
             missing += int(rows) - max(0, min(last, db_last) - max(first, db_first) + 1)
         else:
             uneven.append(track)
-    for start in range(0, len(uneven), KEYS_PER_QUERY):  # positions with gaps: key by key
-        batch = uneven[start : start + KEYS_PER_QUERY]
+    size = keys_per_query(conn)
+    for start in range(0, len(uneven), size):  # positions with gaps: key by key
+        batch = uneven[start : start + size]
         fetched = conn.execute(
             sa.select(table.c.track_id, position).where(table.c.track_id.in_(batch))
         )
@@ -186,11 +192,15 @@ def verify_partition(
     partition_key: str,
     frames: Mapping[str, pd.DataFrame],
     source_rows: Mapping[str, int] | None = None,
+    shared_missing: Mapping[str, int] | None = None,
 ) -> list[TableVerdict]:
     """One verdict per msd_* table for the partition, on ``conn`` (in its transaction, if any).
 
     ``source_rows``: rows the song files imply per track table (see
     :func:`msd_dagster.msd.partition.source_row_counts`), compared when given.
+    ``shared_missing``: the shared tables' missing keys, as counted by the load against its
+    staging tables (:class:`~msd_dagster.warehouse.partition_load.WrittenPartition`); when
+    not given, they are counted here.
     """
     verdicts = []
     tracks = set(partition_track_ids(conn, partition_key))
@@ -203,15 +213,16 @@ def verify_partition(
             )
         else:
             database_rows = count_rows(conn, name, partition_key)
-            missing = (
-                _missing_single_keys(
+            if name == "msd_track":
+                missing = _missing_single_keys(
                     conn, warehouse_table(conn, name), "track_id", frame["track_id"].tolist()
                 )
-                if name == "msd_track"
-                else _missing_shared_keys(conn, name, partition_key, frame)
-                if len(frame)
-                else 0
-            )
+            elif shared_missing is not None and name in shared_missing:
+                missing = shared_missing[name]
+            else:
+                missing = (
+                    _missing_shared_keys(conn, name, partition_key, frame) if len(frame) else 0
+                )
             duplicates = count_duplicate_natural_keys(conn, name, partition_key)
             orphans = count_orphan_foreign_keys(conn, name, partition_key)
         verdicts.append(

@@ -131,7 +131,12 @@ FOLDER_SPECS: list[dg.AssetSpec] = [
             deps=[normalized_key(NORMALIZED_OF[table])],
             description=DESCRIPTIONS[table],
             kinds={"sql"},
-            metadata={"dagster/column_schema": table_schema(table), "dagster/table_name": table},
+            # Static facts live on the definition; each materialization carries its counts.
+            metadata={
+                "dagster/column_schema": table_schema(table),
+                "dagster/column_lineage": column_lineage(table),
+                "dagster/table_name": table,
+            },
             owners=OWNERS,
             tags={"msd/layer": "warehouse"},
             skippable=True,
@@ -267,6 +272,7 @@ def _load_folder(
                         [{"name": r.name, "reason": r.reason} for r in batch.rejected[:1000]]
                     ),
                     "parse_seconds": round(parsed - listed, 3),
+                    "preview": preview(batch.frames["msd_track"]),
                 }
                 if len(batch.frames["msd_track"]):
                     extra["tracks_per_decade"] = dg.MetadataValue.md(
@@ -279,7 +285,6 @@ def _load_folder(
                 metadata={
                     **extra,
                     "rows": dg.MetadataValue.json({t: len(batch.frames[t]) for t in tables}),
-                    "preview": preview(batch.frames[tables[0]]),
                     "path": dg.MetadataValue.path(str(path)),
                 },
             )
@@ -305,7 +310,6 @@ def _load_folder(
             partition=partition,
             metadata={
                 "dagster/partition_row_count": rows[table],
-                "dagster/column_lineage": column_lineage(table),
                 "dagster/table_name": table,
                 "dagster/storage_kind": kind,
                 "rows_written": loaded.written.get(table, 0),

@@ -77,6 +77,8 @@ class Backend:
     driver_packages: ClassVar[tuple[str, ...]] = ()
     table_schema: ClassVar[str | None] = None  # where the msd_* tables live (None: default)
     default_chunk_rows: ClassVar[int] = 10_000  # rows converted and sent per bulk chunk
+    # Bound parameters one statement may carry (SQL Server's limit is 2,100).
+    max_bind_parameters: ClassVar[int] = 2_000
     default_lock_timeout_s: ClassVar[float | None] = None  # None: the server's own
     lock_timeout_setting: ClassVar[str] = "lock timeout"  # named in lock-timeout errors
     distinct_national_text: ClassVar[bool] = False  # VARCHAR vs NVARCHAR (SQL Server)

@@ -188,6 +188,7 @@ class MySQLBackend(Backend):
     catalog_kind = "mysql"
     driver_packages = ("pymysql", "MySQLdb")
     default_chunk_rows = 100_000
+    max_bind_parameters = 30_000
     default_lock_timeout_s = 60.0
     lock_timeout_setting = "innodb_lock_wait_timeout"
 

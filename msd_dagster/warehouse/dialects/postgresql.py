@@ -162,6 +162,7 @@ class PostgreSQLBackend(Backend):
     catalog_kind = "postgres"
     driver_packages = ("psycopg", "psycopg2")
     default_chunk_rows = 100_000
+    max_bind_parameters = 30_000
     default_lock_timeout_s = 60.0
     lock_timeout_setting = "lock_timeout"
     temp_schema = "pg_temp."

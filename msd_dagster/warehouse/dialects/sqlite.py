@@ -105,6 +105,7 @@ class SQLiteBackend(Backend):
     catalog_kind = "sqlite"
     driver_packages = ("sqlite3",)
     default_chunk_rows = 100_000
+    max_bind_parameters = 30_000
     default_lock_timeout_s = DEFAULT_SQLITE_BUSY_TIMEOUT_S
     lock_timeout_setting = "busy_timeout"
     temp_schema = "temp."

@@ -1,8 +1,4 @@
-"""The same code location with a distributed executor: Celery workers or Kubernetes pods.
-
-``msd_dagster.definitions`` (the default code location) runs the steps of a partition in the
-run's own process. This module is a second entry point over the very same assets, checks,
-jobs, sensors and resources; only the executor differs, chosen by ``MSD_EXECUTOR``:
+"""The executors a deployment can choose, by ``MSD_EXECUTOR`` (see ``msd_dagster.distributed``):
 
 * ``in_process`` (default): identical to ``msd_dagster.definitions``;
 * ``multiprocess``: one process per step, on the run's machine;
@@ -13,11 +9,8 @@ jobs, sensors and resources; only the executor differs, chosen by ``MSD_EXECUTOR
   sized by ``MSD_K8S_EXECUTOR_CONFIG`` (YAML or JSON run config of the executor; default
   :data:`K8S_EXECUTOR_CONFIG`).
 
-Deployments point at it with ``-m msd_dagster.defs.distributed`` (``dagster code-server
-start``, ``dagster api grpc``). Keeping it separate leaves the default code location free of
-any Celery or Kubernetes dependency and makes the choice visible where the deployment is
-described. Steps of one run share data through the Parquet files of ``MSD_PARQUET_DIR``: with
-workers or pods on several machines it must be a shared filesystem (NFS, EFS, Azure Files).
+A run's folders are loaded in its single step, so a step needs no data from another machine;
+the stored frames (``MSD_PARQUET_DIR``) are only read back by the standalone checks.
 """
 
 from __future__ import annotations
@@ -142,37 +135,3 @@ def executor_for(name: str) -> dg.ExecutorDefinition:
 
 def executor_from_env() -> dg.ExecutorDefinition:
     return executor_for(os.environ.get(EXECUTOR_ENV, "").strip() or "in_process")
-
-
-def build_definitions(executor: dg.ExecutorDefinition) -> dg.Definitions:
-    """The main code location with another executor; everything else is the same objects."""
-    from msd_dagster.definitions import defs as base
-
-    return dg.Definitions(
-        assets=base.assets,
-        asset_checks=base.asset_checks,
-        jobs=base.jobs,
-        schedules=base.schedules,
-        sensors=base.sensors,
-        resources=base.resources,
-        loggers=base.loggers,
-        metadata=base.metadata,
-        executor=executor,
-    )
-
-
-def celery_partition_job() -> dg.JobDefinition:
-    """The partition job with the unconfigured Celery executor: each run says where its steps go.
-
-    Its run config carries the executor block, e.g.
-    ``{"execution": {"config": celery_executor_config(queue="msd")}}``. For
-    ``dg.reconstructable``: workers re-import the job by this function's name.
-    """
-    from dagster_celery import celery_executor
-
-    from msd_dagster.defs.jobs import msd_partition_job
-
-    return build_definitions(celery_executor).resolve_job_def(msd_partition_job.name)
-
-
-defs = build_definitions(executor_from_env())
