@@ -163,14 +163,36 @@ def database_problem(warehouse) -> str | None:
     Checked before any run starts: an unusable URL would otherwise fail every folder's load
     only after its retries (minutes), then end in a traceback.
     """
+    from msd_dagster.warehouse.dialects import UnsupportedDatabaseError
+
     try:
         with warehouse.engine().connect() as conn:
             conn.exec_driver_sql("SELECT 1")
+    except UnsupportedDatabaseError as exc:
+        return warehouse.without_secrets(str(exc))
     except Exception as exc:  # noqa: BLE001 - any driver, network or URL error
         return warehouse.without_secrets(
             f"cannot connect to the database {warehouse.display_url()}: {_one_line(exc)}"
         )
     return None
+
+
+def source_problem(source) -> tuple[object | None, list[str], str | None]:
+    """``(dataset, its partitions, None)``, or ``(None, [], what to print)`` in one line when
+    the source cannot be used (missing bucket, wrong prefix, rejected credentials, endpoint
+    down, unreadable folder), before any run starts."""
+    import dagster as dg
+
+    from msd_dagster.source.layout import SourceError
+    from msd_dagster.source.s3 import S3SourceError
+
+    try:
+        dataset = source.dataset()
+        return dataset, dataset.list_partitions(), None
+    except dg.Failure as exc:
+        return None, [], exc.description or str(exc)
+    except (S3SourceError, SourceError, OSError) as exc:
+        return None, [], str(exc)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -184,10 +206,17 @@ def _load_folders(args: argparse.Namespace, source, warehouse) -> int:
 
     from msd_dagster.definitions import partition_job
     from msd_dagster.defs.partitions import msd_folders
-    from msd_dagster.local_runs import LoadInterrupted, LocalRunner, plan_folder_runs
+    from msd_dagster.local_runs import (
+        LoadInterrupted,
+        LocalRunner,
+        fail_orphaned_runs,
+        plan_folder_runs,
+    )
 
-    dataset = source.dataset()
-    available = dataset.list_partitions()
+    dataset, available, problem = source_problem(source)
+    if problem:
+        print(f"error: cannot read the source: {problem}")
+        return 2
     selected = args.partition or available
     unknown = sorted(set(selected) - set(available))
     if unknown:
@@ -203,6 +232,8 @@ def _load_folders(args: argparse.Namespace, source, warehouse) -> int:
     # Runs execute in forked processes: none may inherit this process's connections.
     warehouse.engine().dispose()
     instance = dg.DagsterInstance.get()
+    for run_id in fail_orphaned_runs(instance):
+        print(f"marked run {run_id} failed: the msd-dagster load that ran it was killed")
     known = set(instance.get_dynamic_partitions(msd_folders.name))
     new = [key for key in available if key not in known]
     if new:
@@ -232,7 +263,10 @@ def _load_folders(args: argparse.Namespace, source, warehouse) -> int:
     try:
         runner.run_folders(plan, partition_job, report)
         extra = [] if args.skip_additional_files else _load_additional_files(dataset, runner)
-        totals = runner.run_unpartitioned(_totals_job_fn)
+        # Nothing to total when no folder loaded (e.g. the source failed mid-way).
+        totals = (
+            runner.run_unpartitioned(_totals_job_fn) if any(o.success for o in outcomes) else None
+        )
     except LoadInterrupted as exc:
         loaded = [o.partition for o in outcomes if o.success]
         print(
@@ -240,7 +274,7 @@ def _load_folders(args: argparse.Namespace, source, warehouse) -> int:
             f"recorded{': ' + ' '.join(loaded) if loaded else ''}; the folders in progress were "
             "rolled back. Run the same command again to load the rest."
         )
-        return 130
+        return 143 if str(exc) == "SIGTERM" else 130
     _print_summary(outcomes, warehouse, time.perf_counter() - started)
     totals_ok = _report_totals(runner, totals)
     failed = [o for o in outcomes if not o.success or o.failed_checks]
@@ -251,8 +285,13 @@ def _load_additional_files(dataset, runner: LocalRunner) -> list[bool]:
     """After the folders (song-file rows win, AdditionalFiles rows only fill), load the side
     files when any are present; one unpartitioned run. ``[success]``, or ``[]`` if none."""
     from msd_dagster.defs.assets.additional_files import LOAD_KEY, find_additional_files
+    from msd_dagster.source.s3 import S3SourceError
 
-    found = find_additional_files(dataset)
+    try:
+        found = find_additional_files(dataset)
+    except (S3SourceError, OSError) as exc:
+        print(f"[AdditionalFiles] FAILED: cannot list them: {exc}", flush=True)
+        return [False]
     if not found:
         return []
     started = time.perf_counter()
@@ -286,6 +325,9 @@ def _totals_job_fn():
 
 def _report_totals(runner: LocalRunner, run) -> bool:
     """Print the whole-dataset check's numbers when it fails; True when it passed."""
+    if run is None:
+        print(f"check {TOTAL_CHECK_NAME} not run: no folder was loaded")
+        return False
     evaluations = runner.check_evaluations(run)
     if run.is_success and evaluations and all(e.passed for e in evaluations):
         return True

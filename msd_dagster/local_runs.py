@@ -116,7 +116,7 @@ def create_run(
     return instance.create_run_for_job(
         job_def=job,
         # The whole event log goes to the instance (and the UI); the terminal gets progress.
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
         tags=tags,
         remote_job_origin=job_origin(location_name, job.name),
         job_code_origin=dg.reconstructable(job_fn).get_python_origin(),
@@ -287,6 +287,42 @@ class RunProgress:
             done.append(outcome)
             self.reported.add(partition)
         return done
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def fail_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Runs of ``msd-dagster load`` on this machine left unfinished by a load that is gone
+    (killed with SIGKILL, machine lost power): recorded as failed, as Dagster's run monitoring
+    would. Their folders' transactions were rolled back by the database. Returns their ids."""
+    host = socket.gethostname()
+    unfinished = instance.get_runs(
+        filters=dg.RunsFilter(
+            tags={LAUNCHED_BY_TAG: "cli"},
+            statuses=[
+                dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+            ],
+        )
+    )
+    failed = []
+    for run in unfinished:
+        owner_host, _, pid = run.tags.get(PID_TAG, "").rpartition(":")
+        if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+            instance.report_run_failed(
+                run, f"the msd-dagster load that ran it (process {pid}) ended without finishing it"
+            )
+            failed.append(run.run_id)
+    return failed
 
 
 @dataclass

@@ -113,7 +113,7 @@ def test_a_failed_folder_keeps_its_rows_while_the_other_loads(
     engine.dispose()
 
     failure = _failure(result).step_failure_data.user_failure_data
-    assert failure.description.startswith(f"1 of 2 folder(s) failed: {SECOND}: load: ")
+    assert failure.description.startswith(f"1 of 2 folder(s) failed: {SECOND} (load): ")
     assert "bars of A/B refused by the test" in failure.description
     [item] = failure.metadata["failed_folders"].value
     assert item["partition"] == SECOND and item["stage"] == "load"

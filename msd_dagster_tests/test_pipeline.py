@@ -67,6 +67,7 @@ ANALYSIS = {
     "msd_tatum": "tatums",
     "msd_segment": "segments",
 }
+REPO = Path(__file__).resolve().parents[1]
 SINGULAR = {"msd_bar": "bar", "msd_beat": "beat", "msd_section": "section"}
 SINGULAR |= {"msd_tatum": "tatum", "msd_segment": "segment"}
 
@@ -785,3 +786,103 @@ def test_cli_database_problem_is_none_for_a_usable_database(fast_tmp_path: Path)
     assert (
         cli.database_problem(WarehouseResource(url=sqlite_url(fast_tmp_path / "ok.sqlite"))) is None
     )
+
+
+def test_cli_runs_are_the_code_location_s_own(
+    pipeline_dataset: GeneratedDataset, fast_tmp_path: Path
+) -> None:
+    """What the UI compares before "Re-execute": the run's repository origin (location and
+    repository names of workspace.yaml) and its job snapshot."""
+    from msd_dagster.definitions import partition_job
+
+    source = fast_tmp_path / "dataset"
+    shutil.copytree(pipeline_dataset.root / "data", source / "data")
+    env = _cli_env(fast_tmp_path)
+    done = _run_cli(
+        ["load", "--source", str(source), "--database-url", sqlite_url(fast_tmp_path / "a.db")],
+        env,
+        fast_tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    workspace = (REPO / "workspace.yaml").read_text()
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        runs = [r for r in instance.get_runs() if r.job_name == "msd_partition_job"]
+        assert runs
+        for run in runs:
+            origin = run.remote_job_origin.repository_origin
+            assert origin.repository_name == "__repository__"
+            location = origin.code_location_origin.location_name
+            assert f"location_name: {location}" in workspace
+            assert run.job_snapshot_id == partition_job().get_job_snapshot_id()
+
+
+def test_cli_reports_failed_folders_and_checks_with_their_numbers(
+    pipeline_dataset: GeneratedDataset, fast_tmp_path: Path
+) -> None:
+    ds = pipeline_dataset
+    source = fast_tmp_path / "dataset"
+    shutil.copytree(ds.root / "data", source / "data")
+    env = _cli_env(fast_tmp_path)
+    a, b = fast_tmp_path / "a.sqlite", fast_tmp_path / "b.sqlite"
+    load = ["load", "--source", str(source), "--database-url"]
+    assert _run_cli([*load, sqlite_url(a)], env, fast_tmp_path).returncode == 0
+    # One folder into another database, same instance: the totals check of b counts only what
+    # went to b (it once summed every folder's latest run, whatever the database).
+    other = _run_cli([*load, sqlite_url(b), "--partition", "A/A"], env, fast_tmp_path)
+    assert other.returncode == 0, other.stdout
+    assert "check failed" not in other.stdout
+
+    # A folder the database refuses: the line says why, the others load, exit 1.
+    engine = sa.create_engine(sqlite_url(a))
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON msd_bar WHEN NEW.track_id >= 'TRAB' "
+            "BEGIN SELECT RAISE(ABORT, 'bars refused by the test'); END"
+        )
+    failed = _run_cli([*load, sqlite_url(a)], env, fast_tmp_path)
+    assert failed.returncode == 1, failed.stdout
+    assert "[2/2] A/B: FAILED" in failed.stdout or "A/B: FAILED" in failed.stdout
+    assert "folder A/B FAILED: load: IntegrityError: bars refused by the test" in failed.stdout
+    assert "rerun them with: msd-dagster load --partition A/B" in failed.stdout
+    assert "Traceback" not in failed.stdout + failed.stderr
+
+    # The whole-dataset check fails with its numbers when a track vanishes behind its back.
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse")
+        victim = partition_tracks(ds, "A/B")[0]
+        for table in ("msd_bar", "msd_beat", "msd_section", "msd_tatum", "msd_segment"):
+            conn.exec_driver_sql(f"DELETE FROM {table} WHERE track_id = '{victim}'")
+        conn.exec_driver_sql(f"DELETE FROM msd_track WHERE track_id = '{victim}'")
+    engine.dispose()
+    totals = _run_cli([*load, sqlite_url(a), "--partition", "A/A"], env, fast_tmp_path)
+    assert totals.returncode == 1, totals.stdout
+    expected = len(ds.track_ids)
+    assert (
+        "check failed: total_tracks_match_partitions: database "
+        f"{expected - 1:,} tracks, {expected:,} expected from 2 folder(s)"
+    ) in totals.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--partition"], "expected at least one argument"),
+        (["--workers", "0"], "must be at least 1, got 0"),
+        (["--workers", "-1"], "must be at least 1, got -1"),
+        (["--partition", "Z/Z"], "no such partition(s)"),
+        (["--database-url", "oracle://u:pw@h/db"], "unsupported database 'oracle'"),
+        (["--source", "/no/such/folder"], "no song files under /no/such/folder/data"),
+    ],
+)
+def test_cli_refuses_bad_arguments_in_one_line_and_creates_nothing(
+    pipeline_dataset: GeneratedDataset, fast_tmp_path: Path, args: list[str], message: str
+) -> None:
+    env = _cli_env(fast_tmp_path)
+    database = fast_tmp_path / "never.sqlite"
+    base = ["load", "--source", str(pipeline_dataset.root), "--database-url", sqlite_url(database)]
+    done = _run_cli([*base, *args], env, fast_tmp_path)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert message in output
+    assert "Traceback" not in output and "pw@" not in output
+    assert not database.exists()

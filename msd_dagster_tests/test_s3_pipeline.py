@@ -512,3 +512,64 @@ def test_real_additional_files_from_s3(
     assert parsed["source"] == f"{location}/"
     assert parsed["rows_per_file"]["subset_unique_artists.txt"] == 3888
     assert materialization_metadata(result, LOAD_KEY)["rows_inserted"]["msd_artist"] == 3888
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        ("s3://no-such-bucket-for-msd/x", ["no-such-bucket-for-msd", "NoSuchBucket"]),
+        ("s3://{bucket}/msd", ["'msd/'", "msd/subset/"]),  # one level off
+    ],
+)
+def test_cli_s3_source_problems_are_one_line_before_any_run(
+    s3_endpoint: Any,
+    s3_bucket: tuple[Any, str],
+    dataset_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: Any,
+    location: str,
+    expected: list[str],
+) -> None:
+    from msd_dagster import cli
+
+    _, bucket = s3_bucket
+    stage(dataset_root, s3_bucket)
+    monkeypatch.setenv("MSD_S3_ENDPOINT_URL", s3_endpoint.url)
+    monkeypatch.setenv("MSD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    database = tmp_path / "msd.sqlite"
+    code = cli.main(
+        [
+            "load",
+            "--source",
+            location.format(bucket=bucket),
+            "--database-url",
+            f"sqlite:///{database}",
+        ]
+    )
+    out = capsys.readouterr()
+    assert code == 2
+    [line] = [line for line in out.out.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: cannot read the source: ")
+    for text in expected:
+        assert text in line
+    assert "Traceback" not in out.out + out.err and FAKE_SECRET_ACCESS_KEY not in out.out
+    assert not database.exists()
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        assert instance.get_runs() == []
+
+
+def test_cli_additional_files_listing_failure_is_reported_not_raised(
+    s3_endpoint: Any, capsys: Any
+) -> None:
+    """S3 gone between the folders and the AdditionalFiles: one FAILED line, the load goes on
+    to its summary (a client that cannot connect stands for the dropped endpoint)."""
+    from msd_dagster import cli
+
+    client = s3_client_for(S3Resource(endpoint_url="http://127.0.0.1:1", max_attempts=1))
+    assert cli._load_additional_files(S3Dataset(client, "bucket", "msd"), runner=None) == [False]
+    out = capsys.readouterr().out
+    assert out.startswith("[AdditionalFiles] FAILED: cannot list them: S3 ListObjectsV2 ")
+    assert "EndpointConnectionError" in out
+    assert "Traceback" not in out

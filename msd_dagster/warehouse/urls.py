@@ -13,7 +13,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from msd_dagster.secrets import MASK, mask_text, mask_url, url_secrets
-from msd_dagster.warehouse.dialects import backend_for_url, catalog_kind, make_url, register_engine
+from msd_dagster.warehouse.dialects import (
+    backend_for_url,
+    catalog_kind,
+    make_url,
+    register_engine,
+    supported_backend_class,
+)
 
 # Re-exported: these lived here before the backend modules.
 from msd_dagster.warehouse.dialects.mssql import (
@@ -157,6 +163,7 @@ def create_engine_for_url(
     ``echo`` ...).
     """
     parsed = make_url(url)
+    supported_backend_class(parsed)  # an unknown kind is refused before any driver is imported
     backend = backend_for_url(
         parsed,
         lock_timeout_s=lock_timeout_s,

@@ -296,7 +296,7 @@ def _load_folder(
             yield rows_check_evaluation(partition, verdict)
         raise _FolderFailed(FolderFailure(partition, "check", str(exc), False)) from exc
     except Exception as exc:  # noqa: BLE001 - any error fails this folder only
-        reason = warehouse.without_secrets(f"{stage}: {_one_line(exc)}")
+        reason = warehouse.without_secrets(_one_line(exc))
         raise _FolderFailed(FolderFailure(partition, stage, reason, _is_transient(exc))) from exc
 
     database = warehouse.display_url()
@@ -373,7 +373,7 @@ def load_folders(
         raise dg.Failure(
             description=(
                 f"{len(failures)} of {len(todo)} folder(s) failed: "
-                + "; ".join(f"{f.partition}: {f.reason}" for f in failures)
+                + "; ".join(f"{f.partition} ({f.stage}): {f.reason}" for f in failures)
             ),
             metadata={
                 "failed_folders": dg.MetadataValue.json(

@@ -56,6 +56,8 @@ __all__ = [
     "PostgreSQLBackend",
     "SQLServerBackend",
     "SQLiteBackend",
+    "UnsupportedDatabaseError",
+    "supported_backend_class",
     "StagedCopy",
     "backend_class",
     "backend_for",
@@ -82,6 +84,23 @@ def make_url(url: str | sa.URL) -> sa.URL:
     except Exception as exc:
         raise ValueError(f"not a database URL: {mask_text(url)} ({type(exc).__name__})") from None
     return parsed
+
+
+class UnsupportedDatabaseError(ValueError):
+    """A database URL of a kind msd-dagster has no backend for."""
+
+
+def supported_backend_class(url: str | sa.URL) -> type[Backend]:
+    """The backend class of ``url``; :class:`UnsupportedDatabaseError` for an unknown kind."""
+    parsed = make_url(url)
+    cls = _BY_DIALECT.get(parsed.get_backend_name())
+    if cls is None:
+        kinds = ", ".join(f"{b.display_name} ({b.dialect_names[0]}://)" for b in BACKENDS)
+        raise UnsupportedDatabaseError(
+            f"unsupported database {parsed.get_backend_name()!r} ({mask_text(str(url))}); "
+            f"supported are {kinds}"
+        )
+    return cls
 
 
 def backend_class(dialect_name: str) -> type[Backend]:
