@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import sqlite3
+import subprocess
 import tracemalloc
 import zlib
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from msd_dagster.source import local as local_module
 from msd_dagster.source.layout import SourceError, SourceListingError, UnreadableSourceFile
 from msd_dagster.source.local import LocalDataset
 from msd_dagster_tests.shared_data import real_song_paths
-from msd_dagster_tests.unprivileged import probe
+from msd_dagster_tests.unprivileged import REPOSITORY, probe, unprivileged_command
 
 LEAF = "data/A/A/A"
 
@@ -440,3 +441,42 @@ def test_a_rejected_file_kept_alive_does_not_change_how_the_next_files_read(
         kept.append(exc)
     assert kept and "analysis/bars_start has dtype int32" in kept[0].reason
     assert [read_song(p).track_id for p in real_song_paths()] == [p.stem for p in real_song_paths()]
+
+
+def test_msd_dagster_load_refuses_an_unreadable_folder_and_keeps_the_database(
+    root: Path, tmp_path: Path
+) -> None:
+    """The reported data loss, end to end: load, make a leaf folder unreadable, load again
+    through ``msd-dagster load`` as a user file permissions apply to."""
+    database = tmp_path / "msd.sqlite"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSD_", "DAGSTER_"))}
+    env.update(DAGSTER_HOME=str(tmp_path / "dagster_home"), MSD_HOME=str(tmp_path / "home"))
+    load = ["-m", "msd_dagster.cli", "load", "--source", str(root)]
+    load += ["--database-url", f"sqlite:///{database}", "--skip-additional-files"]
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            unprivileged_command(load),
+            cwd=REPOSITORY,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    first = run()
+    assert first.returncode == 0, first.stdout + first.stderr
+    tracks, bars = real_counts()
+    (root / LEAF).chmod(0o000)
+    second = run()
+    output = second.stdout + second.stderr
+    assert second.returncode == 1, output
+    assert "[1/1] A/A: FAILED" in output
+    assert (
+        f"folder A/A FAILED: list: SourceListingError: cannot list {LEAF}: Permission denied"
+        in (output)
+    )
+    assert "Traceback" not in output
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT COUNT(*) FROM msd_track").fetchone()[0] == tracks
+        assert db.execute("SELECT COUNT(*) FROM msd_bar").fetchone()[0] == bars
