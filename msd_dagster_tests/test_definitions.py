@@ -108,6 +108,50 @@ def test_dagster_cli_validates_the_code_location(tmp_path: Path) -> None:
     assert "Validation successful for code location msd_dagster" in output
 
 
+def test_dg_checks_and_lists_the_project(tmp_path: Path) -> None:
+    """`dg check defs` / `dg list defs` (dagster-dg-cli) with the [tool.dg] settings; the
+    location name is the same in pyproject.toml's two sections and in workspace.yaml."""
+    import json
+    import tomllib
+
+    dg_cli = Path(sys.executable).with_name("dg")
+    env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
+    env.update(DAGSTER_HOME=str(tmp_path), MSD_HOME=str(tmp_path / "msd_home"))
+    check = subprocess.run(
+        [str(dg_cli), "check", "defs"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "All definitions loaded successfully." in check.stdout + check.stderr
+    listed = subprocess.run(
+        [str(dg_cli), "list", "defs", "--json"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert listed.returncode == 0, listed.stderr
+    keys = {asset["asset_key"] for asset in json.loads(listed.stdout)["assets"]}
+    assert {"raw/song_files", "normalized/songs", "warehouse/msd_segment"} <= keys
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]
+    names = {
+        project["dagster"]["code_location_name"],
+        project["dg"]["project"]["code_location_name"],
+        definitions.CODE_LOCATION_NAME,
+    }
+    assert names == {"msd_dagster"}
+    assert (
+        f"location_name: {definitions.CODE_LOCATION_NAME}"
+        in (REPO_ROOT / "workspace.yaml").read_text()
+    )
+
+
 def test_resources_resolve_with_nothing_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
