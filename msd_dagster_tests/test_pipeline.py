@@ -221,6 +221,12 @@ def test_two_partitions_load_the_generated_rows_and_pass_every_check(
         )
         raw = materialization_metadata(result, RAW_KEY, partition)
         assert raw["dagster/partition_row_count"] == len(partition_tracks(ds, partition))
+    # The table's rows after the run's last folder (SQLite: the highest row id, exact here:
+    # nothing was deleted).
+    for table, total in counts.items():
+        metadata = materialization_metadata(result, warehouse_key(table), PIPELINE_FOLDERS[-1])
+        assert metadata["dagster/row_count"] == total, table
+        assert metadata["row_count_method"].startswith("upper bound: the highest row id")
 
 
 def test_rerunning_a_partition_leaves_identical_contents(

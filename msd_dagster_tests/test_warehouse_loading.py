@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -35,6 +36,7 @@ from msd_dagster.warehouse.queries import (
     total_tracks,
 )
 from msd_dagster.warehouse.schema import (
+    MSD_TABLES,
     NATURAL_KEYS,
     SCHEMA_VERSION,
     SHARED_TABLES,
@@ -44,6 +46,7 @@ from msd_dagster.warehouse.schema import (
     references,
 )
 from msd_dagster.warehouse.urls import create_engine_for_url
+from msd_dagster.warehouse.verify import table_row_counts
 
 pytest_plugins = ["msd_dagster_tests.db_fixtures"]
 
@@ -923,3 +926,23 @@ def test_value_conversion_is_exact_and_strict() -> None:
     text = pd.Series([GURMUKHI, None, ""], dtype="str")
     rows = rows_of([normalize_column(text, title), normalize_column(text.isna(), year)])
     assert rows == [(GURMUKHI, 0), (None, 1), ("", 0)]
+
+
+def test_table_row_counts_are_cheap_and_say_how_they_were_counted(engine: sa.Engine) -> None:
+    load_partition(engine, "A/A", frames_aa())
+    load_partition(engine, "A/B", frames_ab())
+    exact = {table.name: count_rows(engine, table.name) for table in MSD_TABLES}
+    deadline = time.monotonic() + 10
+    while True:  # PostgreSQL's statistics reach the catalog a moment after the commit
+        counts, method = table_row_counts(engine)
+        if counts == exact or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert set(counts) == set(exact)
+    if engine.dialect.name == "sqlite":
+        assert method.startswith("upper bound") and counts == exact
+    elif engine.dialect.name == "postgresql":
+        assert method == "estimate: pg_stat_user_tables.n_live_tup" and counts == exact
+    else:  # InnoDB samples: an estimate, of the right size
+        assert method == "estimate: information_schema.TABLES.TABLE_ROWS"
+        assert all(0 <= counts[t] <= 3 * exact[t] + 10 for t in exact), (counts, exact)

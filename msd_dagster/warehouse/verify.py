@@ -39,7 +39,7 @@ from msd_dagster.warehouse.schema import MSD_TABLES, NATURAL_KEYS, TRACK_TABLE_N
 
 ANALYSIS_TABLE_NAMES = frozenset(TRACK_TABLE_NAMES) - {"msd_track"}
 
-__all__ = ["TableVerdict", "table_totals", "verify_partition"]
+__all__ = ["TableVerdict", "table_row_counts", "table_totals", "verify_partition"]
 
 
 @dataclass(frozen=True)
@@ -240,6 +240,16 @@ def verify_partition(
 
 
 def table_totals(engine: sa.Engine) -> dict[str, int]:
-    """Rows per msd_* table in the whole database."""
+    """Rows per msd_* table in the whole database, counted exactly."""
     with engine.connect() as conn:
         return {table.name: count_rows(conn, table.name) for table in MSD_TABLES}
+
+
+def table_row_counts(engine: sa.Engine) -> tuple[dict[str, int], str]:
+    """Rows per msd_* table the cheap way the backend offers (a statistic or the catalog),
+    and how they were counted (e.g. "estimate: pg_stat_user_tables.n_live_tup")."""
+    backend = backend_for(engine)
+    with engine.connect() as conn:
+        tables = [warehouse_table(conn, t.name) for t in MSD_TABLES]
+        counts = backend.table_row_counts(conn, tables)
+    return {t.name: counts.get(t.name, 0) for t in MSD_TABLES}, backend.row_count_method

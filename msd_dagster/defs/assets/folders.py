@@ -49,7 +49,7 @@ from msd_dagster.warehouse.checked_load import PartitionCheckFailed, load_and_ve
 from msd_dagster.warehouse.ddl import SchemaMismatchError, ensure_schema
 from msd_dagster.warehouse.partition_load import is_transient_database_error
 from msd_dagster.warehouse.schema import MSD_TABLES
-from msd_dagster.warehouse.verify import TableVerdict
+from msd_dagster.warehouse.verify import TableVerdict, table_row_counts
 
 RAW_KEY = dg.AssetKey(["raw", "song_files"])
 LISTING_FRAME = "song_files"
@@ -301,6 +301,7 @@ def _load_folder(
 
     database = warehouse.display_url()
     kind = warehouse.catalog_kind()
+    table_rows, counted_by = table_row_counts(warehouse.engine())
     # The folder's rows, all verified present: what it inserted in the track tables, and the
     # rows it needs in the shared ones (its artists, their terms, tags, similar artists ...).
     rows = {v.table: v.frame_rows for v in loaded.verdicts}
@@ -310,6 +311,8 @@ def _load_folder(
             partition=partition,
             metadata={
                 "dagster/partition_row_count": rows[table],
+                "dagster/row_count": table_rows[table],
+                "row_count_method": counted_by,
                 "dagster/table_name": table,
                 "dagster/storage_kind": kind,
                 "rows_written": loaded.written.get(table, 0),

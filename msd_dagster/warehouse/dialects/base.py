@@ -165,6 +165,20 @@ class Backend:
         yield {}
 
     # ----------------------------------------------------------------------------------------
+    # Catalog
+
+    # How :meth:`table_row_counts` counts, shown beside the counts.
+    row_count_method: ClassVar[str] = "exact: COUNT(*)"
+
+    def table_row_counts(self, conn: sa.Connection, tables: Sequence[sa.Table]) -> dict[str, int]:
+        """Rows per table, cheaply (a statistic or the catalog where the backend keeps one;
+        :attr:`row_count_method` says which). This default counts them."""
+        return {
+            t.name: int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
+            for t in tables
+        }
+
+    # ----------------------------------------------------------------------------------------
     # Staging tables and upserts
 
     def stage_name(self, target: sa.Table) -> str:
