@@ -11,11 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import boto3
-import botocore
 import dagster as dg
 import sqlalchemy as sa
-from botocore.config import Config
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
@@ -23,7 +20,7 @@ from msd_dagster import settings
 from msd_dagster.frame_store import FrameStore
 from msd_dagster.secrets import mask_text, url_secrets
 from msd_dagster.source.local import LocalDataset
-from msd_dagster.source.s3 import S3Dataset, S3SourceError, parse_s3_url, s3_client_config
+from msd_dagster.source.s3 import S3Dataset, S3SourceError, make_s3_client, parse_s3_url
 from msd_dagster.warehouse.dialects import catalog_kind
 from msd_dagster.warehouse.urls import azure_sql_url, create_engine_for_url, mask_url
 
@@ -50,40 +47,33 @@ class MsdS3Resource(S3Resource):
 
 
 def s3_client_for(s3: S3Resource) -> Any:
-    """A new boto3 S3 client for an ``S3Resource`` (plain or :class:`MsdS3Resource`).
+    """A new boto3 S3 client for an ``S3Resource`` (plain or :class:`MsdS3Resource`), built by
+    :func:`msd_dagster.source.s3.make_s3_client`.
 
     Same settings as ``S3Resource.get_client()`` (endpoint, region, profile, SSL, unsigned
-    access, ``max_attempts``) plus the client Config of ``s3_client_config``: botocore's
-    standard retries (throttling, 5xx, connection faults, with jittered backoff), timeouts and
-    a connection pool sized for the concurrent readers. Unsigned sessions send anonymous
-    requests (public buckets) and need no credentials.
+    access, ``max_attempts``) plus retries, timeouts and a pool sized for the concurrent
+    readers. Empty endpoint, region and unsigned access fall back to ``MSD_S3_ENDPOINT_URL``,
+    ``AWS_REGION`` and ``MSD_S3_UNSIGNED``. Explicit keys are passed only when someone
+    configured them; otherwise boto3 resolves them itself through the standard chain.
     """
-    config = s3_client_config(
-        s3.max_attempts,
-        retry_mode=getattr(s3, "retry_mode", "standard"),
-        max_pool_connections=getattr(s3, "max_pool_connections", 32),
-        connect_timeout=getattr(s3, "connect_timeout", 10),
-        read_timeout=getattr(s3, "read_timeout", 60),
-    )
-    unsigned = s3.use_unsigned_session or os.environ.get(settings.MSD_S3_UNSIGNED) == "1"
-    if unsigned:
-        config = config.merge(Config(signature_version=botocore.UNSIGNED))
-    session = boto3.session.Session(profile_name=s3.profile_name)
-    # Explicit keys are passed only when someone configured them (e.g. with dg.EnvVar);
-    # otherwise boto3 resolves them itself through the standard chain.
     explicit = {
         name: value
         for name in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
         if (value := getattr(s3, name, None))
     }
-    return session.client(
-        "s3",
-        region_name=settings.setting(s3.region_name, settings.AWS_REGION) or None,
+    return make_s3_client(
         endpoint_url=settings.setting(s3.endpoint_url, settings.MSD_S3_ENDPOINT_URL) or None,
+        region_name=settings.setting(s3.region_name, settings.AWS_REGION) or None,
+        unsigned=s3.use_unsigned_session or os.environ.get(settings.MSD_S3_UNSIGNED) == "1",
+        max_attempts=s3.max_attempts,
+        profile_name=s3.profile_name,
+        max_pool_connections=getattr(s3, "max_pool_connections", 32),
+        retry_mode=getattr(s3, "retry_mode", "standard"),
+        connect_timeout=getattr(s3, "connect_timeout", 10),
+        read_timeout=getattr(s3, "read_timeout", 60),
         use_ssl=s3.use_ssl,
         verify=s3.verify,
-        config=config,
-        **explicit,
+        credentials=explicit,
     )
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from msd_dagster.source.layout import validate_partition_key
+
 # ---------------------------------------------------------------------------------------------
 # Folder layout and id shapes
 # ---------------------------------------------------------------------------------------------
@@ -87,10 +89,8 @@ def _weighted(rng: np.random.Generator, table: tuple[tuple[str, int], ...]) -> s
 
 def parse_folder(folder: str) -> tuple[str, str]:
     """Split a second-level folder key like ``"A/B"`` into its two letters (validated)."""
-    parts = folder.split("/")
-    if len(parts) != 2 or not all(len(p) == 1 and "A" <= p <= "Z" for p in parts):
-        raise ValueError(f"folder must look like 'A/B' (two uppercase letters): {folder!r}")
-    return parts[0], parts[1]
+    first, second = validate_partition_key(folder).split("/")
+    return first, second
 
 
 def make_track_id(rng: np.random.Generator, folder: str) -> str:

@@ -76,11 +76,28 @@ class SourceFile:
 
 
 def validate_partition_key(key: str) -> str:
-    if not PARTITION_KEY_PATTERN.match(key):
+    """``key`` if it names a second-level folder (``"A/B"``); else ``ValueError`` saying so."""
+    if not isinstance(key, str) or not PARTITION_KEY_PATTERN.match(key):
         raise ValueError(
-            f"invalid partition key {key!r}: expected a second-level folder like 'A/B'"
+            f"invalid partition key {key!r}: expected two uppercase letters separated by '/', "
+            "the second-level folder of the dataset (e.g. 'A/B')"
         )
     return key
+
+
+def partition_track_range(partition_key: str) -> tuple[str, str]:
+    """Half-open ``track_id`` range ``[lo, hi)`` of a partition: ``"A/B"`` -> ``("TRAB", "TRAC")``.
+
+    ``hi`` is always made of uppercase letters (``"A/Z"`` -> ``("TRAZ", "TRB")``, ``"Z/Z"`` ->
+    ``("TRZZ", "TS")``), so the range is the same under any collation.
+    """
+    x, y = validate_partition_key(partition_key).split("/")
+    lo = f"TR{x}{y}"
+    if y != "Z":
+        return lo, f"TR{x}{chr(ord(y) + 1)}"
+    if x != "Z":
+        return lo, f"TR{chr(ord(x) + 1)}"
+    return lo, "TS"
 
 
 def partition_prefix(key: str) -> str:

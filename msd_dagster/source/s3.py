@@ -237,18 +237,40 @@ def make_s3_client(
     max_attempts: int = 8,
     profile_name: str | None = None,
     max_pool_connections: int = 32,
+    retry_mode: str = "standard",
+    connect_timeout: float = 10,
+    read_timeout: float = 60,
+    use_ssl: bool = True,
+    verify: bool | str | None = None,
+    credentials: dict[str, str] | None = None,
 ) -> S3Client:
-    """A boto3 S3 client for code outside Dagster (the CLI, tests).
+    """A new boto3 S3 client with :func:`s3_client_config`'s retries, timeouts and pool: the
+    one factory (the Dagster resource maps its fields onto it).
 
-    Credentials come only from the environment / the standard AWS chain (env vars,
-    ``AWS_PROFILE`` or ``profile_name``, SSO, instance/container role). ``unsigned=True``
+    Credentials come from the environment / the standard AWS chain (env vars, ``AWS_PROFILE``
+    or ``profile_name``, SSO, instance/container role) unless ``credentials`` gives explicit
+    ``aws_access_key_id`` / ``aws_secret_access_key`` / ``aws_session_token``. ``unsigned=True``
     sends anonymous requests (public buckets) and needs no credentials at all.
     """
     session = boto3.session.Session(profile_name=profile_name, region_name=region_name)
-    config = s3_client_config(max_attempts, max_pool_connections=max_pool_connections)
+    config = s3_client_config(
+        max_attempts,
+        retry_mode=retry_mode,
+        max_pool_connections=max_pool_connections,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+    )
     if unsigned:
         config = config.merge(Config(signature_version=botocore.UNSIGNED))
-    return session.client("s3", endpoint_url=endpoint_url, config=config)
+    return session.client(
+        "s3",
+        region_name=region_name,
+        endpoint_url=endpoint_url,
+        use_ssl=use_ssl,
+        verify=verify,
+        config=config,
+        **(credentials or {}),
+    )
 
 
 # --------------------------------------------------------------------------------------------

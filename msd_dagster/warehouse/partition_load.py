@@ -19,13 +19,13 @@ in it (:mod:`msd_dagster.warehouse.dialects.mssql_bulkcopy`), so the same holds.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
 import sqlalchemy as sa
 
+from msd_dagster.source.layout import partition_track_range
 from msd_dagster.warehouse.bulk import bulk_insert
 from msd_dagster.warehouse.ddl import warehouse_table
 from msd_dagster.warehouse.dialects import backend_for
@@ -75,30 +75,6 @@ __all__ = [
     "stage_table",
     "upsert_statement",
 ]
-
-_PARTITION_KEY = re.compile(r"[A-Z]/[A-Z]")
-
-
-def partition_track_range(partition_key: str) -> tuple[str, str]:
-    """Half-open ``track_id`` range ``[lo, hi)`` of a partition: ``"A/B"`` -> ``("TRAB", "TRAC")``.
-
-    ``hi`` is always made of uppercase letters (``"A/Z"`` -> ``("TRAZ", "TRB")``, ``"Z/Z"`` ->
-    ``("TRZZ", "TS")``), so the range is the same under any collation.
-    """
-    if not isinstance(partition_key, str) or not _PARTITION_KEY.fullmatch(partition_key):
-        raise ValueError(
-            f"invalid partition key {partition_key!r}: expected two uppercase letters separated "
-            "by '/', the second-level folder of the dataset (e.g. 'A/B')"
-        )
-    x, y = partition_key[0], partition_key[2]
-    lo = f"TR{x}{y}"
-    if y != "Z":
-        hi = f"TR{x}{chr(ord(y) + 1)}"
-    elif x != "Z":
-        hi = f"TR{chr(ord(x) + 1)}"
-    else:
-        hi = "TS"
-    return lo, hi
 
 
 # --------------------------------------------------------------------------------------------
