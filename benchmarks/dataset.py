@@ -8,6 +8,10 @@ Two shapes:
   the seed; the generator puts each song in a random key of that list, so with the default 1,000
   songs about 450 keys get songs (1-2 songs per partition: the per-partition cost dominates)
   (``msd-sparse<keys>-<songs>-seed<seed>``).
+
+And for ``benchmarks.run --fixed-cost N``: **N folders of exactly one song each**
+(``msd-fixed-<N>-seed<seed>``), spread evenly over the 676 keys; the one-folder set holds the
+first folder's song of every larger set, so two loads differ only by N - 1 folders of one song.
 """
 
 from __future__ import annotations
@@ -54,6 +58,30 @@ def cached_dataset(
     generate_dataset(root, songs, seed=seed, workers=workers, folders=folders)
     seconds = time.perf_counter() - started
     marker.write_text(f"{songs} songs, {shape}, seed {seed}, generated in {seconds:.1f} s\n")
+    return root, seconds
+
+
+def fixed_cost_folders(count: int) -> list[str]:
+    """``count`` second-level keys spread evenly over the 676 (the first is always ``A/A``)."""
+    if not 1 <= count <= len(ALL_FOLDERS):
+        raise ValueError(f"folders must be 1 to {len(ALL_FOLDERS)}: {count}")
+    return [ALL_FOLDERS[i * len(ALL_FOLDERS) // count] for i in range(count)]
+
+
+def fixed_cost_dataset(folders: int, seed: int = DEFAULT_SEED) -> tuple[Path, float]:
+    """The root of ``folders`` folders holding one song each (generated on first use) and the
+    seconds its generation took now (0.0 when it came from the cache)."""
+    root = CACHE / f"msd-fixed-{folders}-seed{seed}"
+    marker = root / ".complete"
+    if marker.exists():
+        return root, 0.0
+    started = time.perf_counter()
+    # The generator draws each song's folder at random: one call per folder puts exactly one
+    # song in each; the seed follows the folder's rank, so every set starts with the same song.
+    for rank, key in enumerate(fixed_cost_folders(folders)):
+        generate_dataset(root, 1, seed=seed + rank, folders=[key])
+    seconds = time.perf_counter() - started
+    marker.write_text(f"{folders} folders of one song, seed {seed}, generated in {seconds:.1f} s\n")
     return root, seconds
 
 

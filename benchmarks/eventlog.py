@@ -1,114 +1,166 @@
 """Per-stage times of a ``msd-dagster load``, read back from the Dagster event log.
 
-For every partition run: the duration of each step (STEP_START -> STEP_SUCCESS), the
-``parse_seconds`` / ``load_seconds`` metadata, and the time of the "parsed N/N files" log line
-(end of read+parse, start of building the frames). Stages:
+A load executes ``msd_partition_job`` runs over ranges of folders; each run has one step that
+takes its folders one after the other and reports every folder with its own materializations
+(``raw/song_files``, ``normalized/*``, the twelve ``warehouse/msd_*`` tables) and check
+results. Per run:
 
-* list: the ``raw__song_files`` step;
-* read+parse: ``normalized_tables`` start -> "parsed N/N files";
-* normalize: the rest of ``parse_seconds`` (building the DataFrames);
-* write: ``load_seconds`` (the partition's transaction);
-* checks: the ``warehouse_checks`` step;
-* parquet I/O: the steps' remaining time (IO manager writes/reads of the intermediate frames,
-  ``ensure_schema``, outputs and check results);
-* Dagster: run time not spent in a step (run creation, planning, events between steps), plus
-  the CLI's per-run time outside the run (``execute_job`` setup and reading its events).
+* run seconds: ``PIPELINE_START`` -> ``PIPELINE_SUCCESS`` / ``PIPELINE_FAILURE``;
+* before run: the run's creation (``create_timestamp`` of its record, before its planned
+  events are written) -> ``PIPELINE_START`` (planned events, forking and starting the run);
+* events: entries in the run's event log.
+
+Per folder (from the materializations' ``partition`` and metadata):
+
+* list: ``list_seconds`` of ``raw/song_files`` (listing the files and storing the listing);
+* parse: ``parse_seconds`` of ``normalized/songs`` (read + parse + normalize);
+* store: the last ``normalized/*`` materialization's time - the ``raw/song_files`` one's -
+  parse (the Parquet writes of the frames, and recording those events);
+* write: ``load_seconds`` of ``warehouse/msd_track`` (load and checks, one transaction);
+* span: start of the listing -> the folder's last event (what the CLI reports per folder).
+
+Dagster = run time not in any folder's list / parse / store / write (recording the events,
+step and resource start-up, the schema check) + the time before the run started. Of it,
+"folder events" is the part inside folder spans (recording each folder's materializations and
+check results). Every figure of a run adds up: before run + run seconds = the run's time from
+creation to end = its folders' list + parse + store + write + Dagster.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-PARSED = re.compile(r"^parsed (\d+)/(\d+) files$")
-STEP_STAGE = {
-    "raw__song_files": "raw",
-    "normalized_tables": "normalized",
-    "warehouse_tables": "warehouse",
-    "warehouse_checks": "checks",
-}
+PARTITION_JOB = "msd_partition_job"
+RAW = "raw/song_files"
+SONGS = "normalized/songs"
+TRACK = "warehouse/msd_track"
+FOLDER_STAGES = ("list", "parse", "store", "write")
 
 
-def run_stages(dagster_home: Path, cli_seconds: dict[str, float]) -> dict[str, Any]:
-    """Stage seconds per partition run and summed; ``cli_seconds``: partition -> seconds the
-    CLI reported for the whole ``execute_job`` call."""
+def run_stages(dagster_home: Path) -> dict[str, Any]:
+    """Stage seconds per run and per folder of the ``msd_partition_job`` runs recorded in
+    ``dagster_home``, and their sums (``totals``)."""
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     import dagster as dg
 
-    per_run: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    folders: list[dict[str, Any]] = []
     with dg.DagsterInstance.get() as instance:
-        for run in instance.get_runs():
-            partition = run.tags.get("dagster/partition")
-            if not partition:
-                continue
-            per_run.append(_one_run(instance, run.run_id, partition, cli_seconds.get(partition)))
-    per_run.sort(key=lambda r: r["partition"])
+        for run in instance.get_runs(filters=dg.RunsFilter(job_name=PARTITION_JOB)):
+            record = instance.get_run_record_by_id(run.run_id)
+            created = record.create_timestamp.timestamp() if record else None
+            one_run, its_folders = _one_run(instance.all_logs(run.run_id), created)
+            runs.append(one_run)
+            folders.extend(its_folders)
+    runs.sort(key=lambda r: r["folders"][0] if r["folders"] else "")
+    folders.sort(key=lambda f: f["partition"])
     totals: dict[str, float] = defaultdict(float)
-    for run in per_run:
+    for run in runs:
         for key, value in run.items():
             if isinstance(value, int | float) and not isinstance(value, bool):
                 totals[key] += value
-    median_run = statistics.median(r["cli_seconds"] for r in per_run) if per_run else 0.0
-    return {"runs": per_run, "totals": dict(totals), "median_run_seconds": median_run}
+    # The folder stages are summed per run already; these only per folder.
+    for folder in folders:
+        for key in ("span", "files", "tracks"):
+            totals[key] += folder[key]
+    return {
+        "runs": runs,
+        "folders": folders,
+        "totals": dict(totals),
+        "median_run_seconds": statistics.median(r["run_seconds"] for r in runs) if runs else 0.0,
+        "median_folder_seconds": (
+            statistics.median(f["span"] for f in folders) if folders else 0.0
+        ),
+    }
 
 
-def _one_run(instance: Any, run_id: str, partition: str, cli: float | None) -> dict[str, Any]:
-    starts: dict[str, float] = {}
-    ends: dict[str, float] = {}
+def _one_run(entries: Any, created: float | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     run_start = run_end = None
-    parsed_at = None
-    files = 0
-    parse_seconds = load_seconds = 0.0
     events = 0
-    for entry in instance.all_logs(run_id):
+    # partition -> {"raw": ts, "last_normalized": ts, "last": ts, metadata figures ...}
+    seen: dict[str, dict[str, float]] = defaultdict(dict)
+    for entry in entries:
         events += 1
-        if not entry.is_dagster_event:
-            match = PARSED.match(entry.user_message or "")
-            if match and match[1] == match[2]:
-                parsed_at, files = entry.timestamp, int(match[2])
-            continue
         event = entry.dagster_event
+        if event is None:
+            continue
         kind = event.event_type_value
         if kind == "PIPELINE_START":
             run_start = entry.timestamp
         elif kind in ("PIPELINE_SUCCESS", "PIPELINE_FAILURE"):
             run_end = entry.timestamp
-        elif kind == "STEP_START":
-            starts[entry.step_key] = entry.timestamp
-        elif kind in ("STEP_SUCCESS", "STEP_FAILURE"):
-            ends[entry.step_key] = entry.timestamp
         elif kind == "ASSET_MATERIALIZATION":
-            metadata = event.step_materialization_data.materialization.metadata
-            if "parse_seconds" in metadata:
-                parse_seconds = float(metadata["parse_seconds"].value)
-            if "load_seconds" in metadata:
-                load_seconds = float(metadata["load_seconds"].value)
-    step = {STEP_STAGE.get(key, key): ends[key] - starts[key] for key in starts if key in ends}
-    normalized_start = starts.get("normalized_tables")
-    read_parse = (parsed_at - normalized_start) if parsed_at and normalized_start else 0.0
-    in_steps = sum(step.values())
+            materialization = event.step_materialization_data.materialization
+            if materialization.partition is None:
+                continue
+            folder = seen[str(materialization.partition)]
+            key = materialization.asset_key.to_user_string()
+            metadata = materialization.metadata
+            folder["last"] = entry.timestamp
+            if key == RAW:
+                folder["raw"] = entry.timestamp
+                folder["list"] = _number(metadata, "list_seconds")
+                folder["files"] = _number(metadata, "dagster/partition_row_count")
+            elif key.startswith("normalized/"):
+                folder["last_normalized"] = entry.timestamp
+                if key == SONGS:
+                    folder["parse"] = _number(metadata, "parse_seconds")
+                    folder["tracks"] = _number(metadata, "tracks")
+            elif key == TRACK:
+                folder["write"] = _number(metadata, "load_seconds")
+        elif kind == "ASSET_CHECK_EVALUATION":
+            partition = event.asset_check_evaluation_data.partition
+            if partition is not None and partition in seen:
+                seen[partition]["last"] = entry.timestamp
+    folders = [_one_folder(partition, times) for partition, times in seen.items()]
     run_seconds = (run_end - run_start) if run_start and run_end else 0.0
+    before_run = max(0.0, run_start - created) if run_start and created else 0.0
+    in_folders = sum(f[stage] for f in folders for stage in FOLDER_STAGES)
+    dagster_in_run = max(0.0, run_seconds - in_folders)
+    folder_events = sum(f["events_seconds"] for f in folders)
     result = {
-        "partition": partition,
-        "files": files,
+        "folders": sorted(f["partition"] for f in folders),
         "events": events,
-        "cli_seconds": cli or run_seconds,
         "run_seconds": run_seconds,
-        "list": step.get("raw", 0.0),
-        "read_parse": read_parse,
-        "normalize": max(0.0, parse_seconds - read_parse),
-        "write": load_seconds,
-        "checks": step.get("checks", 0.0),
-        "step_normalized": step.get("normalized", 0.0),
-        "step_warehouse": step.get("warehouse", 0.0),
-        "parquet_io_other": max(0.0, step.get("normalized", 0.0) - parse_seconds)
-        + max(0.0, step.get("warehouse", 0.0) - load_seconds),
-        "dagster_in_run": max(0.0, run_seconds - in_steps),
+        "before_run": before_run,
+        "created_to_end": before_run + run_seconds,
+        **{stage: sum(f[stage] for f in folders) for stage in FOLDER_STAGES},
+        "dagster_in_run": dagster_in_run,
+        "folder_events": min(folder_events, dagster_in_run),
+        "dagster": dagster_in_run + before_run,
     }
-    result["dagster_outside_run"] = max(0.0, result["cli_seconds"] - run_seconds)
-    result["dagster"] = result["dagster_in_run"] + result["dagster_outside_run"]
-    return result
+    return result, folders
+
+
+def _one_folder(partition: str, times: dict[str, float]) -> dict[str, Any]:
+    parse = times.get("parse", 0.0)
+    raw = times.get("raw")
+    list_seconds = times.get("list", 0.0)
+    store = (
+        max(0.0, times["last_normalized"] - raw - parse)
+        if raw is not None and "last_normalized" in times
+        else 0.0
+    )
+    span = (times["last"] - raw + list_seconds) if raw is not None else 0.0
+    work = list_seconds + parse + store + times.get("write", 0.0)
+    return {
+        "partition": partition,
+        "files": int(times.get("files", 0)),
+        "tracks": int(times.get("tracks", 0)),
+        "list": list_seconds,
+        "parse": parse,
+        "store": store,
+        "write": times.get("write", 0.0),
+        "span": span,
+        # Inside the folder's span but in none of its stages: recording its events.
+        "events_seconds": max(0.0, span - work),
+    }
+
+
+def _number(metadata: Any, key: str) -> float:
+    value = metadata.get(key)
+    return float(value.value) if value is not None else 0.0

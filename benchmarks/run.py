@@ -3,12 +3,17 @@
     .venv/bin/python -m benchmarks.run --songs 1000 --backend postgresql
     .venv/bin/python -m benchmarks.run --songs 10000 --backend sqlite,postgresql,mariadb
     .venv/bin/python -m benchmarks.run --dataset sparse --backend postgresql
+    .venv/bin/python -m benchmarks.run --fixed-cost 100 --backend sqlite,postgresql
 
 For each backend: a fresh database (PostgreSQL/MariaDB: a new database, dropped afterwards;
-SQLite: a new file) and a fresh DAGSTER_HOME/MSD_HOME in a temporary folder; then the real
+SQLite: a new file) and a fresh DAGSTER_HOME/MSD_HOME in a temporary folder, whose
+``dagster.yaml`` is what ``msd-dagster load`` writes into a new instance (``--instance plain``:
+Dagster's defaults, as a user's own DAGSTER_HOME may have); then the real
 ``python -m msd_dagster.cli load`` in a subprocess, measured from outside (wall time, CPU time
-of the process tree, peak summed RSS of the tree sampled every 0.2 s from /proc), with per-stage
-times read back from the Dagster event log. In the same invocation: the reference loader
+of the process tree, peak summed RSS of the tree sampled every 0.2 s from /proc), with per-run
+and per-folder stage times read back from the Dagster event log. ``--fixed-cost N`` loads N
+folders of one song each and one such folder, and reports the cost of one more folder (the
+difference of the wall times / (N - 1)). In the same invocation: the reference loader
 (``benchmarks/reference_loader.py``, a minimal hand-written script) on the same files and a fresh
 database, measured the same way (every end-to-end figure is also given as a ratio to it), a
 row-by-row baseline on a small sample (our rows/s as a ratio to it) and a parse
@@ -32,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -39,11 +45,18 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from benchmarks.dataset import DATASETS, DEFAULT_SEED, cached_dataset, folder_count, song_files
+from benchmarks.dataset import (
+    DATASETS,
+    DEFAULT_SEED,
+    cached_dataset,
+    fixed_cost_dataset,
+    folder_count,
+    song_files,
+)
 from benchmarks.eventlog import run_stages
 from benchmarks.proctree import load_average, run_tree
-from benchmarks.report import REFERENCE_ONLY
-from msd_dagster.cli import CLI_DAGSTER_YAML
+from benchmarks.report import FOLDER_RUNS, PLAIN_INSTANCE, REFERENCE_ONLY, RUNS_OF
+from msd_dagster.instance import write_recommended_config
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -52,11 +65,10 @@ POSTGRES_ADMIN = os.environ.get(
 )
 MARIADB_ADMIN = os.environ.get("MSD_BENCH_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/")
 BACKENDS = ("sqlite", "postgresql", "mariadb")
-# Targets for the generated 10,000-song subset (docs/benchmarks.md).
-TARGET_SECONDS = {"postgresql": 120, "sqlite": 180, "mariadb": 240}
-TARGET_PEAK_RSS = 1.5 * 2**30
-TARGET_PARSE_RATE = 200
-TARGET_DAGSTER_SHARE = 0.10
+INSTANCES = ("recommended", "plain")
+# Per-folder details are kept in the result file up to this many folders (the sparse set's
+# ~450 would make it large); the sums and medians are always kept.
+MAX_FOLDERS_KEPT = 64
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,50 +173,91 @@ def table_bytes(url: str, backend: str) -> dict[str, int]:
 # The load
 
 
-_RUN_LINE = re.compile(r"^\[\d+/\d+\] (\S+): (\S+), .* ([\d.]+) s$")
-_LOADED = re.compile(r"^loaded (\d+) partition\(s\) in ([\d.]+) s$")
+# "loading 35 folder(s) in 8 run(s) from ...", "[3/35] A/B: ok, 9 tracks, 20,291 rows,
+# 0 rejected, 0.8 s", "loaded 35 of 35 folder(s) in 8.8 s", then one line per table.
+_PLAN_LINE = re.compile(r"^loading (\d+) folder\(s\) in (\d+) run\(s\)")
+_FOLDER_LINE = re.compile(r"^\[\d+/\d+\] (\S+): (\w+), .* ([\d.]+) s$")
+_LOADED = re.compile(r"^loaded (\d+) of (\d+) folder\(s\) in ([\d.]+) s$")
 _TABLE_LINE = re.compile(r"^(msd_\w+)\s+([\d,]+)\s+([\d,]+)$")
 
 
 def parse_cli_output(stdout: str) -> dict[str, Any]:
-    runs: dict[str, float] = {}
+    """What ``msd-dagster load`` printed: seconds and status per folder, the runs planned,
+    the folder phase's seconds ("loaded N of M folder(s) in S s") and rows per table."""
+    seconds: dict[str, float] = {}
     statuses: dict[str, str] = {}
     rows: dict[str, int] = {}
+    runs = loaded = 0
     phase = 0.0
     for line in stdout.splitlines():
         line = line.strip()
-        if match := _RUN_LINE.match(line):
-            runs[match[1]] = float(match[3])
-            statuses[match[1]] = match[2].rstrip(",")
+        if match := _FOLDER_LINE.match(line):
+            seconds[match[1]] = float(match[3])
+            statuses[match[1]] = match[2]
+        elif match := _PLAN_LINE.match(line):
+            runs = int(match[2])
         elif match := _LOADED.match(line):
-            phase = float(match[2])
+            loaded, phase = int(match[1]), float(match[3])
         elif match := _TABLE_LINE.match(line):
             rows[match[1]] = int(match[3].replace(",", ""))
-    return {"run_seconds": runs, "statuses": statuses, "rows": rows, "partition_phase": phase}
+    return {
+        "folder_seconds": seconds,
+        "statuses": statuses,
+        "runs": runs,
+        "loaded": loaded,
+        "rows": rows,
+        "partition_phase": phase,
+    }
 
 
-def run_load(
-    root: Path, backend: str, workers: int, workdir: Path, table_profile: bool
-) -> dict[str, Any]:
+def write_instance_config(dagster_home: Path, instance: str) -> None:
+    """``recommended``: what ``msd-dagster load`` writes into a new DAGSTER_HOME; ``plain``:
+    Dagster's defaults (a user's own instance without it). Both without telemetry."""
+    config = dagster_home / "dagster.yaml"
+    if instance == "recommended":
+        write_recommended_config(dagster_home)
+    else:
+        config.write_text("")
+    with config.open("a") as f:
+        f.write("telemetry:\n  enabled: false\n")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How ``msd-dagster load`` is run: ``--workers``, the instance's ``dagster.yaml``
+    (:data:`INSTANCES`), the CLI's plan or runs of ``folders_per_run`` folders
+    (``benchmarks/fixed_runs.py``), and whether to profile the table writes afterwards."""
+
+    workers: int = 2
+    instance: str = "recommended"
+    folders_per_run: int | None = None
+    table_profile: bool = False
+
+
+def run_load(root: Path, backend: str, workdir: Path, options: LoadOptions) -> dict[str, Any]:
+    """One ``msd-dagster load`` of ``root`` into a fresh database and DAGSTER_HOME."""
+    workers, instance = options.workers, options.instance
     with fresh_database(backend, workdir) as url:
         home = workdir / f"load-{backend}-{secrets.token_hex(3)}"
         dagster_home = home / "dagster_home"
         dagster_home.mkdir(parents=True)
-        # What `msd-dagster load` writes into a new instance, without telemetry.
-        config = CLI_DAGSTER_YAML + "telemetry:\n  enabled: false\n"
-        (dagster_home / "dagster.yaml").write_text(config)
+        write_instance_config(dagster_home, instance)
         env = {
             **os.environ,
             "DAGSTER_HOME": str(dagster_home),
             "MSD_HOME": str(home / "msd_home"),
+            "PYTHONPATH": _pythonpath(),
             "PYTHONUNBUFFERED": "1",
         }
         for name in ("MSD_SOURCE", "MSD_DATABASE_URL", "MSD_PARQUET_DIR"):
             env.pop(name, None)
+        cli = ["msd_dagster.cli"]
+        if options.folders_per_run:
+            cli = ["benchmarks.fixed_runs", str(options.folders_per_run)]
         cmd = [
             sys.executable,
             "-m",
-            "msd_dagster.cli",
+            *cli,
             "load",
             "--source",
             str(root),
@@ -215,27 +268,42 @@ def run_load(
         ]
         lsn = postgres_wal_lsn() if backend == "postgresql" else None
         load_before = load_average()
-        print(f"[{backend}] msd-dagster load --workers {workers} ...", flush=True)
+        print(
+            f"[{backend}] msd-dagster load --workers {workers} ({folder_count(root)} folder(s), "
+            f"{instance} instance"
+            + (f", runs of {options.folders_per_run}" if options.folders_per_run else "")
+            + ") ...",
+            flush=True,
+        )
         tree = run_tree(cmd, env, str(home / "load.log"))
         wal = postgres_wal_bytes(lsn) if lsn else None
         cli = parse_cli_output(tree.stdout)
         if tree.returncode != 0:
             print(tree.stdout[-3000:])
             raise SystemExit(f"[{backend}] msd-dagster load failed ({tree.returncode})")
-        stages = run_stages(dagster_home, cli["run_seconds"])
+        stages = run_stages(dagster_home)
         sizes = table_bytes(url, backend)
-        profile = table_write_profile(url, home / "msd_home" / "parquet") if table_profile else {}
+        profile = (
+            table_write_profile(url, home / "msd_home" / "parquet") if options.table_profile else {}
+        )
         shutil.rmtree(home, ignore_errors=True)
     rows = cli["rows"]
     total_rows = sum(rows.values())
     totals = stages["totals"]
-    run_sum = totals.get("cli_seconds", 0.0) or 1e-9
+    partitions = len(cli["folder_seconds"])
+    # Runs execute side by side: Dagster's share of the runs' summed time (creation to end)
+    # stands for its share of the folder phase.
+    dagster_share_runs = totals.get("dagster", 0.0) / (totals.get("created_to_end") or 1e-9)
+    # Command start-up and finish: imports, instance, partition registration, the whole-set
+    # check, the summary.
     fixed = max(0.0, tree.wall_seconds - cli["partition_phase"])
-    dagster_share_runs = totals.get("dagster", 0.0) / run_sum
     result = {
         "backend": backend,
         "workers": workers,
-        "partitions": len(cli["run_seconds"]),
+        "instance": instance,
+        "folders_per_run": options.folders_per_run,
+        "partitions": partitions,
+        "run_count": len(stages["runs"]) or cli["runs"],
         "failed_partitions": [p for p, s in cli["statuses"].items() if s != "ok"],
         "wall_seconds": tree.wall_seconds,
         "partition_phase_seconds": cli["partition_phase"],
@@ -253,28 +321,37 @@ def run_load(
         "rows": rows,
         "total_rows": total_rows,
         "rows_per_second": total_rows / tree.wall_seconds,
+        # Summed over the runs (see benchmarks/eventlog.py): list + parse + store + write +
+        # dagster = created_to_end; dagster = dagster_in_run + before_run.
         "stage_seconds": {
             k: totals.get(k, 0.0)
             for k in (
                 "list",
-                "read_parse",
-                "normalize",
+                "parse",
+                "store",
                 "write",
-                "checks",
-                "parquet_io_other",
                 "dagster_in_run",
-                "dagster_outside_run",
-                "cli_seconds",
+                "folder_events",
+                "before_run",
+                "dagster",
+                "run_seconds",
+                "created_to_end",
+                "span",
             )
         },
         "dagster_share_of_run_time": dagster_share_runs,
-        # Dagster's share of the whole command: its share of every run plus the command's own
-        # start-up and finish (imports, instance, partition registration, totals check).
+        # Dagster's share of the whole command: its share of the runs applied to the folder
+        # phase, plus the command's own start-up and finish.
         "dagster_share_of_wall": (cli["partition_phase"] * dagster_share_runs + fixed)
         / tree.wall_seconds,
+        # Summed seconds (not wall) of Dagster per folder, across both workers.
+        "dagster_seconds_per_folder": totals.get("dagster", 0.0) / max(1, partitions),
         "median_run_seconds": stages["median_run_seconds"],
+        "median_folder_seconds": stages["median_folder_seconds"],
         "events_per_run": totals.get("events", 0) / max(1, len(stages["runs"])),
-        "runs": stages["runs"],
+        "events_per_folder": totals.get("events", 0) / max(1, partitions),
+        "run_stages": stages["runs"],
+        "folder_stages": stages["folders"] if partitions <= MAX_FOLDERS_KEPT else [],
         "table_bytes": sizes,
         "bytes_per_row": {t: sizes[t] / rows[t] for t in sizes if rows.get(t)},
         "wal_bytes": wal,
@@ -286,7 +363,8 @@ def run_load(
         f"[{backend}] {total_rows:,} rows in {tree.wall_seconds:.1f} s "
         f"({result['rows_per_second']:,.0f} rows/s), peak RSS "
         f"{tree.peak_rss_bytes / 2**20:,.0f} MiB, CPU "
-        f"{tree.cpu_user_seconds + tree.cpu_system_seconds:.0f} s, Dagster "
+        f"{tree.cpu_user_seconds + tree.cpu_system_seconds:.0f} s, {partitions} folder(s) in "
+        f"{result['run_count']} run(s), Dagster "
         f"{100 * result['dagster_share_of_wall']:.1f}% of wall",
         flush=True,
     )
@@ -295,9 +373,8 @@ def run_load(
 
 def table_write_profile(url: str, parquet_dir: Path) -> dict[str, Any]:
     """Per-table write time of the largest partition, rerun in a rolled-back transaction."""
-    import pandas as pd
-
-    from msd_dagster.defs.tables import NORMALIZED_NAMES
+    from msd_dagster.defs.tables import NORMALIZED_FRAMES
+    from msd_dagster.frame_store import FrameStore
     from msd_dagster.warehouse.bulk import bulk_insert
     from msd_dagster.warehouse.ddl import warehouse_table
     from msd_dagster.warehouse.partition_load import partition_track_range, prepare_frames
@@ -306,15 +383,20 @@ def table_write_profile(url: str, parquet_dir: Path) -> dict[str, Any]:
     from msd_dagster.warehouse.transactions import open_load_connection
     from msd_dagster.warehouse.urls import create_engine_for_url
 
-    songs_dir = parquet_dir / "normalized" / NORMALIZED_NAMES["msd_track"]
-    candidates = sorted(songs_dir.glob("*/*.parquet"), key=lambda p: p.stat().st_size)
-    if not candidates:
+    store = FrameStore(parquet_dir)
+    songs = ["normalized", "songs"]
+    # <root>/normalized/songs/<X>/<Y>/CURRENT: the largest partition by its segments' file.
+    partitions = [
+        "/".join(p.parent.parts[-2:]) for p in store.root.joinpath(*songs).glob("*/*/CURRENT")
+    ]
+    if not partitions:
         return {}
-    partition = f"{candidates[-1].parent.name}/{candidates[-1].stem}"
-    frames = {
-        table: pd.read_parquet(parquet_dir / "normalized" / name / f"{partition}.parquet")
-        for table, name in NORMALIZED_NAMES.items()
-    }
+    partition = max(
+        partitions, key=lambda p: (store.current(songs, p) / "msd_segment.parquet").stat().st_size
+    )
+    frames = {}
+    for name, tables in NORMALIZED_FRAMES.items():
+        frames.update(store.read(["normalized", name], partition, tables))
     prepared = prepare_frames(frames, partition)
     lo, hi = partition_track_range(partition)
     engine = create_engine_for_url(url)
@@ -325,8 +407,11 @@ def table_write_profile(url: str, parquet_dir: Path) -> dict[str, Any]:
             try:
                 for table in SHARED_TABLES:
                     started = time.perf_counter()
-                    upsert_shared(conn, warehouse_table(conn, table), prepared[table.name], None)
+                    written, _missing = upsert_shared(
+                        conn, warehouse_table(conn, table), prepared[table.name], None
+                    )
                     out["tables"][table.name] = _rate(len(prepared[table.name]), started)
+                    out["tables"][table.name]["written"] = written
                 started = time.perf_counter()
                 for table in reversed(TRACK_TABLES):
                     target = warehouse_table(conn, table)
@@ -354,6 +439,12 @@ def _rate(rows: int, started: float) -> dict[str, float]:
 # Reference loader
 
 
+def _pythonpath() -> str:
+    """The subprocesses import this package from the repository root, whatever the cwd."""
+    paths = (str(HERE.parent), os.environ.get("PYTHONPATH", ""))
+    return os.pathsep.join(p for p in paths if p)
+
+
 def run_reference(
     root: Path, backend: str, workers: int, workdir: Path, file_rows: dict[str, int]
 ) -> dict[str, Any]:
@@ -375,10 +466,7 @@ def run_reference(
             "--json",
             str(out),
         ]
-        # The subprocess imports this package from the repository root, whatever the cwd.
-        paths = (str(HERE.parent), os.environ.get("PYTHONPATH", ""))
-        pythonpath = os.pathsep.join(p for p in paths if p)
-        env = {**os.environ, "PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONPATH": _pythonpath(), "PYTHONUNBUFFERED": "1"}
         print(f"[{backend}] reference loader --workers {workers} ...", flush=True)
         tree = run_tree(cmd, env, str(workdir / f"reference-{backend}.log"))
         if tree.returncode != 0:
@@ -528,6 +616,113 @@ def _rounded(value: Any) -> Any:
     return value
 
 
+def _median(values: list[float]) -> float:
+    """The median; of an even count, the larger middle one (as the report's tables)."""
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def marginal_folder_cost(
+    many: list[dict[str, Any]], one: list[dict[str, Any]], folders: int
+) -> dict[str, Any]:
+    """What one more folder of one song adds to the wall time: (median wall of the loads of
+    ``folders`` folders - median wall of the loads of one folder) / (``folders`` - 1)."""
+    wall_many = _median([load["wall_seconds"] for load in many])
+    wall_one = _median([load["wall_seconds"] for load in one])
+    return {
+        "folders": folders,
+        "wall_seconds": wall_many,
+        "single_folder_wall_seconds": wall_one,
+        "per_partition_seconds": (wall_many - wall_one) / (folders - 1),
+    }
+
+
+def run_fixed_cost(
+    folders: int,
+    seed: int,
+    backend: str,
+    workdir: Path,
+    args: argparse.Namespace,
+    options: LoadOptions,
+) -> dict[str, Any]:
+    """``--fixed-cost``: our load and the reference on ``folders`` folders of one song and on
+    one such folder; the cost of one more folder, ours, the reference's and their ratio."""
+    many_root, _ = fixed_cost_dataset(folders, seed)
+    one_root, _ = fixed_cost_dataset(1, seed)
+    entry: dict[str, Any] = {"server": server_version(backend), "loads": [], "single_loads": []}
+    for _ in range(args.repeat):
+        for root, key in ((one_root, "single_loads"), (many_root, "loads")):
+            entry[key].append(run_load(root, backend, workdir, options))
+    fixed: dict[str, Any] = {
+        "ours": marginal_folder_cost(entry["loads"], entry["single_loads"], folders),
+        # The same from the event log: Dagster's seconds per folder (summed over the runs,
+        # not wall time), for the load of many folders.
+        "dagster_seconds_per_folder": _median(
+            [load["dagster_seconds_per_folder"] for load in entry["loads"]]
+        ),
+    }
+    if not args.no_reference:
+        from benchmarks.reference_loader import file_rows
+
+        entry["reference"] = run_reference(
+            many_root, backend, args.workers, workdir, file_rows(many_root)
+        )
+        entry["reference_single"] = run_reference(
+            one_root, backend, args.workers, workdir, file_rows(one_root)
+        )
+        compare_to_reference(backend, entry)
+        reference = marginal_folder_cost([entry["reference"]], [entry["reference_single"]], folders)
+        fixed["reference"] = reference
+        if reference["per_partition_seconds"] > 0:
+            fixed["ratio_to_reference"] = (
+                fixed["ours"]["per_partition_seconds"] / reference["per_partition_seconds"]
+            )
+    entry["fixed_cost"] = fixed
+    print(
+        f"[{backend}] one more folder of one song: ours "
+        f"{fixed['ours']['per_partition_seconds']:.3f} s"
+        + (
+            f", reference {fixed['reference']['per_partition_seconds']:.3f} s"
+            if "reference" in fixed
+            else ""
+        ),
+        flush=True,
+    )
+    return entry
+
+
+def run_backend(
+    root: Path,
+    backend: str,
+    workdir: Path,
+    args: argparse.Namespace,
+    options: LoadOptions,
+    expected_rows: dict[str, int] | None,
+) -> dict[str, Any]:
+    """Our loads (``--repeat``), then the reference, the row-by-row baseline, on ``root``."""
+    entry: dict[str, Any] = {"server": server_version(backend), "loads": []}
+    if args.reference_only:
+        runs = [
+            run_reference(root, backend, args.workers, workdir, expected_rows or {})
+            for _ in range(args.repeat)
+        ]
+        entry["reference_runs"] = sorted(runs, key=lambda run: run["wall_seconds"])
+        entry["reference"] = entry["reference_runs"][len(runs) // 2]
+        return entry
+    for _ in range(args.repeat):
+        entry["loads"].append(run_load(root, backend, workdir, options))
+    if expected_rows is not None:
+        # After our loads: if the files were not in the page cache, we paid for it.
+        entry["reference"] = run_reference(root, backend, args.workers, workdir, expected_rows)
+        compare_to_reference(backend, entry)
+    if args.baseline_songs:
+        entry["baseline"] = run_baseline(root, backend, args.baseline_songs, workdir)
+        ours = _median([load["rows_per_second"] for load in entry["loads"]])
+        entry["speedup_vs_row_by_row"] = ours / entry["baseline"]["rows_per_second"]
+        print(f"[{backend}] ours / row-by-row = {entry['speedup_vs_row_by_row']:.0f}x")
+    return entry
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--songs", type=int, default=1000, help="generated songs (cached)")
@@ -537,12 +732,33 @@ def main(argv: list[str] | None = None) -> int:
         default="dense",
         help="dense: the subset's 35 folders; sparse: songs over ~450 folders",
     )
+    parser.add_argument(
+        "--fixed-cost",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of --songs/--dataset: N folders of one song each and one such folder; "
+        "reports (wall of N - wall of 1) / (N - 1), ours and the reference's",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument(
         "--backend", default="sqlite", help=f"comma-separated, of {', '.join(BACKENDS)}"
     )
     parser.add_argument("--workers", type=int, default=2, help="msd-dagster load --workers")
     parser.add_argument("--repeat", type=int, default=1, help="loads per backend")
+    parser.add_argument(
+        "--instance",
+        choices=INSTANCES,
+        default="recommended",
+        help="dagster.yaml of the load's DAGSTER_HOME: what msd-dagster writes into a new one, "
+        f"or Dagster's defaults (label '{PLAIN_INSTANCE}')",
+    )
+    parser.add_argument(
+        "--folders-per-run",
+        type=int,
+        metavar="K",
+        help="runs of K folders instead of the CLI's plan (label 'runs-of-K')",
+    )
     parser.add_argument("--baseline-songs", type=int, default=10, help="0 to skip")
     parser.add_argument(
         "--no-reference", action="store_true", help="skip the reference loader (no ratios)"
@@ -564,23 +780,37 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown backend(s): {', '.join(unknown)}")
     if args.reference_only:
-        if args.no_reference:
-            parser.error("--reference-only and --no-reference exclude each other")
+        if args.no_reference or args.fixed_cost:
+            parser.error("--reference-only goes with neither --no-reference nor --fixed-cost")
         # Results of the reference alone are kept apart from our loads' (report.py).
         args.label = args.label or REFERENCE_ONLY
         args.parse_files = args.baseline_songs = 0
-
-    root, generated = cached_dataset(args.songs, args.seed, shape=args.dataset)
+    if args.instance == "plain":
+        args.label = args.label or PLAIN_INSTANCE
+    if args.folders_per_run is not None:
+        if args.folders_per_run < 1:
+            parser.error("--folders-per-run must be at least 1")
+        args.label = args.label or f"{RUNS_OF}{args.folders_per_run}"
+    if args.fixed_cost:
+        if args.fixed_cost < 2:
+            parser.error("--fixed-cost needs at least 2 folders")
+        # One song per folder: no parse benchmark, baseline or table profile worth the time.
+        args.parse_files = args.baseline_songs = 0
+        args.table_profile = False
+        args.dataset, args.songs = "fixed", args.fixed_cost
+        root, generated = fixed_cost_dataset(args.fixed_cost, args.seed)
+        fixed_cost_dataset(1, args.seed)
+    else:
+        root, generated = cached_dataset(args.songs, args.seed, shape=args.dataset)
     if generated:
-        print(
-            f"generated {args.songs} songs ({args.dataset}) in {generated:.1f} s "
-            "(cached for next time)"
-        )
+        print(f"generated the {args.dataset} dataset in {generated:.1f} s (cached for next time)")
     started_at = datetime.now(UTC)
     result: dict[str, Any] = {
         "started": started_at.isoformat(timespec="seconds"),
         "label": args.label,
         "command": "python -m benchmarks.run " + " ".join(argv or sys.argv[1:]),
+        # Runs over ranges of folders, one step each (older results: one run per folder).
+        "run_shape": FOLDER_RUNS,
         "songs": args.songs,
         "seed": args.seed,
         "dataset": args.dataset,
@@ -589,48 +819,30 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "backends": {},
     }
+    options = LoadOptions(args.workers, args.instance, args.folders_per_run, args.table_profile)
     with tempfile.TemporaryDirectory(prefix="msd-bench-") as tmp:
         workdir = Path(tmp)
         if args.parse_files:
             result["parse"] = run_parse_benchmark(root, args.parse_files)
-        if not args.no_reference:
+        expected_rows = None
+        if not args.no_reference and not args.fixed_cost:
             from benchmarks.reference_loader import file_rows
 
             expected_rows = file_rows(root)
         for backend in backends:
-            entry: dict[str, Any] = {"server": server_version(backend), "loads": []}
-            if args.reference_only:
-                runs = [
-                    run_reference(root, backend, args.workers, workdir, expected_rows)
-                    for _ in range(args.repeat)
-                ]
-                entry["reference_runs"] = sorted(runs, key=lambda run: run["wall_seconds"])
-                entry["reference"] = entry["reference_runs"][len(runs) // 2]
-                result["backends"][backend] = entry
-                continue
-            for _ in range(args.repeat):
-                entry["loads"].append(
-                    run_load(root, backend, args.workers, workdir, args.table_profile)
-                )
-            if not args.no_reference:
-                # After our loads: if the files were not in the page cache, we paid for it.
-                entry["reference"] = run_reference(
-                    root, backend, args.workers, workdir, expected_rows
-                )
-                compare_to_reference(backend, entry)
-            if args.baseline_songs:
-                entry["baseline"] = run_baseline(root, backend, args.baseline_songs, workdir)
-                ours = sorted(load["rows_per_second"] for load in entry["loads"])
-                entry["speedup_vs_row_by_row"] = (
-                    ours[len(ours) // 2] / entry["baseline"]["rows_per_second"]
-                )
-                print(f"[{backend}] ours / row-by-row = {entry['speedup_vs_row_by_row']:.0f}x")
+            if args.fixed_cost:
+                entry = run_fixed_cost(args.fixed_cost, args.seed, backend, workdir, args, options)
+            else:
+                entry = run_backend(root, backend, workdir, args, options, expected_rows)
             result["backends"][backend] = entry
     RESULTS.mkdir(exist_ok=True)
     stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
     label = f"-{args.label}" if args.label else ""
-    shape = "-sparse" if args.dataset == "sparse" else ""
-    out = RESULTS / f"{stamp}-{args.songs}songs{shape}-{'-'.join(backends)}{label}.json"
+    if args.fixed_cost:
+        what = f"fixed{args.fixed_cost}"
+    else:
+        what = f"{args.songs}songs" + ("-sparse" if args.dataset == "sparse" else "")
+    out = RESULTS / f"{stamp}-{what}-{'-'.join(backends)}{label}.json"
     out.write_text(json.dumps(_rounded(result), indent=1, default=str) + "\n")
     print(f"wrote {out.relative_to(HERE.parent)}")
     if not args.no_docs:
