@@ -386,7 +386,8 @@ def _stage(args: argparse.Namespace) -> int:
     ``--endpoint-url`` or ``MSD_S3_ENDPOINT_URL``, the region from ``AWS_REGION`` (or
     ``AWS_DEFAULT_REGION``). Rerunning skips the objects already uploaded (same size and MD5).
     """
-    from msd_dagster.source.s3 import S3SourceError, make_s3_client, parse_s3_url, stage_dataset
+    from msd_dagster.source.s3 import S3SourceError, make_s3_client, parse_s3_url
+    from msd_dagster.source.s3_staging import stage_dataset
 
     try:
         bucket, prefix = parse_s3_url(args.target)

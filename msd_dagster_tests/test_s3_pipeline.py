@@ -43,7 +43,8 @@ from msd_dagster.instance import write_recommended_config
 from msd_dagster.msd.additional_files import additional_frames
 from msd_dagster.msd.partition import normalize_partition
 from msd_dagster.source.local import LocalDataset
-from msd_dagster.source.s3 import S3Dataset, S3SourceError, stage_dataset
+from msd_dagster.source.s3 import S3Dataset, S3SourceError
+from msd_dagster.source.s3_staging import stage_dataset
 from msd_dagster.warehouse.ddl import ensure_schema
 from msd_dagster.warehouse.schema import MSD_TABLES, NATURAL_KEYS, load_columns
 from msd_dagster.warehouse.shared_load import load_shared_tables

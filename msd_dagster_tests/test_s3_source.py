@@ -17,7 +17,7 @@ import botocore
 import pytest
 
 from msd_dagster.msd.partition import normalize_partition
-from msd_dagster.source import layout
+from msd_dagster.source import layout, s3_staging
 from msd_dagster.source import s3 as s3_module
 from msd_dagster.source.layout import SourceError, SourceListingError, UnreadableSourceFile
 from msd_dagster.source.s3 import (
@@ -28,8 +28,8 @@ from msd_dagster.source.s3 import (
     make_s3_client,
     parse_s3_url,
     s3_client_config,
-    stage_dataset,
 )
+from msd_dagster.source.s3_staging import stage_dataset
 from msd_dagster_tests.shared_data import real_song_paths
 
 # Harmless when conftest.py registers the plugin too (pytest loads a plugin once).
@@ -650,7 +650,7 @@ def test_stage_dataset_multipart_files_resume_by_metadata(
 ) -> None:
     client, bucket = s3_bucket
     # Pretend the single-PUT limit is 5 MiB (the S3 minimum part size) to exercise multipart.
-    monkeypatch.setattr(s3_module, "SINGLE_PUT_MAX_BYTES", 5 * 1024 * 1024)
+    monkeypatch.setattr(s3_staging, "SINGLE_PUT_MAX_BYTES", 5 * 1024 * 1024)
     (tmp_path / "data/A/A/A").mkdir(parents=True)
     (tmp_path / song_key("1", "A", "A", "A")).write_bytes(b"small")
     big = tmp_path / "AdditionalFiles/track_metadata.db"

@@ -3,7 +3,7 @@
 ``S3Dataset`` offers the same interface as ``LocalDataset`` (describe, list_partitions,
 list_files, read, additional_file) plus ``read_many`` (concurrent, memory-bounded reads),
 ``partition_fingerprint`` (change detection for the discovery sensor) and ``check``.
-``stage_dataset`` uploads a local dataset root to S3, resumably.
+:mod:`msd_dagster.source.s3_staging` uploads a local dataset root to S3, resumably.
 
 No Dagster imports here: the CLI and the tests use this module directly.
 Credentials never come from this module's arguments: only from the environment / the standard
@@ -12,19 +12,15 @@ AWS chain, and no error message ever contains them.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
-import os
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from itertools import islice
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -63,19 +59,12 @@ __all__ = [
     "S3ListingError",
     "S3ObjectNotFound",
     "S3SourceError",
-    "StageResult",
     "make_s3_client",
     "parse_s3_url",
     "s3_client_config",
-    "stage_dataset",
 ]
 
 DEFAULT_READ_WORKERS = 8
-# Files up to this size are uploaded with one PutObject, so their ETag is their MD5.
-# MSD song files are < ~1 MB; only the AdditionalFiles SQLite databases (hundreds of MB) go
-# multipart, and for those the MD5 is kept in object metadata instead.
-SINGLE_PUT_MAX_BYTES = 64 * 1024 * 1024
-MD5_METADATA_KEY = "md5"  # stored as x-amz-meta-md5
 # Streaming-body faults happen after botocore's retry layer has returned; retry them here.
 BODY_READ_ATTEMPTS = 4
 
@@ -106,7 +95,7 @@ _REGION_CODES = {
     "IllegalLocationConstraintException",
     "301",
 }
-_NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
 _ACCESS_CODES = {"AccessDenied", "403", "AllAccessDisabled", "Forbidden"}
 _MISSING_CREDENTIALS = {"NoCredentialsError", "PartialCredentialsError"}
 # Faults that retrying cannot fix. Everything else (throttling, 5xx, connection faults, broken
@@ -114,7 +103,7 @@ _MISSING_CREDENTIALS = {"NoCredentialsError", "PartialCredentialsError"}
 _PERMANENT_CODES = (
     _CREDENTIAL_CODES
     | _REGION_CODES
-    | _NOT_FOUND_CODES
+    | NOT_FOUND_CODES
     | _ACCESS_CODES
     | _MISSING_CREDENTIALS
     | {"NoSuchBucket", "InvalidBucketName", "InvalidObjectState", "400"}
@@ -122,7 +111,7 @@ _PERMANENT_CODES = (
 # GetObject faults that concern one object only (the listing just worked): the file is rejected
 # by name and the others load. What each means for the user:
 _OBJECT_PROBLEMS = {
-    **dict.fromkeys(_NOT_FOUND_CODES, "gone since the listing (deleted or renamed)"),
+    **dict.fromkeys(NOT_FOUND_CODES, "gone since the listing (deleted or renamed)"),
     **dict.fromkeys(
         _ACCESS_CODES,
         "access denied by S3: the credentials may list this object but not read it; check the "
@@ -187,10 +176,10 @@ def parse_s3_url(url: str) -> tuple[str, str]:
             f"invalid S3 bucket name in {mask_text(url)!r}: expected letters, digits, '.', '-' "
             "and '_' only (s3://bucket[/prefix])"
         )
-    return bucket, _normalize_prefix(prefix)
+    return bucket, normalize_prefix(prefix)
 
 
-def _normalize_prefix(prefix: str) -> str:
+def normalize_prefix(prefix: str) -> str:
     prefix = prefix.strip("/")
     if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
         raise ValueError(f"invalid S3 prefix {prefix!r}: empty, '.' or '..' path segments")
@@ -309,7 +298,7 @@ def _hint_for(code: str) -> str:
             "S3 kept failing after all retries (throttling or a service fault): retry later "
             "or lower the read concurrency"
         )
-    if code in _NOT_FOUND_CODES:
+    if code in NOT_FOUND_CODES:
         return "no such object: check the prefix (the dataset root must contain data/)"
     if code in _MISSING_CREDENTIALS:
         return (
@@ -324,7 +313,7 @@ def _hint_for(code: str) -> str:
     return f"check {creds}, the endpoint, the bucket name and the prefix"
 
 
-def _translate(
+def translate_error(
     exc: BaseException,
     *,
     client: Any,
@@ -353,14 +342,14 @@ def _translate(
         f"S3 {operation} failed for {where} (s3://{bucket}/{prefix}) at {_endpoint_of(client)}: "
         f"{detail}. Check: {_hint_for(code)}"
     )
-    cls = S3ObjectNotFound if code in _NOT_FOUND_CODES and key is not None else S3SourceError
+    cls = S3ObjectNotFound if code in NOT_FOUND_CODES and key is not None else S3SourceError
     error = cls(message)
     error.code = code
     error.permanent = code in _PERMANENT_CODES
     return error
 
 
-_BOTO_ERRORS = (ClientError, BotoCoreError)
+BOTO_ERRORS = (ClientError, BotoCoreError)
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,7 +368,7 @@ class S3Dataset:
             raise ValueError("S3Dataset needs a bucket name")
         self.client = client
         self.bucket = bucket
-        self.prefix = _normalize_prefix(prefix)
+        self.prefix = normalize_prefix(prefix)
 
     @classmethod
     def from_url(cls, client: S3Client, url: str) -> S3Dataset:
@@ -395,7 +384,7 @@ class S3Dataset:
     # -- errors
 
     def _error(self, exc: BaseException, operation: str, key: str | None = None) -> S3SourceError:
-        return _translate(
+        return translate_error(
             exc,
             client=self.client,
             bucket=self.bucket,
@@ -413,7 +402,7 @@ class S3Dataset:
             found = [p["Prefix"] for p in resp.get("CommonPrefixes", [])] + [
                 o["Key"] for o in resp.get("Contents", [])
             ]
-        except _BOTO_ERRORS:
+        except BOTO_ERRORS:
             found = []
         seen = ", ".join(found[:10]) if found else "nothing"
         return S3SourceError(
@@ -440,7 +429,7 @@ class S3Dataset:
         while True:
             try:
                 page = self.client.list_objects_v2(**params)
-            except _BOTO_ERRORS as exc:
+            except BOTO_ERRORS as exc:
                 error = self._error(exc, "ListObjectsV2")
                 where = f"page {pages + 1} failed after {listed:,} entries: " if pages else ""
                 raise self._listing_error(
@@ -491,7 +480,7 @@ class S3Dataset:
             resp = self.client.list_objects_v2(
                 Bucket=self.bucket, Prefix=self.prefix + "data/", MaxKeys=1
             )
-        except _BOTO_ERRORS as exc:
+        except BOTO_ERRORS as exc:
             raise self._error(exc, "ListObjectsV2") from exc
         if not resp.get("KeyCount", len(resp.get("Contents", []))):
             raise self._no_data_error()
@@ -527,7 +516,7 @@ class S3Dataset:
                 key=obj["Key"][len(self.prefix) :],
                 size=int(obj["Size"]),
                 modified=_naive_utc(obj.get("LastModified")),
-                etag=_clean_etag(obj.get("ETag")),
+                etag=clean_etag(obj.get("ETag")),
             )
             for obj in self._iter_objects(folder)
             if obj["Key"].endswith(".h5")
@@ -557,7 +546,7 @@ class S3Dataset:
         for attempt in range(1, BODY_READ_ATTEMPTS + 1):
             try:
                 resp = self.client.get_object(Bucket=self.bucket, Key=object_key)
-            except _BOTO_ERRORS as exc:
+            except BOTO_ERRORS as exc:
                 # botocore already retried transient faults (see s3_client_config).
                 raise self._error(exc, operation, key) from exc
             body = resp["Body"]
@@ -665,287 +654,5 @@ def _naive_utc(value: datetime | None) -> datetime | None:
     return value
 
 
-def _clean_etag(etag: str | None) -> str | None:
+def clean_etag(etag: str | None) -> str | None:
     return etag.strip('"') if etag else None
-
-
-# --------------------------------------------------------------------------------------------
-# Staging a local dataset root into S3
-
-
-@dataclass
-class StageResult:
-    """What ``stage_dataset`` did. ``failures`` lists ``(key, reason)`` for each failed file."""
-
-    total: int = 0
-    uploaded: int = 0
-    skipped: int = 0
-    bytes_uploaded: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    aborted: bool = False
-    seconds: float = 0.0
-
-    @property
-    def failed(self) -> int:
-        return len(self.failures)
-
-    @property
-    def not_attempted(self) -> int:
-        """Files never tried because staging was aborted after too many failures."""
-        return max(0, self.total - self.uploaded - self.skipped - self.failed)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures and not self.aborted and self.not_attempted == 0
-
-
-@dataclass(frozen=True)
-class _Group:
-    """Local files whose remote counterparts are listed with one (paginated) listing."""
-
-    rel_prefix: str  # relative to the dataset root, "" or ending with "/"
-    directory: Path
-    recursive: bool
-
-
-def _visible(name: str) -> bool:
-    return not name.startswith(".")
-
-
-def _stage_groups(root: Path) -> list[_Group]:
-    """``data/X/Y/`` folders (one listing each, ~1,500 objects in the full set), the shallower
-    data folders, ``AdditionalFiles/`` and the root's own files (README, LICENSE).
-    Hidden files and other top-level folders are not part of the dataset and are skipped."""
-    groups = [_Group("", root, recursive=False)]
-    data = root / "data"
-    if data.is_dir():
-        groups.append(_Group("data/", data, recursive=False))
-        for first in sorted(p for p in data.iterdir() if p.is_dir() and _visible(p.name)):
-            groups.append(_Group(f"data/{first.name}/", first, recursive=False))
-            for second in sorted(p for p in first.iterdir() if p.is_dir() and _visible(p.name)):
-                groups.append(_Group(f"data/{first.name}/{second.name}/", second, recursive=True))
-    extra = root / "AdditionalFiles"
-    if extra.is_dir():
-        groups.append(_Group("AdditionalFiles/", extra, recursive=True))
-    return groups
-
-
-def _group_files(group: _Group) -> Iterator[tuple[str, Path]]:
-    """``(relative key, path)`` of each regular, non-hidden file of a group, sorted."""
-    if not group.recursive:
-        for path in sorted(group.directory.iterdir()):
-            if path.is_file() and _visible(path.name):
-                yield group.rel_prefix + path.name, path
-        return
-    for dirpath, dirs, files in os.walk(group.directory):
-        dirs[:] = sorted(d for d in dirs if _visible(d))
-        base = Path(dirpath)
-        for name in sorted(files):
-            path = base / name
-            if _visible(name) and path.is_file():
-                yield group.rel_prefix + path.relative_to(group.directory).as_posix(), path
-
-
-def _file_md5(path: Path, chunk: int = 1024 * 1024) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def stage_dataset(
-    source_root: Path,
-    client: S3Client,
-    bucket: str,
-    prefix: str = "",
-    *,
-    workers: int = 8,
-    progress: Callable[[int, int, int], None] | None = None,
-    max_failures: int | None = 1000,
-) -> StageResult:
-    """Upload a local dataset root (``data/**``, ``AdditionalFiles/**`` and the root's files
-    such as README/LICENSE) to ``s3://bucket/prefix``, ``workers`` files at a time.
-
-    Resumable: an object that already exists with the same size and MD5 is skipped. The MD5 is
-    compared with the listed ETag (files <= 64 MiB are uploaded with one PutObject, so their
-    ETag is their MD5) and, when the ETag cannot be an MD5 (multipart upload, SSE-KMS), with the
-    ``x-amz-meta-md5`` every upload carries. Uploads send Content-MD5, so S3 rejects a
-    corrupted body. ``progress(done, total, bytes_uploaded)`` is called from the calling thread
-    after each file. A file that fails (after botocore's retries) is recorded in
-    ``failures``; after ``max_failures`` failures no new uploads start (``aborted``).
-    Raises ``S3SourceError`` only for faults that make staging impossible (missing bucket,
-    rejected credentials, a listing that keeps failing).
-    """
-    started = time.monotonic()
-    root = Path(source_root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset root {root} is not a directory")
-    prefix = _normalize_prefix(prefix)
-    if not (root / "data").is_dir():
-        raise FileNotFoundError(f"{root} has no data/ folder: is it an MSD dataset root?")
-    stager = _Stager(client, bucket, prefix)
-    stager.check_bucket()
-
-    groups = _stage_groups(root)
-    result = StageResult(total=sum(1 for g in groups for _ in _group_files(g)))
-    done = 0
-    outstanding: set[Future[tuple[str, int]]] = set()
-    keys: dict[Future[tuple[str, int]], str] = {}
-
-    # Futures are collected in this (the calling) thread: no locks, and ``progress`` need not
-    # be thread-safe.
-    def collect(finished: Iterable[Future[tuple[str, int]]]) -> None:
-        nonlocal done
-        for fut in finished:
-            outstanding.discard(fut)
-            key = keys.pop(fut)
-            try:
-                outcome, nbytes = fut.result()
-            except Exception as exc:  # every failure is reported, with its reason
-                reason = (
-                    str(stager.error(exc, "PutObject", key))
-                    if isinstance(exc, _BOTO_ERRORS)
-                    else f"{type(exc).__name__}: {exc}"
-                )
-                result.failures.append((key, reason))
-            else:
-                if outcome == "uploaded":
-                    result.uploaded += 1
-                    result.bytes_uploaded += nbytes
-                else:
-                    result.skipped += 1
-            done += 1
-            if progress:
-                progress(done, result.total, result.bytes_uploaded)
-
-    # Bounded submission: at most 4 * workers files queued, so memory does not grow with the
-    # dataset (a full-set walk yields a million paths).
-    limit = max(1, workers) * 4
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="s3-stage") as pool:
-        try:
-            for group in groups:
-                local = list(_group_files(group))
-                if not local:
-                    continue
-                remote = stager.list_remote(group)
-                for rel_key, path in local:
-                    if max_failures is not None and result.failed >= max_failures:
-                        result.aborted = True
-                        break
-                    while len(outstanding) >= limit:
-                        finished, _ = wait(outstanding, return_when=FIRST_COMPLETED)
-                        collect(finished)
-                    fut = pool.submit(stager.upload, path, rel_key, remote.get(rel_key))
-                    keys[fut] = rel_key
-                    outstanding.add(fut)
-                if result.aborted:
-                    break
-            while outstanding:
-                finished, _ = wait(outstanding, return_when=FIRST_COMPLETED)
-                collect(finished)
-        finally:
-            for fut in outstanding:
-                fut.cancel()
-    result.seconds = time.monotonic() - started
-    if result.aborted:
-        log.error("staging aborted after %d failures", result.failed)
-    return result
-
-
-class _Stager:
-    def __init__(self, client: S3Client, bucket: str, prefix: str) -> None:
-        self.client = client
-        self.bucket = bucket
-        self.prefix = prefix
-
-    def error(self, exc: BaseException, operation: str, key: str | None = None) -> S3SourceError:
-        return _translate(
-            exc,
-            client=self.client,
-            bucket=self.bucket,
-            prefix=self.prefix,
-            operation=operation,
-            key=key,
-        )
-
-    def check_bucket(self) -> None:
-        # One cheap call first: a missing bucket or bad credentials must not become a
-        # million identical per-file failures.
-        try:
-            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
-        except _BOTO_ERRORS as exc:
-            raise self.error(exc, "ListObjectsV2") from exc
-
-    def list_remote(self, group: _Group) -> dict[str, tuple[int, str | None]]:
-        """``relative key -> (size, etag)`` of what is already uploaded for a group."""
-        object_prefix = self.prefix + group.rel_prefix
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": object_prefix}
-        if not group.recursive:
-            kwargs["Delimiter"] = "/"
-        remote: dict[str, tuple[int, str | None]] = {}
-        try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(**kwargs):
-                for obj in page.get("Contents", []):
-                    rel = obj["Key"][len(self.prefix) :]
-                    remote[rel] = (int(obj["Size"]), _clean_etag(obj.get("ETag")))
-        except _BOTO_ERRORS as exc:
-            raise self.error(exc, "ListObjectsV2") from exc
-        return remote
-
-    def _remote_md5(self, object_key: str) -> str | None:
-        try:
-            head = self.client.head_object(Bucket=self.bucket, Key=object_key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _NOT_FOUND_CODES:
-                return None
-            raise
-        return head.get("Metadata", {}).get(MD5_METADATA_KEY)
-
-    def _same(self, object_key: str, size: int, md5: str, remote: tuple[int, str | None]) -> bool:
-        remote_size, etag = remote
-        if remote_size != size:
-            return False
-        if etag == md5:
-            return True
-        # ETag is not an MD5 for multipart uploads ("...-N") and SSE-KMS objects: ask the
-        # metadata (one HEAD, only for same-size objects).
-        return self._remote_md5(object_key) == md5
-
-    def upload(
-        self, path: Path, rel_key: str, remote: tuple[int, str | None] | None
-    ) -> tuple[str, int]:
-        object_key = self.prefix + rel_key
-        size = path.stat().st_size
-        if size <= SINGLE_PUT_MAX_BYTES:
-            data = path.read_bytes()
-            digest = hashlib.md5(data, usedforsecurity=False)
-            md5 = digest.hexdigest()
-            if remote is not None and self._same(object_key, len(data), md5, remote):
-                return "skipped", 0
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=object_key,
-                Body=data,
-                ContentMD5=base64.b64encode(digest.digest()).decode("ascii"),
-                Metadata={MD5_METADATA_KEY: md5},
-            )
-            return "uploaded", len(data)
-        # Large side files (SQLite databases): stream from disk with a managed multipart upload.
-        from boto3.s3.transfer import TransferConfig
-
-        md5 = _file_md5(path)
-        if remote is not None and self._same(object_key, size, md5, remote):
-            return "skipped", 0
-        self.client.upload_file(
-            str(path),
-            self.bucket,
-            object_key,
-            ExtraArgs={"Metadata": {MD5_METADATA_KEY: md5}},
-            Config=TransferConfig(
-                multipart_threshold=SINGLE_PUT_MAX_BYTES,
-                multipart_chunksize=SINGLE_PUT_MAX_BYTES,
-                max_concurrency=4,
-            ),
-        )
-        return "uploaded", size
