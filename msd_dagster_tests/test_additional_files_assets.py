@@ -429,9 +429,13 @@ def test_shared_load_fills_only_nulls_and_is_atomic(engine: sa.Engine) -> None:
         terms=["rock", "ਭੰਗੜਾ"],
         artist_terms=[(A1, "rock", None), (A3, "ਭੰਗੜਾ", None)],
     )
-    result = load_shared_tables(engine, incoming, before_load=song_artists)
-    assert list(result.before["artist_id"]) == [A1]  # read before anything was written
-    assert result.before["artist_lat"].isna().all()
+    result = load_shared_tables(engine, incoming)
+    # Compared with the song-file artist as it was before anything was written: its location
+    # was still NULL (the load fills it), its name differs.
+    comparison = result.comparison
+    assert comparison["song_artists"] == 1 and comparison["artists_in_both"] == 1
+    assert comparison["artist_name_disagreements"] == 1
+    assert comparison["artist_lat_filled"] == 1 and comparison["artist_lat_disagreements"] == 0
     assert result.inserted == {
         "msd_r_term": 1,
         "msd_r_mbtag": 0,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import sqlalchemy as sa
 
+from msd_dagster.msd.additional_files import compare_with_songs
 from msd_dagster.warehouse.ddl import warehouse_table
 from msd_dagster.warehouse.dialects import backend_for
 from msd_dagster.warehouse.merge_rules import SOURCE_COLUMN, key_match
@@ -43,12 +44,14 @@ __all__ = ["SHARED_TABLE_NAMES", "SharedLoadResult", "load_shared_tables", "song
 @dataclass
 class SharedLoadResult:
     """Per table: ``written`` = rows inserted + rows filled, ``inserted``, ``filled``
-    (existing rows that gained at least one value). ``before`` is what
-    ``before_load(conn)`` returned, read in the same transaction before anything was written."""
+    (existing rows that gained at least one value). ``comparison``: where the loaded
+    ``msd_artist`` rows and the song files' rows disagree
+    (:func:`msd_dagster.msd.additional_files.compare_with_songs`), as they were in the same
+    transaction before anything was written."""
 
     inserted: dict[str, int] = field(default_factory=dict)
     filled: dict[str, int] = field(default_factory=dict)
-    before: object = None
+    comparison: dict[str, int] = field(default_factory=dict)
 
     @property
     def written(self) -> dict[str, int]:
@@ -126,15 +129,13 @@ def _load_once(
     engine: sa.Engine,
     prepared: Mapping[str, pd.DataFrame],
     chunk_rows: int | None,
-    before_load,
 ) -> SharedLoadResult:
     dialect = engine.dialect
     result = SharedLoadResult()
     with open_load_connection(engine) as conn:
         try:
             with conn.begin():
-                if before_load is not None:
-                    result.before = before_load(conn)
+                result.comparison = compare_with_songs(prepared["msd_artist"], song_artists(conn))
                 for table in SHARED_TABLES:  # parents before children
                     target = warehouse_table(dialect, table)
                     df = prepared[table.name]
@@ -156,20 +157,17 @@ def load_shared_tables(
     *,
     chunk_rows: int | None = None,
     deadlock_retries: int = 3,
-    before_load=None,
 ) -> SharedLoadResult:
     """Upsert the six shared msd_* tables from ``frames`` in one transaction (module doc).
 
     ``frames`` maps each shared table name to a frame with exactly ``load_columns(table)``;
-    ``msd_artist`` rows should have ``source_track_id`` NULL. ``before_load(conn)``, when
-    given, runs first inside the transaction (e.g. to read the song-file artists before they
-    are filled); its result is ``SharedLoadResult.before``. Raises ``ValueError`` for invalid
+    ``msd_artist`` rows should have ``source_track_id`` NULL. Raises ``ValueError`` for invalid
     frames before touching the database; any database error rolls everything back.
     Deadlocks with concurrent partition loads are retried (the whole transaction).
     """
     prepared = _prepare(frames)
     return retry_deadlocks(
-        lambda: _load_once(engine, prepared, chunk_rows, before_load),
+        lambda: _load_once(engine, prepared, chunk_rows),
         "shared tables",
         deadlock_retries,
         backend=backend_for(engine),

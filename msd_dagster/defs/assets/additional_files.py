@@ -40,13 +40,12 @@ from msd_dagster.msd.additional_files import (
     ADDITIONAL_FILE_NAMES,
     additional_frames,
     candidate_file_names,
-    compare_with_songs,
     match_file_names,
 )
 from msd_dagster.source.local import LocalDataset
 from msd_dagster.source.s3 import S3Dataset, S3SourceError
 from msd_dagster.warehouse.ddl import ensure_schema
-from msd_dagster.warehouse.shared_load import SHARED_TABLE_NAMES, load_shared_tables, song_artists
+from msd_dagster.warehouse.shared_load import SHARED_TABLE_NAMES, load_shared_tables
 
 ADDITIONAL_GROUP = "additional_files"
 ADDITIONAL_DIR = "AdditionalFiles"
@@ -261,9 +260,9 @@ def additional_files_warehouse(
     ensure_schema(engine)
     started = time.perf_counter()
     # The song-file artists are read in the load's transaction, before any row is filled.
-    result = load_shared_tables(engine, by_table, before_load=song_artists)
+    result = load_shared_tables(engine, by_table)
     seconds = time.perf_counter() - started
-    comparison = compare_with_songs(by_table["msd_artist"], result.before)
+    comparison = result.comparison
     disagreements = {k: v for k, v in comparison.items() if k.endswith("_disagreements")}
     total = sum(result.written.values())
     context.log.info(
