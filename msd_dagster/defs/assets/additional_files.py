@@ -280,7 +280,7 @@ def additional_files_warehouse(
             "disagreements": sum(disagreements.values()),
             **{k: int(v) for k, v in comparison.items()},
             "database": warehouse.display_url(),
-            "dialect": engine.dialect.name,
+            "dagster/storage_kind": warehouse.catalog_kind(),
             "load_seconds": round(seconds, 3),
         }
     )
