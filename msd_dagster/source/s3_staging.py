@@ -7,6 +7,7 @@ No Dagster imports here. Credentials come only from the environment / the standa
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 import time
@@ -22,7 +23,6 @@ from msd_dagster.source.s3 import (
     BOTO_ERRORS,
     NOT_FOUND_CODES,
     S3Client,
-    S3SourceError,
     clean_etag,
     log,
     normalize_prefix,
@@ -169,7 +169,7 @@ def stage_dataset(
                 outcome, nbytes = fut.result()
             except Exception as exc:  # every failure is reported, with its reason
                 reason = (
-                    str(stager.error(exc, "PutObject", key))
+                    str(stager.error(exc, operation="PutObject", key=key))
                     if isinstance(exc, BOTO_ERRORS)
                     else f"{type(exc).__name__}: {exc}"
                 )
@@ -223,16 +223,7 @@ class _Stager:
         self.client = client
         self.bucket = bucket
         self.prefix = prefix
-
-    def error(self, exc: BaseException, operation: str, key: str | None = None) -> S3SourceError:
-        return translate_error(
-            exc,
-            client=self.client,
-            bucket=self.bucket,
-            prefix=self.prefix,
-            operation=operation,
-            key=key,
-        )
+        self.error = functools.partial(translate_error, client=client, bucket=bucket, prefix=prefix)
 
     def check_bucket(self) -> None:
         # One cheap call first: a missing bucket or bad credentials must not become a
@@ -240,7 +231,7 @@ class _Stager:
         try:
             self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
         except BOTO_ERRORS as exc:
-            raise self.error(exc, "ListObjectsV2") from exc
+            raise self.error(exc, operation="ListObjectsV2") from exc
 
     def list_remote(self, group: _Group) -> dict[str, tuple[int, str | None]]:
         """``relative key -> (size, etag)`` of what is already uploaded for a group."""
@@ -255,7 +246,7 @@ class _Stager:
                     rel = obj["Key"][len(self.prefix) :]
                     remote[rel] = (int(obj["Size"]), clean_etag(obj.get("ETag")))
         except BOTO_ERRORS as exc:
-            raise self.error(exc, "ListObjectsV2") from exc
+            raise self.error(exc, operation="ListObjectsV2") from exc
         return remote
 
     def _remote_md5(self, object_key: str) -> str | None:
