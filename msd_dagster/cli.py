@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING
 from msd_dagster import settings
 
 if TYPE_CHECKING:
+    import dagster as dg
+
+    from msd_dagster.defs.resources import MsdSourceResource, WarehouseResource
     from msd_dagster.local_runs import FolderOutcome, LocalRunner
+    from msd_dagster.source.local import LocalDataset
+    from msd_dagster.source.s3 import S3Dataset
+
+    Dataset = LocalDataset | S3Dataset
 
 TOTAL_CHECK_NAME = "total_tracks_match_partitions"
 
@@ -157,7 +164,7 @@ def _load(args: argparse.Namespace) -> int:
         return _load_folders(args, resources.msd_source, resources.warehouse)
 
 
-def database_problem(warehouse) -> str | None:
+def database_problem(warehouse: WarehouseResource) -> str | None:
     """None when the database answers; else what to print, in one line, without any secret.
 
     Checked before any run starts: an unusable URL would otherwise fail every folder's load
@@ -171,13 +178,13 @@ def database_problem(warehouse) -> str | None:
     except UnsupportedDatabaseError as exc:
         return warehouse.without_secrets(str(exc))
     except Exception as exc:  # noqa: BLE001 - any driver, network or URL error
-        return warehouse.without_secrets(
-            f"cannot connect to the database {warehouse.display_url()}: {_one_line(exc)}"
+        return f"cannot connect to the database {warehouse.display_url()}: " + (
+            warehouse.describe_error(exc)
         )
     return None
 
 
-def source_problem(source) -> tuple[object | None, list[str], str | None]:
+def source_problem(source: MsdSourceResource) -> tuple[Dataset | None, list[str], str | None]:
     """``(dataset, its partitions, None)``, or ``(None, [], what to print)`` in one line when
     the source cannot be used (missing bucket, wrong prefix, rejected credentials, endpoint
     down, unreadable folder), before any run starts."""
@@ -195,13 +202,9 @@ def source_problem(source) -> tuple[object | None, list[str], str | None]:
         return None, [], str(exc)
 
 
-def _one_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc  # the driver's error inside SQLAlchemy's
-    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
-    return f"{type(orig).__name__}: {lines[0] if lines else 'no details'}"
-
-
-def _load_folders(args: argparse.Namespace, source, warehouse) -> int:
+def _load_folders(
+    args: argparse.Namespace, source: MsdSourceResource, warehouse: WarehouseResource
+) -> int:
     import dagster as dg
 
     from msd_dagster.definitions import partition_job
@@ -262,7 +265,9 @@ def _load_folders(args: argparse.Namespace, source, warehouse) -> int:
 
     try:
         runner.run_folders(plan, partition_job, report)
-        extra = [] if args.skip_additional_files else _load_additional_files(dataset, runner)
+        extra = (
+            [] if args.skip_additional_files else _load_additional_files(dataset, runner, warehouse)
+        )
         # Nothing to total when no folder loaded (e.g. the source failed mid-way).
         totals = (
             runner.run_unpartitioned(_totals_job_fn) if any(o.success for o in outcomes) else None
@@ -276,12 +281,14 @@ def _load_folders(args: argparse.Namespace, source, warehouse) -> int:
         )
         return 143 if str(exc) == "SIGTERM" else 130
     _print_summary(outcomes, warehouse, time.perf_counter() - started)
-    totals_ok = _report_totals(runner, totals)
+    totals_ok = _report_totals(runner, totals, warehouse)
     failed = [o for o in outcomes if not o.success or o.failed_checks]
     return 1 if failed or not all(extra) or not totals_ok else 0
 
 
-def _load_additional_files(dataset, runner: LocalRunner) -> list[bool]:
+def _load_additional_files(
+    dataset: Dataset, runner: LocalRunner, warehouse: WarehouseResource
+) -> list[bool]:
     """After the folders (song-file rows win, AdditionalFiles rows only fill), load the side
     files when any are present; one unpartitioned run. ``[success]``, or ``[]`` if none."""
     from msd_dagster.defs.assets.additional_files import LOAD_KEY, find_additional_files
@@ -307,7 +314,7 @@ def _load_additional_files(dataset, runner: LocalRunner) -> list[bool]:
         flush=True,
     )
     if not ok:
-        print(f"AdditionalFiles FAILED: {runner.run_error(run)}")
+        print(f"AdditionalFiles FAILED: {warehouse.without_secrets(runner.run_error(run))}")
     return [ok]
 
 
@@ -323,7 +330,9 @@ def _totals_job_fn():
     return totals_job()
 
 
-def _report_totals(runner: LocalRunner, run) -> bool:
+def _report_totals(
+    runner: LocalRunner, run: dg.DagsterRun | None, warehouse: WarehouseResource
+) -> bool:
     """Print the whole-dataset check's numbers when it fails; True when it passed."""
     if run is None:
         print(f"check {TOTAL_CHECK_NAME} not run: no folder was loaded")
@@ -335,11 +344,16 @@ def _report_totals(runner: LocalRunner, run) -> bool:
         if not evaluation.passed:
             print(f"check failed: {evaluation.check_name}: {evaluation.description}")
     if not evaluations:
-        print(f"check {TOTAL_CHECK_NAME} did not run: {runner.run_error(run)}")
+        print(
+            f"check {TOTAL_CHECK_NAME} did not run: "
+            + warehouse.without_secrets(runner.run_error(run))
+        )
     return False
 
 
-def _print_summary(outcomes: list[FolderOutcome], warehouse, seconds: float) -> None:
+def _print_summary(
+    outcomes: list[FolderOutcome], warehouse: WarehouseResource, seconds: float
+) -> None:
     from msd_dagster.warehouse.verify import table_totals
 
     loaded_folders = sum(o.success for o in outcomes)
@@ -351,7 +365,7 @@ def _print_summary(outcomes: list[FolderOutcome], warehouse, seconds: float) -> 
     try:
         totals = table_totals(warehouse.engine())
     except Exception as exc:  # noqa: BLE001 - e.g. the database went away during the load
-        print(warehouse.without_secrets(f"cannot count the rows: {_one_line(exc)}"))
+        print(f"cannot count the rows: {warehouse.describe_error(exc)}")
         totals = {}
     print(f"{'table':<24}{'rows this load':>16}{'rows in database':>18}")
     for table, total in totals.items():

@@ -4,11 +4,14 @@
 holds the frames (``v-<id>/msd_track.parquet`` ...). A write goes to a new version folder and
 then replaces ``CURRENT`` in one rename, so a reader sees the previous frames or the new ones,
 never a mix, and a crash mid-write leaves the previous version in place (the half-written
-folder is removed by the next write).
+folder is removed by the next write). Writers of one partition take turns (a lock file), and a
+write keeps the version it replaced, so a reader that has just read ``CURRENT`` still finds it
+(and reads ``CURRENT`` again should two writes have passed it).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import uuid
@@ -20,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 CURRENT = "CURRENT"
+LOCK = ".lock"
 UNPARTITIONED = "all"
 
 
@@ -42,44 +46,61 @@ class FrameStore:
     ) -> Path:
         """Store ``frames`` (name -> frame) as the asset partition's current version."""
         folder = self.folder(asset, partition)
+        folder.mkdir(parents=True, exist_ok=True)
         version = f"v-{uuid.uuid4().hex[:12]}"
         target = folder / version
-        target.mkdir(parents=True)
-        for name, frame in frames.items():
-            write_parquet(frame, target / f"{name}.parquet")
-        pointer = folder / f".{CURRENT}.{version}.tmp"
-        pointer.write_text(version + "\n")
-        os.replace(pointer, folder / CURRENT)
-        for entry in folder.iterdir():  # earlier versions and leftovers of crashed writes
-            if entry.name != version and entry.name != CURRENT:
-                if entry.is_dir():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
+        with open(folder / LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            target.mkdir()
+            for name, frame in frames.items():
+                write_parquet(frame, target / f"{name}.parquet")
+            previous = _read_pointer(folder)
+            pointer = folder / f".{CURRENT}.{version}.tmp"
+            pointer.write_text(version + "\n")
+            os.replace(pointer, folder / CURRENT)
+            keep = {version, previous, CURRENT, LOCK}
+            for entry in folder.iterdir():  # older versions and leftovers of crashed writes
+                if entry.name not in keep:
+                    if entry.is_dir():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
         return target
 
     def current(self, asset: Sequence[str], partition: str | None) -> Path:
         folder = self.folder(asset, partition)
-        try:
-            version = (folder / CURRENT).read_text().strip()
-        except FileNotFoundError:
+        version = _read_pointer(folder)
+        if version is None:
             raise FramesNotStored(
                 f"no stored frames for {'/'.join(asset)} partition {partition or '(none)'} "
                 f"under {self.root}"
-            ) from None
+            )
         return folder / version
 
     def read(
         self, asset: Sequence[str], partition: str | None, names: Sequence[str] | None = None
     ) -> dict[str, pd.DataFrame]:
         """The stored frames (all, or ``names``); :class:`FramesNotStored` if there are none."""
-        path = self.current(asset, partition)
-        files = (
-            [path / f"{name}.parquet" for name in names]
-            if names is not None
-            else sorted(path.glob("*.parquet"))
-        )
-        return {file.stem: pd.read_parquet(file) for file in files}
+        while True:
+            path = self.current(asset, partition)
+            files = (
+                [path / f"{name}.parquet" for name in names]
+                if names is not None
+                else sorted(path.glob("*.parquet"))
+            )
+            try:
+                return {file.stem: pd.read_parquet(file) for file in files}
+            except FileNotFoundError:
+                # Two writes since CURRENT was read removed that version: read the new one.
+                if self.current(asset, partition) == path:
+                    raise
+
+
+def _read_pointer(folder: Path) -> str | None:
+    try:
+        return (folder / CURRENT).read_text().strip() or None
+    except FileNotFoundError:
+        return None
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:

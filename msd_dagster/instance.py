@@ -13,9 +13,10 @@ It writes the very same files as ``storage: sqlite`` (``history/runs.db``,
 same schema, so removing it from ``dagster.yaml`` leaves every record readable by the default
 storage, and the other way round.
 
-It overrides ``SqliteEventLogStorage._connect`` and ``SqliteRunStorage.connect``, the methods
-that open connections; ``msd_dagster_tests/test_instance.py`` pins both, so a Dagster upgrade
-that changes them fails loudly instead of silently falling back.
+It overrides ``SqliteEventLogStorage._connect``, ``SqliteRunStorage.connect`` (the methods
+that open connections) and ``has_table`` (cached), and builds on ``DagsterSqliteStorage``'s
+folder layout; ``msd_dagster_tests/test_instance.py`` pins what it relies on, so a Dagster
+upgrade that changes them fails loudly instead of silently falling back.
 """
 
 from __future__ import annotations

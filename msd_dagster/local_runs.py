@@ -366,23 +366,45 @@ class LocalRunner:
         }
 
     def _start(
-        self, job_fn: Callable[[], dg.JobDefinition], tags: dict[str, str]
-    ) -> tuple[dg.DagsterRun, multiprocessing.process.BaseProcess]:
-        run = create_run(self.instance, job_fn, self.location_name, self._tags(tags))
-        return run, start_run_process(job_fn, run)
+        self,
+        job_fn: Callable[[], dg.JobDefinition],
+        tags: dict[str, str],
+        started: Callable[[dg.DagsterRun, multiprocessing.process.BaseProcess], None],
+    ) -> None:
+        """Create a run, start its process and hand both to ``started``; a Ctrl-C meanwhile
+        stops what was started, so that no run is left behind as started."""
+        run = process = None
+        try:
+            run = create_run(self.instance, job_fn, self.location_name, self._tags(tags))
+            process = start_run_process(job_fn, run)
+            started(run, process)
+        except KeyboardInterrupt:
+            if run is not None:
+                self._stop([(run, process)])
+            raise
 
-    def _stop(self, runs: Sequence[tuple[dg.DagsterRun, multiprocessing.process.BaseProcess]]):
+    def _stop(
+        self, runs: Sequence[tuple[dg.DagsterRun, multiprocessing.process.BaseProcess | None]]
+    ) -> None:
         """Kill the processes (their transactions roll back) and record their runs failed."""
         for _run, process in runs:
-            if process.is_alive():
+            if process is not None and process.is_alive():
                 process.kill()
         for run, process in runs:
-            process.join(5)
+            if process is not None:
+                process.join(5)
+            self._record_unfinished(
+                run, "interrupted: msd-dagster load was stopped (Ctrl-C or SIGTERM)"
+            )
+
+    def _record_unfinished(self, run: dg.DagsterRun, reason: str) -> dg.DagsterRun:
+        """The run as stored, recorded failed first if its process ended without finishing it
+        (killed, out of memory), so that the UI does not show it started forever."""
+        current = self.instance.get_run_by_id(run.run_id)
+        if current is not None and not current.is_finished:
+            self.instance.report_run_failed(current, reason)
             current = self.instance.get_run_by_id(run.run_id)
-            if current is not None and not current.is_finished:
-                self.instance.report_run_failed(
-                    current, "interrupted: msd-dagster load was stopped (Ctrl-C or SIGTERM)"
-                )
+        return current or run
 
     @contextmanager
     def _interruptible(self) -> Iterator[None]:
@@ -406,9 +428,12 @@ class LocalRunner:
                 while pending or active:
                     while pending and len(active) < self.workers:
                         folders = pending.pop(0)
-                        run, process = self._start(job_fn, partition_tags(folders))
-                        progress = RunProgress(self.instance, run.run_id, folders)
-                        active[process.sentinel] = _ActiveRun(run, process, progress)
+
+                        def started(run, process, folders=folders) -> None:
+                            progress = RunProgress(self.instance, run.run_id, folders)
+                            active[process.sentinel] = _ActiveRun(run, process, progress)
+
+                        self._start(job_fn, partition_tags(folders), started)
                     ready = multiprocessing.connection.wait(list(active), timeout=self.POLL_SECONDS)
                     for entry in active.values():
                         for outcome in entry.progress.poll():
@@ -418,6 +443,9 @@ class LocalRunner:
                         entry.process.join()
                         code = entry.process.exitcode
                         note = "" if code in (0, 1) else f"its process ended with exit code {code}"
+                        self._record_unfinished(
+                            entry.run, f"its process ended with exit code {code}"
+                        )
                         for outcome in entry.progress.finish(note):
                             report(outcome)
             except KeyboardInterrupt as exc:
@@ -429,20 +457,16 @@ class LocalRunner:
 
     def run_unpartitioned(self, job_fn: Callable[[], dg.JobDefinition]) -> dg.DagsterRun:
         """Execute one run of an unpartitioned job and wait for it; the finished run."""
+        begun: list[tuple[dg.DagsterRun, multiprocessing.process.BaseProcess]] = []
         with self._interruptible():
-            run, process = self._start(job_fn, {})
             try:
+                self._start(job_fn, {}, lambda run, process: begun.append((run, process)))
+                run, process = begun[0]
                 process.join()
             except KeyboardInterrupt as exc:
-                self._stop([(run, process)])
+                self._stop(begun)
                 raise LoadInterrupted(str(exc) or "SIGINT") from None
-        final = self.instance.get_run_by_id(run.run_id)
-        if final is not None and not final.is_finished:
-            self.instance.report_run_failed(
-                final, f"its process ended with code {process.exitcode}"
-            )
-            final = self.instance.get_run_by_id(run.run_id)
-        return final or run
+        return self._record_unfinished(run, f"its process ended with exit code {process.exitcode}")
 
     def run_error(self, run: dg.DagsterRun) -> str:
         """Why a finished run failed: its step failure's description, else the run's."""

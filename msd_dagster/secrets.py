@@ -32,6 +32,10 @@ MASK = "***"
 _USERINFO = re.compile(
     r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^\s?/:]*(?::\S*)?)@"
 )
+# The same for text that is one URL: the password may also hold whitespace.
+_URL_USERINFO = re.compile(
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^\s?/:]*(?::.*)?)@", re.DOTALL
+)
 
 SECRET_KEYS = (
     "pwd",
@@ -43,12 +47,13 @@ SECRET_KEYS = (
     "secret",
     "client_secret",
 )
-# key=value with '=' or its encoding '%3D'; the key starts the text or follows a non-word
-# character or an encoded ';' / '&'. Values: {braced;ODBC}, %7Bencoded braces%7D, or up to
-# the next ';', '&', whitespace or their encodings.
+# key=value with '=' or its encoding '%3D'; the key ends in one of SECRET_KEYS (sslpassword,
+# client_secret) and starts the text or follows a non-word character or an encoded ';' / '&'.
+# Values: {braced;ODBC}, %7Bencoded braces%7D, or up to the next ';', '&', whitespace or
+# their encodings.
 _KEY_VALUE = re.compile(
     r"(?i)(?:(?<![0-9A-Za-z_])|(?<=%3B)|(?<=%26))"
-    rf"(?P<key>{'|'.join(sorted(SECRET_KEYS, key=len, reverse=True))})"
+    rf"(?P<key>[0-9A-Za-z_]*?(?:{'|'.join(sorted(SECRET_KEYS, key=len, reverse=True))}))"
     r"(?P<sep>\s*(?:=|%3D)\s*)"
     r"(?P<value>\{(?:[^}]|\}\})*\}|%7B.*?%7D|(?:(?!%3B|%26)[^;&\s])*)"
 )
@@ -66,9 +71,9 @@ class Userinfo(NamedTuple):
 
 
 def split_userinfo(url: str) -> Userinfo | None:
-    """The userinfo of the first URL in ``url``, or None when it has none; a password ends at
-    the URL's last ``@``: ``'p://u:a@b:c/d@h/db'`` -> user ``u``, password ``a@b:c/d``."""
-    match = _USERINFO.search(url)
+    """The userinfo of the URL ``url``, or None when it has none; a password ends at the
+    URL's last ``@``: ``'p://u:a@b:c/d@h/db'`` -> user ``u``, password ``a@b:c/d``."""
+    match = _URL_USERINFO.search(url)
     if match is None:
         return None
     user, colon, password = match["userinfo"].partition(":")
@@ -92,7 +97,7 @@ def mask_url(url: Any) -> str:
         user, colon, _ = match["userinfo"].partition(":")
         return f"{match['scheme']}{user}{colon and ':' + MASK}@"
 
-    text = _USERINFO.sub(userinfo, _rendered(url))
+    text = _URL_USERINFO.sub(userinfo, _rendered(url), count=1)
     return _AWS_ACCESS_KEY.sub(MASK, _mask_keys(text))
 
 
@@ -117,3 +122,11 @@ def url_secrets(url: Any) -> list[str]:
     # As written, decoded (a rendered URL encodes its password), and without ODBC braces.
     decoded = [unquote_plus(v) for v in found] + [unquote(v) for v in found]
     return sorted({v for v in found + decoded for v in (v, v.strip("{}")) if v})
+
+
+def error_line(exc: BaseException) -> str:
+    """``Type: first line`` of an error (the driver's own inside SQLAlchemy's wrapper); not yet
+    masked: pass it through :func:`mask_text` with the secrets it may repeat."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    return f"{type(orig).__name__}: {lines[0] if lines else 'no details'}"

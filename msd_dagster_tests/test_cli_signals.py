@@ -184,5 +184,31 @@ def test_a_killed_load_leaves_no_worker_and_the_next_load_cleans_up(
     assert loaded is not None
 
 
+def test_a_killed_worker_fails_its_folders_and_the_load_goes_on(
+    dataset: GeneratedDataset, tmp_path: Path
+) -> None:
+    """A worker killed from outside (e.g. by the out-of-memory killer) fails its run's
+    folders, which are recorded failed at once, not left started; the other runs load."""
+    env = _env(tmp_path)
+    database = tmp_path / "msd.sqlite"
+    process = _start(dataset, database, env, workers=1)
+    lines = _wait_for_first_folder(process)
+    victims = _children(process.pid)
+    assert len(victims) == 1
+    os.kill(victims[0], signal.SIGKILL)
+    out, _ = process.communicate(timeout=300)
+    output = "".join(lines) + out
+    assert process.returncode == 1, output
+    assert "its process ended with exit code -9" in output
+    failed = [line.split()[1] for line in output.splitlines() if line.startswith("folder ")]
+    loaded = _loaded_folders(dataset, _tracks(database))
+    assert failed and sorted(failed + loaded) == FOLDERS, output
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        runs = instance.get_runs()
+        assert all(r.is_finished for r in runs), "the killed worker's run is left started"
+        killed = [r for r in runs if r.status == dg.DagsterRunStatus.FAILURE]
+        assert len(killed) == 1
+
+
 if sys.platform != "linux":  # PR_SET_PDEATHSIG and /proc are Linux's
     pytestmark = pytest.mark.skip("Linux only")

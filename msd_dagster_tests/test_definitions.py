@@ -11,6 +11,8 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
+from dagster._utils.error import serializable_error_info_from_exc_info
 
 from msd_dagster import definitions, settings
 from msd_dagster.defs.assets.folders import ROWS_CHECK
@@ -258,3 +260,18 @@ def test_totals_sensor_requests_the_totals_job_after_a_partition_run() -> None:
     sensor = defs.resolve_sensor_def("msd_totals_after_loads")
     assert sensor.job_name == "msd_totals_job"
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_database_errors_leave_masked_and_unchained() -> None:
+    """The event log keeps an exception's cause: a masked description must not carry the
+    driver's own text behind it."""
+    warehouse = WarehouseResource(url="postgresql+psycopg://u:hunter2@h/db")
+    with pytest.raises(dg.Failure) as raised, warehouse.errors_without_secrets():
+        raise sa.exc.OperationalError("SELECT 1", {}, Exception("denied, password=hunter2"))
+    failure = raised.value
+    assert failure.description == "Exception: denied, password=***"
+    assert failure.__cause__ is None and failure.__suppress_context__
+    info = serializable_error_info_from_exc_info((type(failure), failure, failure.__traceback__))
+    assert "hunter2" not in info.to_string()
+    # A lost connection may pass, so the step may retry; the resource's password is masked too.
+    assert failure.allow_retries

@@ -267,3 +267,36 @@ def test_a_lost_shared_row_fails_that_table_s_check(loaded: PipelineTarget) -> N
     assert tags > 0
     assert dump_tables(engine) == before  # failed folders rolled back, the others reloaded
     engine.dispose()
+
+
+def test_a_folder_whose_table_sizes_cannot_be_read_still_loads(
+    loaded: PipelineTarget, pipeline_dataset: GeneratedDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sizes are read after the folder commits (e.g. a SQL Server login without VIEW
+    DATABASE STATE cannot): the folder is loaded and recorded, only its table size is left
+    out, and the error text keeps no secret."""
+    from msd_dagster.defs.assets import folders
+
+    def refused(engine: sa.Engine) -> None:
+        raise sa.exc.ProgrammingError(
+            "SELECT ...", {}, Exception("VIEW DATABASE STATE permission denied; pwd=hunter2")
+        )
+
+    monkeypatch.setattr(folders, "table_row_counts", refused)
+    result = loaded.materialize(SECOND)
+    assert result.success
+    records = [
+        e.step_materialization_data.materialization
+        for e in result.all_events
+        if e.is_step_materialization
+        and e.step_materialization_data.materialization.asset_key == TRACK_KEY
+    ]
+    assert [r.partition for r in records] == [SECOND]
+    metadata = records[0].metadata
+    assert metadata["dagster/partition_row_count"].value == len(
+        partition_tracks(pipeline_dataset, SECOND)
+    )
+    assert "dagster/row_count" not in metadata and "row_count_method" not in metadata
+    logs = [e.user_message for e in loaded.instance.all_logs(result.run_id)]
+    warnings = [m for m in logs if "sizes cannot be read" in m]
+    assert warnings and "hunter2" not in warnings[0] and "pwd=***" in warnings[0]

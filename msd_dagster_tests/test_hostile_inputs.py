@@ -261,6 +261,22 @@ def test_a_partition_none_of_whose_files_can_be_read_fails(root: Path) -> None:
     )
 
 
+def test_a_partition_without_one_valid_song_file_fails(root: Path) -> None:
+    """A folder truncated by a failed copy must not replace its loaded rows with none."""
+    paths = sorted((root / LEAF).iterdir())
+    for path in paths:
+        path.write_bytes(path.read_bytes()[:4096])
+    dataset = LocalDataset(root)
+    with pytest.raises(SourceError) as raised:
+        normalize_partition(dataset, keys_of(dataset))
+    error = raised.value
+    assert (error.location, error.permanent) == ("data/A/A", True)
+    assert error.reason.startswith(
+        f"none of its 13 files is a valid song file, e.g. {LEAF}/{paths[0].name}: "
+    )
+    assert error.reason.endswith("Nothing was loaded; the rows loaded before are kept")
+
+
 def test_per_file_and_passing_read_errors_are_told_apart(root: Path) -> None:
     dataset = LocalDataset(root)
     key = f"{LEAF}/{real_song_paths()[0].name}"

@@ -108,3 +108,26 @@ def test_s3_urls_lose_their_whole_userinfo() -> None:
     message = str(raised.value)
     assert "FAKEACCESSKEYID00000" not in message and "se@cr" not in message and "et@" not in message
     assert "s3://***@bucket/x" in message
+
+
+@pytest.mark.parametrize("password", ["pa ss", "tab\tbed", " lead@ing"])
+def test_passwords_with_whitespace_are_masked_whole(password: str) -> None:
+    url = f"postgresql://msd:{password}@db.example.com/msd?sslmode=require"
+    assert mask_url(url) == f"postgresql://msd:{MASK}@db.example.com/msd?sslmode=require"
+    parts = split_userinfo(url)
+    assert parts is not None and parts.password == password
+    assert parts.rest == "db.example.com/msd?sslmode=require"
+    # Free text cannot tell where such a password ends; the URL's own secrets are passed.
+    shown = mask_text(f"login failed for {password!r} at {url}", known=url_secrets(url))
+    assert password.strip() not in shown and "msd?sslmode=require" in shown
+
+
+def test_keys_ending_in_a_secret_name_are_masked() -> None:
+    url = "postgresql://msd@host/db?sslpassword=k3y&sslmode=verify-full&app_token=t0k"
+    assert mask_url(url) == (
+        f"postgresql://msd@host/db?sslpassword={MASK}&sslmode=verify-full&app_token={MASK}"
+    )
+    assert set(url_secrets(url)) >= {"k3y", "t0k"}
+    assert mask_text("key file k3y is encrypted", known=url_secrets(url)) == (
+        f"key file {MASK} is encrypted"
+    )

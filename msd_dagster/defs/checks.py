@@ -10,6 +10,7 @@
 """
 
 import warnings
+from collections.abc import Iterator
 
 import dagster as dg
 import sqlalchemy as sa
@@ -60,7 +61,7 @@ def warehouse_checks(
     context: dg.AssetCheckExecutionContext,
     warehouse: WarehouseResource,
     frame_store: FrameStoreResource,
-):
+) -> Iterator[dg.AssetCheckResult]:
     """Verify a loaded folder again, against its stored normalized frames."""
     partition = context.partition_key
     store = frame_store.store()
@@ -70,7 +71,7 @@ def warehouse_checks(
             frames.update(store.read(normalized_key(name).path, partition, NORMALIZED_FRAMES[name]))
     except FramesNotStored as exc:
         raise dg.Failure(str(exc), allow_retries=False) from exc
-    with warehouse.engine().connect() as conn:
+    with warehouse.errors_without_secrets(), warehouse.engine().connect() as conn:
         verdicts = verify_partition(conn, partition, prepare_frames(frames, partition))
     selected = context.selected_asset_check_keys
     for verdict in verdicts:

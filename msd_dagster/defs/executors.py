@@ -53,8 +53,9 @@ CELERY_TRANSPORT_OPTIONS: dict[str, Any] = {
 }
 
 K8S_EXECUTOR_CONFIG_ENV = "MSD_K8S_EXECUTOR_CONFIG"
-# One step pod at a time per run (its steps depend on each other anyway), each sized for the
-# heaviest step: parsing a full-set folder (~1,500 song files) stays under 1.5 GiB.
+# A partition run is one step (its folders, one after the other), so one step pod at a time,
+# sized for the heaviest folder: parsing a full-set folder (~1,500 song files) stays under
+# 1.5 GiB.
 K8S_EXECUTOR_CONFIG: dict[str, Any] = {
     "max_concurrent": 1,
     "step_k8s_config": {

@@ -5,9 +5,11 @@ Every field left empty falls back to its environment variable when the resource 
 :mod:`msd_dagster.settings`), so the definitions never depend on the environment.
 """
 
+import contextlib
 import fcntl
 import functools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +20,11 @@ from pydantic import Field
 
 from msd_dagster import settings
 from msd_dagster.frame_store import FrameStore
-from msd_dagster.secrets import mask_text, url_secrets
+from msd_dagster.secrets import error_line, mask_text, url_secrets
 from msd_dagster.source.local import LocalDataset
 from msd_dagster.source.s3 import S3Dataset, S3SourceError, make_s3_client, parse_s3_url
 from msd_dagster.warehouse.dialects import catalog_kind
+from msd_dagster.warehouse.transactions import is_transient_database_error
 from msd_dagster.warehouse.urls import azure_sql_url, create_engine_for_url, mask_url
 
 
@@ -212,6 +215,24 @@ class WarehouseResource(dg.ConfigurableResource):
         except Exception:  # noqa: BLE001 - an unparsable URL: mask_text still hides userinfo
             known = []
         return mask_text(text, known=[*known, self.password])
+
+    def describe_error(self, exc: BaseException) -> str:
+        """One masked line for a database error: ``Type: first line of the driver's text``."""
+        return self.without_secrets(error_line(exc))
+
+    @contextlib.contextmanager
+    def errors_without_secrets(self) -> Iterator[None]:
+        """Database errors inside leave as a ``dg.Failure`` with a masked description, not
+        chained to the driver's exception (whose text the event log would keep)."""
+        try:
+            yield
+        except dg.Failure:
+            raise
+        except Exception as exc:  # noqa: BLE001 - re-raised, masked
+            raise dg.Failure(
+                description=self.describe_error(exc),
+                allow_retries=is_transient_database_error(exc),
+            ) from None
 
     def catalog_kind(self) -> str:
         """The database's kind as the catalog shows it (``postgres``, ``sqlserver`` ...)."""

@@ -1,7 +1,8 @@
-"""Retry policy of the source steps: transient S3 faults are retried with backoff and jitter.
+"""Retry policies: transient S3 and database faults are retried with backoff and jitter.
 
-The warehouse step retries only transient database errors (see the warehouse asset), so a
-constraint violation or a schema mismatch fails at once instead of after minutes of backoff.
+A folder step asks for a retry only when one of its folders failed for a reason that may pass
+(see ``load_folders``), so a bad file, a constraint violation or a schema mismatch fails at
+once instead of after minutes of backoff; the retry skips the folders already loaded.
 """
 
 import dagster as dg

@@ -45,7 +45,8 @@ def normalize_partition(
     that may pass (network, throttling, I/O errors) raise, so that the step is retried. When
     not one file of the partition could be read, that is no longer a property of the files
     (e.g. S3 credentials that may list but not read): ``SourceError`` (permanent) is raised
-    instead of a partition without tracks, which would delete the partition's rows.
+    instead of a partition without tracks, which would delete the partition's rows. So it is
+    when not one file is a valid song file (a folder truncated by a failed copy).
     """
     songs: list[Song] = []
     rejected: list[RejectedFile] = []
@@ -71,6 +72,8 @@ def normalize_partition(
             progress(done, len(song_keys))
     if song_keys and len(unreadable) == len(song_keys):
         raise none_readable_error(song_keys, unreadable)
+    if keys and not songs:
+        raise none_valid_error(keys, rejected)
     batch = normalize_songs(songs, rejected, modified_by_track)
     return batch, source_row_counts(songs)
 
@@ -95,5 +98,17 @@ def none_readable_error(
         folder,
         f"none of its {len(keys)} song files could be read, e.g. {first.location}: "
         f"{first.reason}. Nothing was loaded; fix access to the files and load again",
+        permanent=True,
+    )
+
+
+def none_valid_error(keys: Sequence[str], rejected: Sequence[RejectedFile]) -> SourceError:
+    """The error for a partition with files but not one valid song file among them."""
+    folder = "/".join(keys[0].split("/")[:3])
+    first = min(rejected, key=lambda r: r.name)
+    return SourceError(
+        folder,
+        f"none of its {len(keys)} files is a valid song file, e.g. {first.name}: "
+        f"{first.reason}. Nothing was loaded; the rows loaded before are kept",
         permanent=True,
     )

@@ -14,8 +14,8 @@ additions keep every field of the song files that the ERD dropped. Decisions tha
   (:data:`CHECKED_REFERENCES`). They hold 99% of the rows, and a per-row foreign-key check made
   PostgreSQL's COPY ~4x slower (104k vs 410k rows/s, ``benchmarks/bulk_insert_bench.py``).
   The reference still holds: the loader refuses frames with an analysis row whose track is not
-  in the same partition load (one transaction), and the ``foreign_keys_resolve`` asset check
-  verifies it in the database after every partition load.
+  in the same partition load (one transaction), and the ``partition_rows_loaded`` check counts
+  unresolved references in the database before every partition load commits.
 """
 
 from __future__ import annotations
@@ -309,7 +309,7 @@ class Reference:
 
 
 # References that are not database constraints (module docstring): the loader and the
-# ``foreign_keys_resolve`` checks verify them.
+# ``partition_rows_loaded`` checks verify them.
 CHECKED_REFERENCES: tuple[Reference, ...] = tuple(
     Reference(t.name, "track_id", "msd_track", "track_id", enforced=False)
     for t in (msd_bar, msd_beat, msd_section, msd_tatum, msd_segment)

@@ -20,7 +20,7 @@ locations), and the dictionaries hold every published term and tag.
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import dagster as dg
 import pandas as pd
@@ -180,7 +180,7 @@ def additional_files_frames(
     config: AdditionalFilesConfig,
     msd_source: MsdSourceResource,
     frame_store: FrameStoreResource,
-):
+) -> Iterator[dg.MaterializeResult]:
     """Read the AdditionalFiles present at the source and shape them like the shared frames.
 
     Missing files are fine (each is optional); a file that does not parse fails the step with
@@ -256,11 +256,12 @@ def additional_files_warehouse(
     by_table: dict[str, pd.DataFrame] = {}
     for name in ADDITIONAL_FRAMES:
         by_table.update(store.read(additional_key(name).path, None))
-    engine = warehouse.engine()
-    ensure_schema(engine)
     started = time.perf_counter()
-    # The song-file artists are read in the load's transaction, before any row is filled.
-    result = load_shared_tables(engine, by_table)
+    with warehouse.errors_without_secrets():
+        engine = warehouse.engine()
+        ensure_schema(engine)
+        # The song-file artists are read in the load's transaction, before any row is filled.
+        result = load_shared_tables(engine, by_table)
     seconds = time.perf_counter() - started
     comparison = result.comparison
     disagreements = {k: v for k, v in comparison.items() if k.endswith("_disagreements")}

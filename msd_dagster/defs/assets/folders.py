@@ -162,12 +162,6 @@ class _FolderFailed(Exception):
         self.failure = failure
 
 
-def _one_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc  # the driver's error inside SQLAlchemy's
-    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
-    return f"{type(orig).__name__}: {lines[0] if lines else 'no details'}"
-
-
 def _is_transient(exc: BaseException) -> bool:
     """Worth trying again: a source or database fault that may pass (never a bad file, a
     refused row, a failed check or a missing folder)."""
@@ -296,12 +290,20 @@ def _load_folder(
             yield rows_check_evaluation(partition, verdict)
         raise _FolderFailed(FolderFailure(partition, "check", str(exc), False)) from exc
     except Exception as exc:  # noqa: BLE001 - any error fails this folder only
-        reason = warehouse.without_secrets(_one_line(exc))
+        reason = warehouse.describe_error(exc)
         raise _FolderFailed(FolderFailure(partition, stage, reason, _is_transient(exc))) from exc
 
     database = warehouse.display_url()
     kind = warehouse.catalog_kind()
-    table_rows, counted_by = table_row_counts(warehouse.engine())
+    try:
+        table_rows, counted_by = table_row_counts(warehouse.engine())
+    except Exception as exc:  # noqa: BLE001 - the folder is committed; only the size is missing
+        # e.g. a login without VIEW DATABASE STATE on SQL Server.
+        context.log.warning(
+            f"{partition}: loaded, but the tables' sizes cannot be read, so dagster/row_count "
+            f"is left out: {warehouse.describe_error(exc)}"
+        )
+        table_rows, counted_by = {}, None
     # The folder's rows, all verified present: what it inserted in the track tables, and the
     # rows it needs in the shared ones (its artists, their terms, tags, similar artists ...).
     rows = {v.table: v.frame_rows for v in loaded.verdicts}
@@ -311,8 +313,11 @@ def _load_folder(
             partition=partition,
             metadata={
                 "dagster/partition_row_count": rows[table],
-                "dagster/row_count": table_rows[table],
-                "row_count_method": counted_by,
+                **(
+                    {"dagster/row_count": table_rows[table], "row_count_method": counted_by}
+                    if table in table_rows
+                    else {}
+                ),
                 "dagster/table_name": table,
                 "dagster/storage_kind": kind,
                 "rows_written": loaded.written.get(table, 0),
@@ -356,13 +361,15 @@ def load_folders(
         ensure_schema(warehouse.engine())
     except Exception as exc:  # noqa: BLE001 - every folder needs the schema: the step fails
         raise dg.Failure(
-            description=warehouse.without_secrets(
-                f"the database {warehouse.display_url()} is not usable: "
-                + (str(exc) if isinstance(exc, SchemaMismatchError) else _one_line(exc))
+            description=f"the database {warehouse.display_url()} is not usable: "
+            + (
+                warehouse.without_secrets(str(exc))
+                if isinstance(exc, SchemaMismatchError)
+                else warehouse.describe_error(exc)
             ),
             # A schema mismatch or a refused login stays; a lost connection may pass.
             allow_retries=not isinstance(exc, SchemaMismatchError) and _is_transient(exc),
-        ) from exc
+        ) from None  # the driver's own text may hold secrets; the description is masked
     dataset = msd_source.dataset()
     store = frame_store.store()
     failures: list[FolderFailure] = []
