@@ -25,6 +25,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from benchmarks.run import fresh_database
+from msd_dagster.secrets import mask_url
 from msd_dagster.warehouse.bulk import bulk_insert
 from msd_dagster.warehouse.ddl import ensure_schema, warehouse_table
 from msd_dagster.warehouse.schema import (
@@ -34,7 +35,7 @@ from msd_dagster.warehouse.schema import (
     msd_tatum,
     msd_track,
 )
-from msd_dagster.warehouse.urls import create_engine_for_url, mask_url
+from msd_dagster.warehouse.urls import create_engine_for_url
 
 
 @contextmanager

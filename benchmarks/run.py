@@ -375,9 +375,10 @@ def table_write_profile(url: str, parquet_dir: Path) -> dict[str, Any]:
     """Per-table write time of the largest partition, rerun in a rolled-back transaction."""
     from msd_dagster.defs.tables import NORMALIZED_FRAMES
     from msd_dagster.frame_store import FrameStore
+    from msd_dagster.source.layout import partition_track_range
     from msd_dagster.warehouse.bulk import bulk_insert
     from msd_dagster.warehouse.ddl import warehouse_table
-    from msd_dagster.warehouse.partition_load import partition_track_range, prepare_frames
+    from msd_dagster.warehouse.partition_load import prepare_frames
     from msd_dagster.warehouse.schema import SHARED_TABLES, TRACK_TABLES
     from msd_dagster.warehouse.staging import upsert_shared
     from msd_dagster.warehouse.transactions import open_load_connection

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
+from msd_dagster.secrets import mask_url
 from msd_dagster.warehouse.ddl import (
     SchemaMismatchError,
     drop_schema,
@@ -29,7 +30,7 @@ from msd_dagster.warehouse.ddl import (
     warehouse_table,
 )
 from msd_dagster.warehouse.schema import MSD_TABLES
-from msd_dagster.warehouse.urls import create_engine_for_url, mask_url
+from msd_dagster.warehouse.urls import create_engine_for_url
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "MSD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

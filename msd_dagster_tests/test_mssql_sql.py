@@ -20,32 +20,29 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.mssql.mssqlpython import MSDialect_mssqlpython
 from sqlalchemy.dialects.mssql.pyodbc import MSDialect_pyodbc
 
+from msd_dagster.secrets import mask_url
 from msd_dagster.warehouse import urls
-from msd_dagster.warehouse.bulk import (
+from msd_dagster.warehouse.bulk import bulk_insert
+from msd_dagster.warehouse.ddl import warehouse_metadata, warehouse_table
+from msd_dagster.warehouse.dialects import mssql as mssql_backend
+from msd_dagster.warehouse.dialects.mssql import (
     SQL_BIGINT,
     SQL_DOUBLE,
     SQL_INTEGER,
     SQL_TYPE_TIMESTAMP,
     SQL_VARCHAR,
     SQL_WVARCHAR,
-    bulk_insert,
+    OdbcDriverMissingError,
+    azure_access_token_connect_args,
     mssql_fast_chunk_rows,
     mssql_input_sizes,
     mssql_rows_per_statement,
     mssql_values_statements,
 )
-from msd_dagster.warehouse.ddl import warehouse_metadata, warehouse_table
-from msd_dagster.warehouse.dialects import mssql as mssql_backend
-from msd_dagster.warehouse.partition_load import stage_table, upsert_statement
 from msd_dagster.warehouse.queries import partition_filter
 from msd_dagster.warehouse.schema import MSD_TABLES, TABLES_BY_NAME, load_columns
-from msd_dagster.warehouse.urls import (
-    OdbcDriverMissingError,
-    azure_access_token_connect_args,
-    azure_sql_url,
-    create_engine_for_url,
-    mask_url,
-)
+from msd_dagster.warehouse.staging import stage_table, upsert_statement
+from msd_dagster.warehouse.urls import azure_sql_url, create_engine_for_url
 
 TEXT_COLUMNS_1024 = {
     "msd_track": ["release", "title", "genre"],

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from msd_dagster.source.layout import partition_track_range
 from msd_dagster.warehouse import partition_load, verify
 from msd_dagster.warehouse.bulk import bulk_insert
 from msd_dagster.warehouse.ddl import (
@@ -28,7 +29,7 @@ from msd_dagster.warehouse.ddl import (
     ensure_schema,
     warehouse_table,
 )
-from msd_dagster.warehouse.partition_load import load_partition, partition_track_range
+from msd_dagster.warehouse.partition_load import load_partition
 from msd_dagster.warehouse.queries import (
     count_duplicate_natural_keys,
     count_orphan_foreign_keys,
@@ -910,7 +911,7 @@ def test_sqlite_engine_settings_and_concurrent_loads(tmp_path) -> None:
 
 
 def test_value_conversion_is_exact_and_strict() -> None:
-    from msd_dagster.warehouse.bulk import normalize_column, rows_of
+    from msd_dagster.warehouse.rows import normalize_column, rows_of
     from msd_dagster.warehouse.schema import msd_track
 
     year, title, tempo = msd_track.c.year, msd_track.c.title, msd_track.c.tempo

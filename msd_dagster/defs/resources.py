@@ -20,12 +20,12 @@ from pydantic import Field
 
 from msd_dagster import settings
 from msd_dagster.frame_store import FrameStore
-from msd_dagster.secrets import error_line, mask_text, url_secrets
+from msd_dagster.secrets import error_line, mask_text, mask_url, url_secrets
 from msd_dagster.source.local import LocalDataset
 from msd_dagster.source.s3 import S3Dataset, S3SourceError, make_s3_client, parse_s3_url
 from msd_dagster.warehouse.dialects import catalog_kind
 from msd_dagster.warehouse.transactions import is_transient_database_error
-from msd_dagster.warehouse.urls import azure_sql_url, create_engine_for_url, mask_url
+from msd_dagster.warehouse.urls import azure_sql_url, create_engine_for_url
 
 
 class MsdS3Resource(S3Resource):

@@ -19,75 +19,13 @@ import sqlalchemy as sa
 
 from msd_dagster.warehouse.dialects import backend_for
 from msd_dagster.warehouse.dialects.base import BulkJob
-
-# Re-exported: these lived here before the backend modules.
-from msd_dagster.warehouse.dialects.mssql import (
-    MSSQL_FAST_EXECUTEMANY_BUFFER_BYTES,
-    MSSQL_MAX_PARAMETERS,
-    MSSQL_MAX_VALUES_ROWS,
-    SQL_BIGINT,
-    SQL_DOUBLE,
-    SQL_INTEGER,
-    SQL_SMALLINT,
-    SQL_TYPE_TIMESTAMP,
-    SQL_VARCHAR,
-    SQL_WVARCHAR,
-    mssql_fast_chunk_rows,
-    mssql_input_sizes,
-    mssql_row_buffer_bytes,
-    mssql_rows_per_statement,
-    mssql_values_statements,
-)
-from msd_dagster.warehouse.dialects.postgresql import (
-    PG_BINARY_SIGNATURE,
-    PG_BINARY_TRAILER,
-    postgres_binary_rows,
-)
 from msd_dagster.warehouse.rows import (
     BulkInsertError,
-    ColumnData,
-    column_kind,
-    driver_errors,
     insert_columns,
-    insert_sql,
-    iter_chunks,
-    normalize_chunk,
-    normalize_column,
-    row_batches,
-    rows_of,
 )
 
 __all__ = [
-    "MSSQL_FAST_EXECUTEMANY_BUFFER_BYTES",
-    "MSSQL_MAX_PARAMETERS",
-    "MSSQL_MAX_VALUES_ROWS",
-    "PG_BINARY_SIGNATURE",
-    "PG_BINARY_TRAILER",
-    "SQL_BIGINT",
-    "SQL_DOUBLE",
-    "SQL_INTEGER",
-    "SQL_SMALLINT",
-    "SQL_TYPE_TIMESTAMP",
-    "SQL_VARCHAR",
-    "SQL_WVARCHAR",
-    "BulkInsertError",
-    "ColumnData",
     "bulk_insert",
-    "column_kind",
-    "driver_errors",
-    "insert_columns",
-    "insert_sql",
-    "iter_chunks",
-    "mssql_fast_chunk_rows",
-    "mssql_input_sizes",
-    "mssql_row_buffer_bytes",
-    "mssql_rows_per_statement",
-    "mssql_values_statements",
-    "normalize_chunk",
-    "normalize_column",
-    "postgres_binary_rows",
-    "row_batches",
-    "rows_of",
 ]
 
 

@@ -24,18 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mssql, mysql, postgresql, sqlite
 
-from msd_dagster.warehouse.dialects import Backend, DatabaseEncodingError, backend_for
-
-# Re-exported: these lived here before the backend modules.
-from msd_dagster.warehouse.dialects.mssql import MSSQL_SCHEMA
-from msd_dagster.warehouse.dialects.sqlite import (
-    DEFAULT_SQLITE_BUSY_TIMEOUT_S,
-    SQLITE_BEGIN_OPTION,
-    create_sqlite_engine,
-    install_sqlite_pragmas,
-    sqlite_pragmas_installed,
-)
-from msd_dagster.warehouse.rows import qualified_name
+from msd_dagster.warehouse.dialects import Backend, backend_for
 from msd_dagster.warehouse.schema import (
     MSD_TABLES,
     NATURAL_KEYS,
@@ -47,18 +36,10 @@ from msd_dagster.warehouse.transactions import retry_transient
 
 __all__ = [
     "ALL_TABLES",
-    "DEFAULT_SQLITE_BUSY_TIMEOUT_S",
-    "MSSQL_SCHEMA",
-    "SQLITE_BEGIN_OPTION",
-    "DatabaseEncodingError",
     "SchemaMismatchError",
-    "create_sqlite_engine",
     "drop_schema",
     "ensure_schema",
-    "install_sqlite_pragmas",
-    "qualified_name",
     "schema_fingerprint",
-    "sqlite_pragmas_installed",
     "warehouse_metadata",
     "warehouse_table",
 ]

@@ -29,15 +29,8 @@ from msd_dagster.source.layout import partition_track_range
 from msd_dagster.warehouse.bulk import bulk_insert
 from msd_dagster.warehouse.ddl import warehouse_table
 from msd_dagster.warehouse.dialects import backend_for
-
-# Re-exported: these lived here before staging, merge_rules, transactions and the backends.
-from msd_dagster.warehouse.dialects.mssql import mssql_merge_sql
-from msd_dagster.warehouse.dialects.mysql import mysql_upsert_sql
 from msd_dagster.warehouse.merge_rules import (
     SOURCE_COLUMN,
-    STAGE_PREFIX,
-    artist_wins,
-    merged_artist_value,
 )
 from msd_dagster.warehouse.schema import (
     ANALYSIS_TABLES,
@@ -48,32 +41,16 @@ from msd_dagster.warehouse.schema import (
     TRACK_TABLES,
     load_columns,
 )
-from msd_dagster.warehouse.staging import stage_table, upsert_shared, upsert_statement
+from msd_dagster.warehouse.staging import upsert_shared
 from msd_dagster.warehouse.transactions import (
-    LockTimeoutError,
     invalidate_if_disconnected,
-    is_retryable,
-    is_transient_database_error,
     open_load_connection,
     retry_deadlocks,
 )
 
 __all__ = [
-    "SOURCE_COLUMN",
-    "STAGE_PREFIX",
-    "LockTimeoutError",
-    "artist_wins",
-    "is_retryable",
-    "is_transient_database_error",
     "load_partition",
-    "merged_artist_value",
-    "mssql_merge_sql",
-    "mysql_upsert_sql",
-    "partition_track_range",
     "prepare_frames",
-    "retry_deadlocks",
-    "stage_table",
-    "upsert_statement",
 ]
 
 

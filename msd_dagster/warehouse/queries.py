@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from msd_dagster.source.layout import partition_track_range
 from msd_dagster.warehouse.ddl import warehouse_table
-from msd_dagster.warehouse.partition_load import partition_track_range
 from msd_dagster.warehouse.schema import (
     NATURAL_KEYS,
     TABLES_BY_NAME,

@@ -2,7 +2,7 @@
 
 Nothing here imports pyodbc at module import time: it is imported by
 :func:`create_engine_for_url` for ``mssql+pyodbc`` URLs only, because ``import pyodbc`` fails on
-machines without the unixODBC library. Masking is :mod:`msd_dagster.secrets` (re-exported).
+machines without the unixODBC library. Masking is :mod:`msd_dagster.secrets`.
 """
 
 from __future__ import annotations
@@ -12,37 +12,17 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from msd_dagster.secrets import MASK, mask_text, mask_url, url_secrets
 from msd_dagster.warehouse.dialects import (
     backend_for_url,
-    catalog_kind,
     make_url,
     register_engine,
     supported_backend_class,
 )
 
-# Re-exported: these lived here before the backend modules.
-from msd_dagster.warehouse.dialects.mssql import (
-    ACCESS_TOKEN_QUERY_KEYS,
-    SQL_COPT_SS_ACCESS_TOKEN,
-    OdbcDriverMissingError,
-    azure_access_token_connect_args,
-)
-
 __all__ = [
-    "ACCESS_TOKEN_QUERY_KEYS",
-    "MASK",
-    "SQL_COPT_SS_ACCESS_TOKEN",
-    "OdbcDriverMissingError",
-    "azure_access_token_connect_args",
     "azure_sql_url",
-    "catalog_kind",
     "create_engine_for_url",
-    "make_url",
-    "mask_text",
-    "mask_url",
     "preferred_mssql_driver",
-    "url_secrets",
 ]
 
 

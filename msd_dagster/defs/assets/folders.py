@@ -47,8 +47,8 @@ from msd_dagster.source.layout import SourceError, SourceFile
 from msd_dagster.source.s3 import S3SourceError
 from msd_dagster.warehouse.checked_load import PartitionCheckFailed, load_and_verify
 from msd_dagster.warehouse.ddl import SchemaMismatchError, ensure_schema
-from msd_dagster.warehouse.partition_load import is_transient_database_error
 from msd_dagster.warehouse.schema import MSD_TABLES
+from msd_dagster.warehouse.transactions import is_transient_database_error
 from msd_dagster.warehouse.verify import TableVerdict, table_row_counts
 
 RAW_KEY = dg.AssetKey(["raw", "song_files"])

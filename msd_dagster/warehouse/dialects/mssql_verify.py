@@ -29,9 +29,9 @@ import sqlalchemy as sa
 
 from msd_dagster.secrets import mask_text, mask_url, url_secrets
 from msd_dagster.warehouse.ddl import ensure_schema
-from msd_dagster.warehouse.dialects import SQLServerBackend, backend_for
+from msd_dagster.warehouse.dialects import SQLServerBackend, backend_for, make_url
 from msd_dagster.warehouse.partition_load import load_partition
-from msd_dagster.warehouse.urls import create_engine_for_url, make_url
+from msd_dagster.warehouse.urls import create_engine_for_url
 
 RESOURCE_STATS = (
     "SELECT end_time, avg_cpu_percent, avg_data_io_percent, avg_log_write_percent "
