@@ -136,3 +136,46 @@ def test_the_dagster_methods_it_overrides_are_unchanged(cls, name, parameters) -
     assert "self._initialized_dbs = set()" in source and "self._db_lock" in source
     assert issubclass(PooledSqliteEventLogStorage, SqliteEventLogStorage)
     assert issubclass(PooledSqliteRunStorage, SqliteRunStorage)
+
+
+def test_the_dagster_internals_it_builds_on_are_unchanged() -> None:
+    """What PooledSqliteStorage and `msd-dagster load` use beyond Dagster's public API: an
+    upgrade that changes any of it fails here, not in a user's load."""
+    import re
+
+    from dagster._core.execution.api import execute_run
+    from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin
+    from dagster._core.storage.sqlite_storage import (
+        DagsterSqliteStorage,
+        _event_logs_directory,
+        _runs_directory,
+        _schedule_directory,
+    )
+
+    from msd_dagster.local_runs import code_location_origin, job_origin
+
+    # PooledSqliteStorage.__init__ replaces DagsterSqliteStorage's: same attributes, same folders.
+    assigned = set(re.findall(r"self\.(\w+) =", inspect.getsource(DagsterSqliteStorage.__init__)))
+    assert assigned == {
+        "base_dir",
+        "_run_storage",
+        "_event_log_storage",
+        "_schedule_storage",
+        "_inst_data",
+    }
+    assert (_runs_directory("/b"), _event_logs_directory("/b"), _schedule_directory("/b")) == (
+        "/b/history/",
+        "/b/history/runs/",
+        "/b/schedules",
+    )
+    # The run creation and execution of msd_dagster.local_runs.
+    assert list(inspect.signature(execute_run).parameters)[:3] == ["job", "dagster_run", "instance"]
+    create = inspect.signature(dg.DagsterInstance.create_run_for_job).parameters
+    assert {"job_def", "run_config", "tags", "remote_job_origin", "job_code_origin"} <= set(create)
+    origin = code_location_origin("msd_dagster")
+    assert isinstance(origin, ManagedGrpcPythonEnvCodeLocationOrigin)
+    assert origin.loadable_target_origin.module_name == "msd_dagster.definitions"
+    job = job_origin("msd_dagster", "msd_partition_job")
+    assert job.job_name == "msd_partition_job"
+    assert job.repository_origin.repository_name == "__repository__"
+    assert job.repository_origin.code_location_origin == origin
