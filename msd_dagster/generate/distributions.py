@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
@@ -59,7 +60,7 @@ _HEX_UPPER = "0123456789ABCDEF"
 _HEX_LOWER = "0123456789abcdef"
 
 
-def cumulative(weights) -> list[float]:
+def cumulative(weights: Sequence[float] | np.ndarray) -> list[float]:
     """Normalised cumulative weights for ``choose`` (much cheaper than ``rng.choice(p=...)``)."""
     c = np.cumsum(np.asarray(weights, dtype=float))
     return (c / c[-1]).tolist()
@@ -127,7 +128,7 @@ def make_md5(rng: np.random.Generator) -> str:
     return _chars(rng, _HEX_LOWER, 32)
 
 
-def unique_ids(make, count: int, taken: set[str]) -> list[str]:
+def unique_ids(make: Callable[[], str], count: int, taken: set[str]) -> list[str]:
     """Draw ``count`` ids with ``make()`` that collide neither with each other nor ``taken``."""
     out: list[str] = []
     while len(out) < count:

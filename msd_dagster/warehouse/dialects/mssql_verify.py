@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TextIO
 
 import pandas as pd
 import sqlalchemy as sa
@@ -109,11 +110,11 @@ def verify(
 def run(
     engine: sa.Engine,
     key: str,
-    frames: dict,
+    frames: dict[str, pd.DataFrame],
     *,
     loads: int = 2,
     wait_s: float = 20.0,
-    out=sys.stdout,
+    out: TextIO = sys.stdout,
 ) -> dict[str, object]:
     print(f"database: {mask_url(engine.url)}", file=out)
     print(f"bulk path for analysis rows: {bulk_path(engine)}", file=out)
