@@ -763,7 +763,7 @@ def test_cli_load_records_runs_and_fails_clearly_on_an_unusable_database(
     output = failed.stdout + failed.stderr
     assert failed.returncode != 0
     assert password not in output
-    assert "postgresql+psycopg://***@127.0.0.1:1/x" in output  # the userinfo, masked
+    assert "postgresql+psycopg://u:***@127.0.0.1:1/x" in output  # the password, masked
     assert "cannot connect" in output.lower(), output
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         assert len(instance.get_runs()) == 3  # no run was started
@@ -785,7 +785,7 @@ def test_cli_database_problem_says_why_without_the_password(warehouse: Warehouse
     assert problem is not None
     assert problem.startswith("cannot connect to the database ")
     assert "hunter2" not in problem
-    assert "://***@127.0.0.1" in problem
+    assert "://u:***@127.0.0.1" in problem
 
 
 def test_cli_database_problem_is_none_for_a_usable_database(fast_tmp_path: Path) -> None:

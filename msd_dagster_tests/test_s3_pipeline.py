@@ -35,7 +35,12 @@ from msd_dagster.defs.assets.additional_files import (
 )
 from msd_dagster.defs.assets.folders import RAW_KEY, load_folders
 from msd_dagster.defs.partitions import msd_folders
-from msd_dagster.defs.resources import MsdS3Resource, MsdSourceResource, s3_client_for
+from msd_dagster.defs.resources import (
+    MsdS3Resource,
+    MsdSourceResource,
+    WarehouseResource,
+    s3_client_for,
+)
 from msd_dagster.defs.sensors import msd_discovery_sensor
 from msd_dagster.frame_store import FrameStore
 from msd_dagster.generate import generate_dataset
@@ -569,7 +574,9 @@ def test_cli_additional_files_listing_failure_is_reported_not_raised(
     from msd_dagster import cli
 
     client = s3_client_for(S3Resource(endpoint_url="http://127.0.0.1:1", max_attempts=1))
-    assert cli._load_additional_files(S3Dataset(client, "bucket", "msd"), runner=None) == [False]
+    assert cli._load_additional_files(
+        S3Dataset(client, "bucket", "msd"), runner=None, warehouse=WarehouseResource()
+    ) == [False]
     out = capsys.readouterr().out
     assert out.startswith("[AdditionalFiles] FAILED: cannot list them: S3 ListObjectsV2 ")
     assert "EndpointConnectionError" in out
