@@ -18,13 +18,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from msd_dagster.defs.checks import (
-    FOREIGN_KEYS,
-    ROW_COUNT,
-    TOTAL_TRACKS,
-    UNIQUE_KEYS,
-    WAREHOUSE_CHECK_SPECS,
-)
+from msd_dagster.defs.assets.folders import ROWS_CHECK
+from msd_dagster.defs.checks import TOTAL_TRACKS
 from msd_dagster_tests.ui_fixtures import (
     E2E_MARKS,
     LOCATION,
@@ -50,6 +45,8 @@ CHROMIUM_ARGS = [
 ]
 DOCS_SCREENSHOT = REPO_ROOT / "docs" / "images" / "asset-graph.png"
 UI_PARTITION = "A/B"  # the partition materialized with clicks
+BACKFILL_CLICKED = ["B/A", "B/B", "B/C"]  # consecutive folders: one ranged run
+STEP = "load_folders"  # the partition job's one step
 GROUPS = ("raw", "normalized", "warehouse")
 
 NEWEST_BACKFILL = """
@@ -169,12 +166,7 @@ def test_materialize_a_partition_with_clicks(
     tags = {t["key"]: t["value"] for t in run["tags"]}
     assert tags["dagster/partition"] == UI_PARTITION
     assert tags["msd/job"] == "partition"
-    assert {s["stepKey"] for s in run["stepStats"]} == {
-        "raw__song_files",
-        "normalized_tables",
-        "warehouse_tables",
-        "warehouse_checks",
-    }
+    assert {s["stepKey"]: s["status"] for s in run["stepStats"]} == {STEP: "SUCCESS"}
     assert dagster_ui.partition_rows(UI_PARTITION) == dagster_ui.expected_rows(UI_PARTITION)
 
     # The run's page says so too.
@@ -208,27 +200,24 @@ def test_partitions_view_shows_materialized_partitions(
     ui_run = story.get("ui_run")
     if ui_run:  # the latest materialization is the run launched with clicks
         expect(page.get_by_text(ui_run[:8]).first).to_be_visible()
-    row_count = page.get_by_role("row").filter(has_text="dagster/row_count")
+    row_count = page.get_by_role("row").filter(has_text="dagster/partition_row_count")
     expect(row_count).to_contain_text(str(dagster_ui.expected_rows(UI_PARTITION)["msd_track"]))
     shot(page, screenshots, "05-partition-detail")
 
 
 def test_checks_tab_shows_check_results(page, dagster_ui: DagsterUI, screenshots: Path):
     page.goto("/assets/warehouse/msd_track?view=checks")
-    on_track = [s.name for s in WAREHOUSE_CHECK_SPECS if s.asset_key.path[-1] == "msd_track"]
-    expect(page.get_by_text(f"Checks ({len(on_track) + 1})")).to_be_visible()  # + the total
+    expect(page.get_by_text("Checks (2)")).to_be_visible()  # the folder check and the total
     rows = page.locator("[class*='checkRow']")
-    for name in (ROW_COUNT, UNIQUE_KEYS, FOREIGN_KEYS):
-        expect(rows.filter(has_text=name)).to_contain_text("Succeeded")
+    expect(rows.filter(has_text=ROWS_CHECK)).to_contain_text("Succeeded")
     expect(rows.filter(has_text=TOTAL_TRACKS)).to_be_visible()
     shot(page, screenshots, "06-checks")
 
-    rows.filter(has_text=ROW_COUNT).click()
-    expect(page).to_have_url(re.compile(f"checkDetail={ROW_COUNT}"))
+    rows.filter(has_text=ROWS_CHECK).click()
+    expect(page).to_have_url(re.compile(f"checkDetail={ROWS_CHECK}"))
     expect(page.get_by_text("blocking", exact=True)).to_be_visible()
-    expect(page.get_by_text(re.compile(r"^Rows of the partition in the database"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^The folder's rows in the database"))).to_be_visible()
     expect(page.get_by_text("Passed").first).to_be_visible()
-    expect(page.get_by_text("database_rows").first).to_be_visible()
     page.get_by_text("Execution history", exact=True).click()
     history = page.get_by_role("row").filter(has_text=UI_PARTITION)
     expect(history.first).to_contain_text("Passed")
@@ -275,7 +264,7 @@ def test_asset_graph_shows_the_pipeline(page, screenshots: Path):
     expect(page.get_by_text("Global asset lineage")).to_be_visible()
     for group in GROUPS:
         expect(page.get_by_text(group, exact=True).first).to_be_visible()
-    for asset in ("song_files", "songs", "segments", "msd_track", "msd_segment", "msd_artist"):
+    for asset in ("song_files", "songs", "genres", "msd_track", "msd_segment", "msd_artist"):
         expect(page.get_by_text(asset, exact=True).first).to_be_visible()
     update_docs = os.environ.get("MSD_UPDATE_SCREENSHOTS") == "1"
     page.wait_for_timeout(1500 if update_docs else 300)  # the nodes take their status colours
@@ -298,7 +287,7 @@ def test_rerun_a_failed_partition_from_failure_with_clicks(
         failed = dagster_ui.wait_for_run(failed_id, timeout=150)
         assert failed["status"] == "FAILURE", failed
     finally:
-        dagster_ui.accept_track_inserts()  # the fix, made before the rerun
+        dagster_ui.repair_database()  # the fix, made before the rerun
 
     page.goto(f"/runs/{failed_id}")
     expect(page.get_by_text("Failure", exact=True).first).to_be_visible()
@@ -321,8 +310,11 @@ def test_rerun_a_failed_partition_from_failure_with_clicks(
     [rerun] = reruns
     done = dagster_ui.wait_for_run(rerun["runId"], timeout=150)
     assert done["status"] == "SUCCESS", done
-    # From failure: the parse is reused, only the load and its checks ran again.
-    assert {s["stepKey"] for s in done["stepStats"]} == {"warehouse_tables", "warehouse_checks"}
+    # The run's one step, again: it loads the folder (the failed run loaded nothing).
+    assert {s["stepKey"]: s["status"] for s in done["stepStats"]} == {STEP: "SUCCESS"}
+    tags = {t["key"]: t["value"] for t in done["tags"]}
+    assert tags["dagster/partition"] == UI_PARTITION
+    assert tags["dagster/is_resume_retry"] == "true"
     # Reloaded once, nothing duplicated.
     assert dagster_ui.partition_rows(UI_PARTITION) == before
     page.goto(f"/runs/{rerun['runId']}")
@@ -331,8 +323,9 @@ def test_rerun_a_failed_partition_from_failure_with_clicks(
 
 
 def test_backfill_partitions_with_clicks(page, dagster_ui: DagsterUI, screenshots: Path):
-    """README, "Backfill": the job's Materialize dialog with several folders → Launch backfill."""
-    targets = sorted(p for p in PARTITIONS if p != UI_PARTITION)
+    """README, "Backfill": the job's Materialize dialog with several folders → Launch backfill,
+    which Dagster runs as one run over the range of consecutive folders."""
+    targets = BACKFILL_CLICKED
     before = dagster_ui.graphql(NEWEST_BACKFILL)["partitionBackfillsOrError"]["results"]
     page.goto(f"/locations/{LOCATION}/jobs/{PARTITION_JOB}")
     page.get_by_role("button", name="Materialize all…").click()
@@ -361,6 +354,11 @@ def test_backfill_partitions_with_clicks(page, dagster_ui: DagsterUI, screenshot
     results = backfill["partitionStatuses"]["results"]
     assert sorted(r["partitionName"] for r in results) == targets
     assert all(r["runStatus"] == "SUCCESS" for r in results), results
+    [run] = backfill["runs"]
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert tags["dagster/asset_partition_range_start"] == targets[0]
+    assert tags["dagster/asset_partition_range_end"] == targets[-1]
+    assert {r["runId"] for r in results} == {run["runId"]}
     for partition in targets:
         assert dagster_ui.partition_rows(partition) == dagster_ui.expected_rows(partition)
     page.goto("/runs/b/" + backfill_id)
