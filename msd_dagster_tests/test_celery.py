@@ -86,16 +86,16 @@ def check_results(instance: dg.DagsterInstance, run_id: str) -> set[tuple[Any, .
     """(asset, partition, check, passed, description, metadata) of every check evaluated in
     the run.
 
-    A dictionary table's ``database_rows`` counts the whole table, so it depends on which
+    A dictionary table's database row count counts the whole table, so it depends on which
     partitions were loaded before: left out.
     """
     results = set()
     for entry in events(instance, run_id, DagsterEventType.ASSET_CHECK_EVALUATION):
         data = entry.dagster_event.asset_check_evaluation_data
-        order_dependent = {"database_rows"} if data.asset_key.path[-1] in DICTIONARIES else set()
-        metadata = tuple(
-            sorted((k, v.value) for k, v in data.metadata.items() if k not in order_dependent)
-        )
+        values = {k: v.value for k, v in data.metadata.items()}
+        if data.asset_key.path[-1] in DICTIONARIES:
+            values["rows"] = {k: n for k, n in values["rows"].items() if k != "database"}
+        metadata = tuple(sorted((k, repr(v)) for k, v in values.items()))
         key = data.asset_key.to_user_string()
         results.add((key, data.partition, data.check_name, data.passed, data.description, metadata))
     return results

@@ -147,8 +147,11 @@ def test_a_folder_that_fails_its_checks_is_rolled_back_and_reported(
     bars = failed[("warehouse/msd_bar", ROWS_CHECK)]
     expected = sum(pipeline_dataset.track_rows[t]["bars"] for t in tracks)
     assert bars.metadata["missing_keys"].value == len(tracks)
-    assert bars.metadata["database_rows"].value == expected - len(tracks)
-    assert bars.metadata["frame_rows"].value == bars.metadata["file_rows"].value == expected
+    assert bars.metadata["rows"].value == {
+        "database": expected - len(tracks),
+        "frame": expected,
+        "files": expected,
+    }
     assert bars.description.startswith(
         f"database {expected - len(tracks):,} vs frame {expected:,} vs files {expected:,}; "
         f"missing {len(tracks)},"

@@ -206,9 +206,11 @@ def test_two_partitions_load_the_generated_rows_and_pass_every_check(
         bars = evaluations[("warehouse/msd_bar", ROWS_CHECK)]
         numbers = {name: value.value for name, value in bars.metadata.items()}
         assert numbers == {
-            "database_rows": part["msd_bar"],
-            "frame_rows": part["msd_bar"],
-            "file_rows": part["msd_bar"],
+            "rows": {
+                "database": part["msd_bar"],
+                "frame": part["msd_bar"],
+                "files": part["msd_bar"],
+            },
             "missing_keys": 0,
             "duplicate_keys": 0,
             "unresolved_references": 0,
@@ -328,8 +330,7 @@ def test_a_check_fails_when_rows_vanish_and_passes_after_rematerializing(
     assert failed.severity == dg.AssetCheckSeverity.ERROR
     assert {e.partition for e in evaluations.values()} == {partition}
     assert {name: value.value for name, value in failed.metadata.items()} == {
-        "database_rows": expected_bars - 5,
-        "frame_rows": expected_bars,
+        "rows": {"database": expected_bars - 5, "frame": expected_bars},
         "missing_keys": 5,
         "duplicate_keys": 0,
         "unresolved_references": 0,

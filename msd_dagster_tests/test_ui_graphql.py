@@ -12,6 +12,7 @@ queueing and the backfill submission, as in production.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from typing import Any
@@ -114,7 +115,12 @@ CHECK_EXECUTION_FIELDS = """
     success
     partition
     description
-    metadataEntries { label ... on IntMetadataEntry { intValue } }
+    metadataEntries {
+      __typename
+      label
+      ... on IntMetadataEntry { intValue }
+      ... on JsonMetadataEntry { jsonString }
+    }
   }
 """
 
@@ -225,8 +231,16 @@ def latest_check_executions(
     return {where[alias]: executions for alias, executions in data.items()}
 
 
-def numbers(execution: dict[str, Any]) -> dict[str, int | None]:
-    return {m["label"]: m.get("intValue") for m in execution["evaluation"]["metadataEntries"]}
+def numbers(execution: dict[str, Any]) -> dict[str, Any]:
+    """A check result's metadata: the plotted numbers (Int entries), and ``rows`` (JSON)."""
+    found: dict[str, Any] = {}
+    for entry in execution["evaluation"]["metadataEntries"]:
+        if entry["__typename"] == "JsonMetadataEntry":
+            found[entry["label"]] = json.loads(entry["jsonString"])
+        else:
+            assert entry["__typename"] == "IntMetadataEntry", entry
+            found[entry["label"]] = entry["intValue"]
+    return found
 
 
 def step_failures(ui: DagsterUI, run_id: str) -> list[dict[str, Any]]:
@@ -361,7 +375,7 @@ def test_each_folder_of_a_ranged_run_has_its_own_materializations(
                 assert rows == expected[table] == materialization["rows_written"], (table, folder)
             else:  # shared tables: the rows the folder needs, as its check counted them
                 [check] = checks[(table, folder)]
-                assert rows == numbers(check)["frame_rows"], (table, folder)
+                assert rows == numbers(check)["rows"]["frame"], (table, folder)
     # Every folder has songs, hence an artist, and its artist's rows.
     assert all(
         materializations(dagster_ui, ["warehouse", "msd_artist"], [f])[f][0][
@@ -406,15 +420,14 @@ def test_check_results_per_folder(dagster_ui: DagsterUI, story: dict[str, Any]):
         expected = dagster_ui.expected_rows(folder)
         if table in TRACK_TABLE_NAMES:  # exactly the rows of the song files
             n = expected[table]
-            assert metadata["database_rows"] == metadata["frame_rows"] == n, (table, folder)
-            assert metadata["file_rows"] == n
+            assert metadata["rows"] == {"database": n, "frame": n, "files": n}, (table, folder)
             # The numbers a person reads in the execution history's Description column.
             assert evaluation["description"] == (
                 f"database {n:,} = frame {n:,} = files {n:,}; missing 0, duplicates 0, "
                 "unresolved references 0"
             )
         else:  # shared tables: every row of the frame is there (other folders add rows)
-            n = metadata["frame_rows"]
+            n = metadata["rows"]["frame"]
             assert n > 0 or table != "msd_artist", (table, folder, metadata)
             assert evaluation["description"].startswith(
                 f"{n:,} of the frame's {n:,} rows in the database; missing 0,"
@@ -483,9 +496,7 @@ def test_a_failed_folder_inside_a_ranged_run(dagster_ui: DagsterUI, story: dict[
         assert execution["status"] == "FAILED", execution
         assert execution["evaluation"]["success"] is False
         assert numbers(execution) == {
-            "database_rows": bars - lost,
-            "frame_rows": bars,
-            "file_rows": bars,
+            "rows": {"database": bars - lost, "frame": bars, "files": bars},
             "missing_keys": lost,
             "duplicate_keys": 0,
             "unresolved_references": 0,
