@@ -15,9 +15,9 @@ Register with ``pytest_plugins = ["msd_dagster_tests.celery_fixtures"]`` in conf
   pytest itself dies (Linux ``PR_SET_PDEATHSIG``), so a killed test session leaves nothing.
 
 Runs are orchestrated in a separate interpreter that imported Dagster and the job once, with
-the cluster's ``MSD_*`` environment (what ``msd_dagster.definitions`` reads at import time, like
-the workers), and forks one process per run: not threads, because concurrent run setups in one
-process can deadlock in ``logging.config.dictConfig``.
+the cluster's ``MSD_*`` environment (what the resources read when a step uses them; the workers
+get the same), and forks one process per run: not threads, because concurrent run setups in
+one process can deadlock in ``logging.config.dictConfig``.
 """
 
 from __future__ import annotations

@@ -147,8 +147,11 @@ def test_a_folder_that_fails_its_checks_is_rolled_back_and_reported(
     bars = failed[("warehouse/msd_bar", ROWS_CHECK)]
     expected = sum(pipeline_dataset.track_rows[t]["bars"] for t in tracks)
     assert bars.metadata["missing_keys"].value == len(tracks)
-    assert bars.metadata["database_rows"].value == expected - len(tracks)
-    assert bars.metadata["frame_rows"].value == bars.metadata["file_rows"].value == expected
+    assert bars.metadata["rows"].value == {
+        "database": expected - len(tracks),
+        "frame": expected,
+        "files": expected,
+    }
     assert bars.description.startswith(
         f"database {expected - len(tracks):,} vs frame {expected:,} vs files {expected:,}; "
         f"missing {len(tracks)},"
@@ -169,6 +172,30 @@ def test_a_folder_that_fails_its_checks_is_rolled_back_and_reported(
     for record in history:  # newest first
         latest.setdefault(record.partition, record.status.value)
     assert latest == {FIRST: "SUCCEEDED", SECOND: "FAILED"}
+    # ... and both are current: each targets its folder's latest materialization, the one
+    # of this run for A/A, the first load's for the rolled-back A/B. That is what the UI's
+    # check Partitions status and the asset's check badges count (a result that targets no
+    # materialization counts as neither passed nor failed).
+    latest_materialization = {
+        partition: loaded.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=warehouse_key("msd_bar"), asset_partitions=[partition]),
+            limit=1,
+        ).records[0]
+        for partition in PIPELINE_FOLDERS
+    }
+    assert latest_materialization[FIRST].run_id == result.run_id
+    assert latest_materialization[SECOND].run_id != result.run_id
+    infos = loaded.instance.event_log_storage.get_asset_check_partition_info(
+        [dg.AssetCheckKey(warehouse_key("msd_bar"), ROWS_CHECK)]
+    )
+    assert {i.partition_key: (i.latest_execution_status.value, i.is_current) for i in infos} == {
+        FIRST: ("SUCCEEDED", True),
+        SECOND: ("FAILED", True),
+    }
+    for partition in PIPELINE_FOLDERS:
+        target = check_evaluations(result, partition)[("warehouse/msd_bar", ROWS_CHECK)]
+        data = target.target_materialization_data
+        assert data.storage_id == latest_materialization[partition].storage_id, partition
 
 
 def test_from_failure_loads_only_the_failed_folder(loaded: PipelineTarget) -> None:

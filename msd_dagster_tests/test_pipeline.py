@@ -33,6 +33,7 @@ from msd_dagster.defs.partitions import msd_folders
 from msd_dagster.defs.resources import MsdSourceResource, WarehouseResource
 from msd_dagster.defs.tables import warehouse_key
 from msd_dagster.generate import GeneratedDataset
+from msd_dagster.instance import recommended_dagster_yaml
 from msd_dagster.warehouse.ddl import warehouse_table
 from msd_dagster.warehouse.schema import MSD_TABLES, NATURAL_KEYS, SHARED_TABLES
 from msd_dagster_tests.db_fixtures import empty_schema
@@ -207,9 +208,11 @@ def test_two_partitions_load_the_generated_rows_and_pass_every_check(
         bars = evaluations[("warehouse/msd_bar", ROWS_CHECK)]
         numbers = {name: value.value for name, value in bars.metadata.items()}
         assert numbers == {
-            "database_rows": part["msd_bar"],
-            "frame_rows": part["msd_bar"],
-            "file_rows": part["msd_bar"],
+            "rows": {
+                "database": part["msd_bar"],
+                "frame": part["msd_bar"],
+                "files": part["msd_bar"],
+            },
             "missing_keys": 0,
             "duplicate_keys": 0,
             "unresolved_references": 0,
@@ -335,8 +338,7 @@ def test_a_check_fails_when_rows_vanish_and_passes_after_rematerializing(
     assert failed.severity == dg.AssetCheckSeverity.ERROR
     assert {e.partition for e in evaluations.values()} == {partition}
     assert {name: value.value for name, value in failed.metadata.items()} == {
-        "database_rows": expected_bars - 5,
-        "frame_rows": expected_bars,
+        "rows": {"database": expected_bars - 5, "frame": expected_bars},
         "missing_keys": 5,
         "duplicate_keys": 0,
         "unresolved_references": 0,
@@ -767,6 +769,35 @@ def test_cli_load_records_runs_and_fails_clearly_on_an_unusable_database(
     assert "cannot connect" in output.lower(), output
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         assert len(instance.get_runs()) == 3  # no run was started
+
+
+def test_cli_load_writes_the_recommended_instance_configuration_once(
+    pipeline_dataset: GeneratedDataset, fast_tmp_path: Path
+) -> None:
+    """A user's own empty DAGSTER_HOME: one line says what was written, and Dagster's "No
+    dagster instance configuration file" warnings never appear; an existing file is kept."""
+    source = fast_tmp_path / "dataset"
+    shutil.copytree(pipeline_dataset.root / "data" / "A", source / "data" / "A")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSD_", "DAGSTER_", "AWS_"))}
+    home = fast_tmp_path / "my_dagster_home"
+    home.mkdir()
+    env.update(DAGSTER_HOME=str(home), MSD_HOME=str(fast_tmp_path / "msd_home"))
+    args = ["load", "--source", str(source), "--workers", "1"]
+    args += ["--database-url", sqlite_url(fast_tmp_path / "cli.sqlite")]
+    wrote = f"wrote the recommended Dagster instance configuration to {home / 'dagster.yaml'}"
+
+    first = _run_cli(args, env, fast_tmp_path)
+    output = first.stdout + first.stderr
+    assert first.returncode == 0, output
+    assert output.count(wrote) == 1, output
+    assert "No dagster instance configuration file" not in output
+    assert (home / "dagster.yaml").read_text() == recommended_dagster_yaml(home)
+
+    again = _run_cli(args, env, fast_tmp_path)
+    output = again.stdout + again.stderr
+    assert again.returncode == 0, output
+    assert "wrote the recommended" not in output and "note:" not in output
+    assert "No dagster instance configuration file" not in output
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,14 @@
 """End to end in a real browser: what a person sees and clicks in the Dagster UI.
 
 Headless Chromium (Debian's ``/usr/bin/chromium``, see ``scripts/install_browser.sh``) driven
-by Playwright against the ``dagster_ui`` server: launch a partition run with clicks, then read
-the partitions view, the checks tab and the asset graph. Screenshots go to the pytest temporary
-folder; with ``MSD_UPDATE_SCREENSHOTS=1`` the asset graph is also saved to
-``docs/images/asset-graph.png`` (shown in the README).
+by Playwright against the ``dagster_ui`` server, in the order a new user goes: launch a folder
+with clicks, read its partitions, its checks (the numbers in each result's description), run
+the whole-dataset check, rerun a failed run from failure, backfill several folders; then load
+the rest with ``msd-dagster load`` into the same instance and re-execute one of its failed runs
+from the UI as if the UI had made it, see a folder that is not at the source refused by name,
+and read the pages the README sends a user to (the warehouse group, the Catalog, the lineage).
+Screenshots go to the pytest temporary folder; with ``MSD_UPDATE_SCREENSHOTS=1`` the ones the
+README shows are also written to ``docs/images/``.
 """
 
 from __future__ import annotations
@@ -18,20 +22,19 @@ from urllib.parse import urlencode
 
 import pytest
 
-from msd_dagster.defs.checks import (
-    FOREIGN_KEYS,
-    ROW_COUNT,
-    TOTAL_TRACKS,
-    UNIQUE_KEYS,
-    WAREHOUSE_CHECK_SPECS,
-)
+from msd_dagster.defs.assets.folders import ROWS_CHECK, TABLE_ORDER
+from msd_dagster.defs.checks import TOTAL_TRACKS
+from msd_dagster.defs.jobs import msd_totals_job
+from msd_dagster.defs.sensors import msd_totals_after_loads
 from msd_dagster_tests.ui_fixtures import (
     E2E_MARKS,
     LOCATION,
     NO_RETRIES,
     PARTITION_JOB,
     PARTITIONS,
+    PARTITIONS_DEF,
     REPO_ROOT,
+    REPOSITORY,
     DagsterUI,
 )
 
@@ -48,9 +51,18 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DOCS_SCREENSHOT = REPO_ROOT / "docs" / "images" / "asset-graph.png"
+DOCS_IMAGES = REPO_ROOT / "docs" / "images"
+UPDATE_DOCS = os.environ.get("MSD_UPDATE_SCREENSHOTS") == "1"
 UI_PARTITION = "A/B"  # the partition materialized with clicks
-GROUPS = ("raw", "normalized", "warehouse")
+BACKFILL_CLICKED = ["B/A", "B/B", "B/C"]  # consecutive folders: one ranged run
+CLI_FOLDER = "C/A"  # the folder whose msd-dagster load run fails and is re-executed
+BOGUS = "Z/Q"  # a folder a typo registers: no such folder at the source
+NOT_A_FOLDER = "Z/Z"  # never registered: a run for it changes no folder's status
+STEP = "load_folders"  # the partition job's one step
+GROUPS = ("raw", "normalized", "warehouse", "additional_files")
+# What the run page says when it cannot vouch for the run's code location or job version.
+LOCATION_WARNING = re.compile(r"different code location|may be (a )?different")
+PLOTTED = ("missing_keys", "duplicate_keys", "unresolved_references")
 
 NEWEST_BACKFILL = """
 query { partitionBackfillsOrError(limit: 1) { ... on PartitionBackfills { results { id } } } }
@@ -60,10 +72,26 @@ query Runs($filter: RunsFilter) {
   runsOrError(filter: $filter) { ... on Runs { results { runId } } }
 }
 """
+RUN_ORIGIN = """
+query Origin($runId: ID!) {
+  runOrError(runId: $runId) {
+    ... on Run {
+      pipelineSnapshotId
+      repositoryOrigin { repositoryLocationName repositoryName }
+    }
+  }
+}
+"""
+JOB_SNAPSHOT = """
+query Job($selector: PipelineSelector!) {
+  pipelineOrError(params: $selector) { ... on Pipeline { pipelineSnapshotId } }
+}
+"""
 MATERIALIZED = """
 query Materialized($key: AssetKeyInput!) {
   assetNodeOrError(assetKey: $key) {
     ... on AssetNode {
+      partitionKeys
       assetPartitionStatuses { ... on DefaultPartitionStatuses { materializedPartitions } }
     }
   }
@@ -71,13 +99,18 @@ query Materialized($key: AssetKeyInput!) {
 """
 TOTAL_CHECK = f"""
 query Total($key: AssetKeyInput!) {{
-  assetCheckExecutions(assetKey: $key, checkName: "{TOTAL_TRACKS}", limit: 1) {{
+  assetCheckExecutions(assetKey: $key, checkName: "{TOTAL_TRACKS}", limit: 10) {{
     runId
     status
     timestamp
     evaluation {{ success metadataEntries {{ label ... on IntMetadataEntry {{ intValue }} }} }}
   }}
 }}
+"""
+SENSOR_STATE = """
+query Sensor($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) { ... on Sensor { sensorState { status } } }
+}
 """
 
 
@@ -144,6 +177,55 @@ def new_run_id(ui: DagsterUI, partition: str, after: float, timeout: float = 60)
         time.sleep(0.5)
 
 
+def docs_shot(page, folder: Path, name: str, docs_name: str) -> Path:
+    """A screenshot, also written to ``docs/images/<docs_name>`` with MSD_UPDATE_SCREENSHOTS=1."""
+    page.wait_for_timeout(1500 if UPDATE_DOCS else 300)  # nodes and charts take their colours
+    path = shot(page, folder, name)
+    if UPDATE_DOCS:
+        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+        (DOCS_IMAGES / docs_name).write_bytes(path.read_bytes())
+    return path
+
+
+def tags_of(run: dict[str, Any]) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["tags"]}
+
+
+def partition_keys(ui: DagsterUI) -> list[str]:
+    node = ui.graphql(MATERIALIZED, {"key": {"path": ["warehouse", "msd_track"]}})
+    return node["assetNodeOrError"]["partitionKeys"]
+
+
+def rerun_from_failure_with_clicks(
+    page, ui: DagsterUI, failed_id: str, screenshots: Path, name: str
+) -> dict[str, Any]:
+    """README, "Rerun a failed folder": the run page's Re-execute menu → From failure. The
+    re-execution, once it has ended."""
+    page.goto(f"/runs/{failed_id}")
+    expect(page.get_by_text("Failure", exact=True).first).to_be_visible()
+    rerun_all = page.get_by_role("button", name=re.compile(r"^Re-execute all"))
+    expect(rerun_all).to_be_visible()
+    rerun_all.locator("xpath=following::button[1]").click()  # the menu beside it
+    from_failure = page.get_by_text("From failure", exact=True)
+    expect(from_failure).to_be_visible()
+    shot(page, screenshots, name)
+    from_failure.click()
+
+    tags = [{"key": "dagster/parent_run_id", "value": failed_id}]
+    deadline = time.monotonic() + 60
+    while not (reruns := ui.graphql(RUNS, {"filter": {"tags": tags}})["runsOrError"]["results"]):
+        assert time.monotonic() < deadline, "the click launched no re-execution"
+        time.sleep(0.5)
+    [rerun] = reruns
+    done = ui.wait_for_run(rerun["runId"], timeout=150)
+    # The run's one step, again: it loads the folder (the failed run committed nothing of it).
+    assert done["status"] == "SUCCESS", done
+    assert {s["stepKey"]: s["status"] for s in done["stepStats"]} == {STEP: "SUCCESS"}
+    assert done["parentRunId"] == failed_id
+    assert tags_of(done)["dagster/is_resume_retry"] == "true"
+    return done
+
+
 def test_materialize_a_partition_with_clicks(
     page, dagster_ui: DagsterUI, screenshots: Path, story: dict[str, Any]
 ):
@@ -165,16 +247,12 @@ def test_materialize_a_partition_with_clicks(
     shot(page, screenshots, "02-launched")
 
     run = dagster_ui.wait_for_run(run_id, timeout=150)
+    story["ui_run_ended"] = time.time()
     assert run["status"] == "SUCCESS", run
-    tags = {t["key"]: t["value"] for t in run["tags"]}
+    tags = tags_of(run)
     assert tags["dagster/partition"] == UI_PARTITION
     assert tags["msd/job"] == "partition"
-    assert {s["stepKey"] for s in run["stepStats"]} == {
-        "raw__song_files",
-        "normalized_tables",
-        "warehouse_tables",
-        "warehouse_checks",
-    }
+    assert {s["stepKey"]: s["status"] for s in run["stepStats"]} == {STEP: "SUCCESS"}
     assert dagster_ui.partition_rows(UI_PARTITION) == dagster_ui.expected_rows(UI_PARTITION)
 
     # The run's page says so too.
@@ -208,30 +286,44 @@ def test_partitions_view_shows_materialized_partitions(
     ui_run = story.get("ui_run")
     if ui_run:  # the latest materialization is the run launched with clicks
         expect(page.get_by_text(ui_run[:8]).first).to_be_visible()
-    row_count = page.get_by_role("row").filter(has_text="dagster/row_count")
+    row_count = page.get_by_role("row").filter(has_text="dagster/partition_row_count")
     expect(row_count).to_contain_text(str(dagster_ui.expected_rows(UI_PARTITION)["msd_track"]))
     shot(page, screenshots, "05-partition-detail")
 
 
 def test_checks_tab_shows_check_results(page, dagster_ui: DagsterUI, screenshots: Path):
     page.goto("/assets/warehouse/msd_track?view=checks")
-    on_track = [s.name for s in WAREHOUSE_CHECK_SPECS if s.asset_key.path[-1] == "msd_track"]
-    expect(page.get_by_text(f"Checks ({len(on_track) + 1})")).to_be_visible()  # + the total
+    expect(page.get_by_text("Checks (2)")).to_be_visible()  # the folder check and the total
     rows = page.locator("[class*='checkRow']")
-    for name in (ROW_COUNT, UNIQUE_KEYS, FOREIGN_KEYS):
-        expect(rows.filter(has_text=name)).to_contain_text("Succeeded")
+    expect(rows.filter(has_text=ROWS_CHECK)).to_contain_text("Succeeded")
     expect(rows.filter(has_text=TOTAL_TRACKS)).to_be_visible()
+    # Selected by default (Dagster takes the first by name): the blocking folder check.
+    expect(page.locator("[class*='checkRowSelected']")).to_contain_text(ROWS_CHECK)
+    expect(page.get_by_text("blocking", exact=True)).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^The folder's rows in the database"))).to_be_visible()
+    expect(page.get_by_text("Passed").first).to_be_visible()
+    # The latest result's numbers, as its description, without opening its metadata.
+    expect(
+        page.get_by_text(
+            re.compile(
+                r"^database (\d+) = frame \1 = files \1; missing 0, duplicates 0, "
+                r"unresolved references 0$"
+            )
+        ).first
+    ).to_be_visible()
+    # Plotted: only numbers comparable across folders (each named once in the Metadata table
+    # and once above its chart); the row counts are one JSON entry, not a chart.
+    for label in PLOTTED:
+        expect(page.get_by_text(label, exact=True)).to_have_count(2)
+    expect(page.get_by_text("rows", exact=True)).to_have_count(1)
+    expect(page.get_by_text("database_rows")).to_have_count(0)
     shot(page, screenshots, "06-checks")
 
-    rows.filter(has_text=ROW_COUNT).click()
-    expect(page).to_have_url(re.compile(f"checkDetail={ROW_COUNT}"))
-    expect(page.get_by_text("blocking", exact=True)).to_be_visible()
-    expect(page.get_by_text(re.compile(r"^Rows of the partition in the database"))).to_be_visible()
-    expect(page.get_by_text("Passed").first).to_be_visible()
-    expect(page.get_by_text("database_rows").first).to_be_visible()
     page.get_by_text("Execution history", exact=True).click()
+    n = dagster_ui.expected_rows(UI_PARTITION)["msd_track"]
     history = page.get_by_role("row").filter(has_text=UI_PARTITION)
     expect(history.first).to_contain_text("Passed")
+    expect(history.first).to_contain_text(f"database {n} = frame {n} = files {n}; missing 0")
     shot(page, screenshots, "07-check-history")
 
 
@@ -266,29 +358,20 @@ def test_whole_dataset_check_runs_from_its_execute_button(
     expect(page.get_by_text("tracks_in_database").first).to_be_visible()
     shot(page, screenshots, "08-total-check")
 
-
-def test_asset_graph_shows_the_pipeline(page, screenshots: Path):
-    # Tall enough for the expanded groups to fit when the graph centers itself.
-    page.set_viewport_size({"width": 1200, "height": 1300})
-    expanded = ",".join(f"global@global:{group}" for group in GROUPS)
-    page.goto("/asset-groups?" + urlencode({"expanded": expanded}))
-    expect(page.get_by_text("Global asset lineage")).to_be_visible()
-    for group in GROUPS:
-        expect(page.get_by_text(group, exact=True).first).to_be_visible()
-    for asset in ("song_files", "songs", "segments", "msd_track", "msd_segment", "msd_artist"):
-        expect(page.get_by_text(asset, exact=True).first).to_be_visible()
-    update_docs = os.environ.get("MSD_UPDATE_SCREENSHOTS") == "1"
-    page.wait_for_timeout(1500 if update_docs else 300)  # the nodes take their status colours
-    path = shot(page, screenshots, "09-asset-graph")
-    if update_docs:
-        DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        DOCS_SCREENSHOT.write_bytes(path.read_bytes())
+    # The folder check cannot be executed on its own: Dagster disables its button (and says
+    # why only on hover); the README says so.
+    page.goto(f"/assets/warehouse/msd_track?view=checks&checkDetail={ROWS_CHECK}")
+    expect(page.locator("[class*='checkRowSelected']")).to_contain_text(ROWS_CHECK)
+    execute = page.get_by_role("button", name="execute Execute", exact=True)
+    expect(execute).to_be_disabled()
+    execute.hover()
+    expect(page.get_by_text("not yet supported").first).to_be_visible()
 
 
 def test_rerun_a_failed_partition_from_failure_with_clicks(
     page, dagster_ui: DagsterUI, screenshots: Path
 ):
-    """README, "Rerun a failed partition": the run page's Re-execute menu → From failure."""
+    """A run the UI made fails; fixed, it is re-executed from failure with clicks."""
     before = dagster_ui.expected_rows(UI_PARTITION)
     dagster_ui.refuse_track_inserts(UI_PARTITION, "e2e: the database refuses A/B")
     try:
@@ -298,41 +381,23 @@ def test_rerun_a_failed_partition_from_failure_with_clicks(
         failed = dagster_ui.wait_for_run(failed_id, timeout=150)
         assert failed["status"] == "FAILURE", failed
     finally:
-        dagster_ui.accept_track_inserts()  # the fix, made before the rerun
+        dagster_ui.repair_database()  # the fix, made before the rerun
 
     page.goto(f"/runs/{failed_id}")
-    expect(page.get_by_text("Failure", exact=True).first).to_be_visible()
     expect(page.get_by_text("e2e: the database refuses A/B").first).to_be_visible()
-    rerun_all = page.get_by_role("button", name=re.compile(r"^Re-execute all"))
-    expect(rerun_all).to_be_visible()
-    rerun_all.locator("xpath=following::button[1]").click()  # the menu beside it
-    from_failure = page.get_by_text("From failure", exact=True)
-    expect(from_failure).to_be_visible()
-    shot(page, screenshots, "09-rerun-menu")
-    from_failure.click()
-
-    tags = [{"key": "dagster/parent_run_id", "value": failed_id}]
-    deadline = time.monotonic() + 60
-    while not (
-        reruns := dagster_ui.graphql(RUNS, {"filter": {"tags": tags}})["runsOrError"]["results"]
-    ):
-        assert time.monotonic() < deadline, "the click launched no re-execution"
-        time.sleep(0.5)
-    [rerun] = reruns
-    done = dagster_ui.wait_for_run(rerun["runId"], timeout=150)
-    assert done["status"] == "SUCCESS", done
-    # From failure: the parse is reused, only the load and its checks ran again.
-    assert {s["stepKey"] for s in done["stepStats"]} == {"warehouse_tables", "warehouse_checks"}
+    done = rerun_from_failure_with_clicks(page, dagster_ui, failed_id, screenshots, "09-menu")
+    assert tags_of(done)["dagster/partition"] == UI_PARTITION
     # Reloaded once, nothing duplicated.
     assert dagster_ui.partition_rows(UI_PARTITION) == before
-    page.goto(f"/runs/{rerun['runId']}")
+    page.goto(f"/runs/{done['runId']}")
     expect(page.get_by_text("Success", exact=True).first).to_be_visible()
     shot(page, screenshots, "10-rerun-succeeded")
 
 
 def test_backfill_partitions_with_clicks(page, dagster_ui: DagsterUI, screenshots: Path):
-    """README, "Backfill": the job's Materialize dialog with several folders → Launch backfill."""
-    targets = sorted(p for p in PARTITIONS if p != UI_PARTITION)
+    """README, "Backfill": the job's Materialize dialog with several folders → Launch backfill,
+    which Dagster runs as one run over the range of consecutive folders."""
+    targets = BACKFILL_CLICKED
     before = dagster_ui.graphql(NEWEST_BACKFILL)["partitionBackfillsOrError"]["results"]
     page.goto(f"/locations/{LOCATION}/jobs/{PARTITION_JOB}")
     page.get_by_role("button", name="Materialize all…").click()
@@ -361,8 +426,250 @@ def test_backfill_partitions_with_clicks(page, dagster_ui: DagsterUI, screenshot
     results = backfill["partitionStatuses"]["results"]
     assert sorted(r["partitionName"] for r in results) == targets
     assert all(r["runStatus"] == "SUCCESS" for r in results), results
+    [run] = backfill["runs"]
+    tags = tags_of(run)
+    assert tags["dagster/asset_partition_range_start"] == targets[0]
+    assert tags["dagster/asset_partition_range_end"] == targets[-1]
+    assert {r["runId"] for r in results} == {run["runId"]}
     for partition in targets:
         assert dagster_ui.partition_rows(partition) == dagster_ui.expected_rows(partition)
     page.goto("/runs/b/" + backfill_id)
     expect(page.get_by_text(backfill_id).first).to_be_visible()
     shot(page, screenshots, "12-backfill")
+
+
+def origin_less_failed_run(ui: DagsterUI) -> str:
+    """A failed run created without the code location's origin, as ``msd-dagster load`` once
+    created its runs: the run page must warn about it (the control of the next test)."""
+    import dagster as dg
+
+    from msd_dagster.definitions import partition_job
+
+    with dg.DagsterInstance.from_config(str(ui.home)) as instance:
+        run = instance.create_run_for_job(
+            job_def=partition_job(), tags={"dagster/partition": NOT_A_FOLDER}
+        )
+        instance.report_run_failed(run, "e2e: a run without the location's origin")
+    return run.run_id
+
+
+def test_a_failed_cli_run_is_reexecuted_from_failure_like_a_ui_run(
+    page, dagster_ui: DagsterUI, screenshots: Path
+):
+    """``msd-dagster load`` into the UI's instance: its runs are the code location's own
+    (origin and job snapshot), so "From failure" works on them with no code-location warning,
+    and the folder ends up with exactly its rows."""
+    others = [p for p in PARTITIONS if p != CLI_FOLDER]
+    loaded = dagster_ui.cli_load(
+        "--partition", *others, "--workers", "2", "--skip-additional-files"
+    )
+    output = loaded.stdout + loaded.stderr
+    assert loaded.returncode == 0, output
+    assert f"loaded {len(others)} of {len(others)} folder(s)" in loaded.stdout
+    # The instance has the recommended configuration: nothing to warn about.
+    assert "No dagster instance configuration file" not in output
+    assert "does not use msd-dagster's instance storage" not in output
+    for folder in others:
+        assert dagster_ui.partition_rows(folder) == dagster_ui.expected_rows(folder), folder
+
+    dagster_ui.refuse_track_inserts(CLI_FOLDER, "e2e: the database refuses C/A")
+    try:
+        failed = dagster_ui.cli_load(
+            "--partition", CLI_FOLDER, "--workers", "1", "--skip-additional-files"
+        )
+    finally:
+        dagster_ui.repair_database()  # the fix, made before the rerun
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert f"{CLI_FOLDER}: FAILED" in failed.stdout
+    tags = [
+        {"key": "msd/launched_by", "value": "cli"},
+        {"key": "dagster/partition", "value": CLI_FOLDER},
+    ]
+    [cli_run] = dagster_ui.graphql(RUNS, {"filter": {"pipelineName": PARTITION_JOB, "tags": tags}})[
+        "runsOrError"
+    ]["results"]
+    failed_id = cli_run["runId"]
+    assert dagster_ui.run(failed_id)["status"] == "FAILURE"
+
+    # What the UI compares: the run's origin and snapshot with the loaded job's.
+    origin = dagster_ui.graphql(RUN_ORIGIN, {"runId": failed_id})["runOrError"]
+    selector = {
+        "pipelineName": PARTITION_JOB,
+        "repositoryName": REPOSITORY,
+        "repositoryLocationName": LOCATION,
+    }
+    job = dagster_ui.graphql(JOB_SNAPSHOT, {"selector": selector})["pipelineOrError"]
+    assert origin["repositoryOrigin"] == {
+        "repositoryLocationName": LOCATION,
+        "repositoryName": REPOSITORY,
+    }
+    assert origin["pipelineSnapshotId"] == job["pipelineSnapshotId"]
+
+    # The control: a run without the location's origin gets the warning icon and tooltip.
+    control = origin_less_failed_run(dagster_ui)
+    page.goto(f"/runs/{control}")
+    warned = page.get_by_role("button", name=re.compile(r"Re-execute all"))
+    expect(warned.get_by_role("img", name="warning")).to_be_visible()
+    warned.hover()
+    expect(page.get_by_text(LOCATION_WARNING).first).to_be_visible()
+
+    # The CLI's run: no icon, no tooltip.
+    page.goto(f"/runs/{failed_id}")
+    expect(page.get_by_text("e2e: the database refuses C/A").first).to_be_visible()
+    rerun_all = page.get_by_role("button", name=re.compile(r"^Re-execute all"))
+    expect(rerun_all).to_have_text("Re-execute all (*)")
+    expect(rerun_all.get_by_role("img")).to_have_count(0)
+    rerun_all.hover()
+    page.wait_for_timeout(1500)  # longer than the tooltip took to show on the control
+    expect(page.get_by_text(LOCATION_WARNING)).to_have_count(0)
+    shot(page, screenshots, "13-cli-run")
+
+    done = rerun_from_failure_with_clicks(page, dagster_ui, failed_id, screenshots, "14-menu")
+    assert tags_of(done)["dagster/partition"] == CLI_FOLDER
+    assert dagster_ui.partition_rows(CLI_FOLDER) == dagster_ui.expected_rows(CLI_FOLDER)
+    node = dagster_ui.graphql(MATERIALIZED, {"key": {"path": ["warehouse", "msd_track"]}})
+    done_folders = node["assetNodeOrError"]["assetPartitionStatuses"]["materializedPartitions"]
+    assert sorted(done_folders) == sorted(PARTITIONS)
+
+
+def test_a_folder_that_is_not_at_the_source_is_refused_by_name(
+    page, dagster_ui: DagsterUI, screenshots: Path
+):
+    """A typo in the Materialize dialog's "Add a partition" registers a folder that does not
+    exist; its run fails at once, saying so on the run page; the folder is deleted again from
+    an asset's menu."""
+    page.goto(f"/locations/{LOCATION}/jobs/{PARTITION_JOB}")
+    page.get_by_role("button", name="Materialize all…").click()
+    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+    dialog.get_by_text("Add a partition").click()
+    add = page.get_by_role("dialog").filter(has_text=f"Add a partition for {PARTITIONS_DEF}")
+    add.get_by_role("textbox").fill(BOGUS)
+    add.get_by_role("button", name="Save").click()
+    expect(add).to_have_count(0)
+    page.wait_for_timeout(1000)
+    # Dagster selects the new key itself, except when its list of keys reloads at that moment.
+    if not dialog.get_by_text("1 partition", exact=True).is_visible():
+        dialog.get_by_text("Select a partition or create one").click()
+        page.get_by_role("menuitem").filter(has_text=BOGUS).first.click()
+        page.keyboard.press("Escape")  # closes the partition list, not the dialog
+    expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible()
+    clicked = time.time()
+    dialog.get_by_role("button", name="Launch 1 run").click()
+    run_id = new_run_id(dagster_ui, BOGUS, after=clicked - 5)
+    run = dagster_ui.wait_for_run(run_id, timeout=150)
+    assert run["status"] == "FAILURE", run
+    assert BOGUS in partition_keys(dagster_ui)
+
+    page.goto(f"/runs/{run_id}")
+    reason = re.compile(rf"{BOGUS}: list: SourceError: data/{BOGUS}/: no song files at .*")
+    expect(page.get_by_text(reason).first).to_be_visible()
+    expect(page.get_by_text("not a folder of this dataset").first).to_be_visible()
+    shot(page, screenshots, "15-not-a-folder")
+
+    # Asset page → the menu beside Materialize → Delete partitions.
+    page.goto("/assets/warehouse/msd_track")
+    page.get_by_role("button", name="arrow_drop_down").first.click()
+    page.get_by_role("menuitem", name="Delete partitions").click()
+    delete = page.get_by_role("dialog").filter(has_text=f"Delete {PARTITIONS_DEF} partitions")
+    delete.get_by_text("Select a partition").click()
+    page.get_by_role("menuitem").filter(has_text=BOGUS).first.click()
+    delete.get_by_text("Select partition keys").click()  # closes the list, not the dialog
+    delete.get_by_role("button", name="Delete 1 partition").click()
+    deadline = time.monotonic() + 30
+    while BOGUS in (keys := partition_keys(dagster_ui)):
+        assert time.monotonic() < deadline, "the click deleted no partition"
+        time.sleep(0.5)
+    assert keys == list(PARTITIONS)
+
+
+def test_check_history_reads_the_numbers_of_every_folder(
+    page, dagster_ui: DagsterUI, screenshots: Path
+):
+    page.goto(f"/assets/warehouse/msd_bar?view=checks&checkDetail={ROWS_CHECK}")
+    page.get_by_text("Execution history", exact=True).click()
+    for folder in PARTITIONS:
+        n = f"{dagster_ui.expected_rows(folder)['msd_bar']:,}"
+        latest = page.get_by_role("row").filter(has_text=folder).first  # newest first
+        expect(latest).to_contain_text("Passed")
+        expect(latest).to_contain_text(
+            f"database {n} = frame {n} = files {n}; missing 0, duplicates 0, "
+            "unresolved references 0"
+        )
+    docs_shot(page, screenshots, "16-check-history", "check-history.png")
+
+
+def test_warehouse_group_page_is_the_entry_point(page, dagster_ui: DagsterUI, screenshots: Path):
+    """The page the README sends a user to first: every table with its checks, partitions
+    and kind."""
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(f"/locations/{LOCATION}/asset-groups/warehouse")
+    # The graph draws the nodes in view only: a few tables, each with these rows.
+    expect(page.get_by_text("100% filled").first).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^1 / 1 Passed$")).first).to_be_visible()
+    expect(page.get_by_text("SQL", exact=True).first).to_be_visible()
+    expect(page.get_by_text("10 partitions").first).to_be_visible()
+    docs_shot(page, screenshots, "17-warehouse-group", "warehouse-group.png")
+
+    page.goto(f"/locations/{LOCATION}/asset-groups/warehouse/list")  # its List tab
+    for table in TABLE_ORDER:  # a slash ends a regex in Playwright's selector: escaped
+        link = page.get_by_role("link", name=re.compile(rf"^warehouse \/ {table}\b"))
+        expect(link.first).to_be_visible()
+
+
+def test_catalog_filtered_to_the_warehouse(page, dagster_ui: DagsterUI, screenshots: Path):
+    page.goto("/assets?" + urlencode({"asset-selection": "group:warehouse"}))
+    for table in TABLE_ORDER:
+        link = page.get_by_role("link", name=re.compile(rf"^warehouse \/ {table}\b"))
+        expect(link.first).to_be_visible()
+    expect(page.get_by_role("link", name=re.compile(r"^additional_files \/ "))).to_have_count(0)
+    shot(page, screenshots, "18-catalog-warehouse")
+    # Unfiltered, the optional AdditionalFiles assets come first (by key) and say what they are.
+    page.goto("/assets")
+    expect(page.get_by_text(re.compile(r"^additional_files \/ artists$")).first).to_be_visible()
+    optional = page.get_by_text(re.compile(r"^Optional: only for a dataset with AdditionalFiles"))
+    expect(optional.first).to_be_visible()
+
+
+def test_totals_sensor_runs_by_default_and_follows_the_loads(
+    dagster_ui: DagsterUI, story: dict[str, Any]
+):
+    selector = {
+        "repositoryName": REPOSITORY,
+        "repositoryLocationName": LOCATION,
+        "sensorName": msd_totals_after_loads.name,
+    }
+    state = dagster_ui.graphql(SENSOR_STATE, {"selector": selector})["sensorOrError"]
+    assert state["sensorState"]["status"] == "RUNNING"
+    if "ui_run_ended" not in story:
+        pytest.skip("the clicked run did not succeed (see its test)")
+    tags = [{"key": "dagster/sensor_name", "value": msd_totals_after_loads.name}]
+    filter_ = {"pipelineName": msd_totals_job.name, "tags": tags}
+    deadline = time.monotonic() + 150  # a tick at most every 60 s
+    while True:
+        runs = dagster_ui.graphql(RUNS, {"filter": filter_})["runsOrError"]["results"]
+        finished = [dagster_ui.run(r["runId"]) for r in runs]
+        if any(r["status"] == "SUCCESS" for r in finished):
+            break
+        assert time.monotonic() < deadline, f"no totals run from the sensor: {finished}"
+        time.sleep(2)
+    by_sensor = {r["runId"] for r in finished if r["status"] == "SUCCESS"}
+    found = dagster_ui.graphql(TOTAL_CHECK, {"key": {"path": ["warehouse", "msd_track"]}})
+    results = [e for e in found["assetCheckExecutions"] if e["runId"] in by_sensor]
+    assert results and all(e["status"] == "SUCCEEDED" for e in results), results
+
+
+def test_asset_graph_shows_the_four_groups(page, screenshots: Path):
+    page.set_viewport_size({"width": 1400, "height": 1300})
+    expanded = ",".join(f"global@global:{group}" for group in GROUPS)
+    page.goto("/asset-groups?" + urlencode({"expanded": expanded}))
+    expect(page.get_by_text("Global asset lineage")).to_be_visible()
+    expect(page.get_by_text("song_files", exact=True).first).to_be_visible()
+    # Opened at a fixed zoom around the middle: three steps out show the whole graph.
+    for _ in range(3):
+        page.get_by_role("button", name="zoom_out").click()
+        page.wait_for_timeout(300)
+    for group in GROUPS:
+        expect(page.get_by_text(group, exact=True).first).to_be_visible()
+    for asset in ("song_files", "songs", "genres", "msd_track", "msd_segment", "msd_artist"):
+        expect(page.get_by_text(asset, exact=True).first).to_be_visible()
+    docs_shot(page, screenshots, "19-asset-graph", "asset-graph.png")

@@ -1,26 +1,28 @@
 """End to end through a real ``dagster dev``: what an operator does from the UI, over GraphQL.
 
-One story, in order, on one server (``dagster_ui``): register the partitions, launch a
-backfill, run one partition, see the backfill's runs succeed, read the check reports of every
-partition, make one partition fail on purpose, read why, fix it, re-execute that run from the
+One story, in order, on one server (``dagster_ui``): register ten folders, launch a backfill
+of nine of them, run the tenth on its own, see Dagster run the backfill as ranged runs (at most
+``FOLDERS_PER_RUN`` folders per run, one step each) and read what the UI shows per folder: its
+partition status, each table's materialization with its row count, each check's result with
+its numbers. Then a folder in the middle of a ranged run fails its checks on purpose: it shows
+as failed, its neighbours in the same run as materialized; fix it, re-execute that run from the
 failure, and find the database exactly as after the first load. The server's daemon does the
 queueing and the backfill submission, as in production.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections import defaultdict
 from typing import Any
 
 import pytest
 
-from msd_dagster.defs.checks import (
-    FOREIGN_KEYS,
-    ROW_COUNT,
-    TOTAL_TRACKS,
-    UNIQUE_KEYS,
-    WAREHOUSE_CHECK_SPECS,
-)
+from msd_dagster.defs.assets.folders import ROWS_CHECK, TABLE_ORDER
+from msd_dagster.defs.checks import TOTAL_TRACKS
+from msd_dagster.defs.partitions import FOLDERS_PER_RUN
+from msd_dagster.warehouse.schema import NATURAL_KEYS, TRACK_TABLE_NAMES
 from msd_dagster_tests.ui_fixtures import (
     BACKFILL,
     E2E_MARKS,
@@ -32,30 +34,14 @@ from msd_dagster_tests.ui_fixtures import (
 
 pytestmark = E2E_MARKS
 
-WAREHOUSE_TABLES = (
-    "msd_track", "msd_artist", "msd_artist_term", "msd_artist_mbtag", "msd_r_term",
-    "msd_r_mbtag", "msd_artist_similarity", "msd_bar", "msd_beat", "msd_section", "msd_tatum",
-    "msd_segment",
-)  # fmt: skip
-# What must never appear twice in a table (the key a rerun must not duplicate).
-NATURAL_KEYS = {
-    "msd_track": ("track_id",),
-    "msd_artist": ("artist_id",),
-    "msd_artist_term": ("artist_id", "term_name"),
-    "msd_artist_mbtag": ("artist_id", "mbtag_name"),
-    "msd_r_term": ("term_name",),
-    "msd_r_mbtag": ("mbtag_name",),
-    "msd_artist_similarity": ("artist_id_1", "artist_id_2"),
-    "msd_bar": ("track_id", "track_bar_id"),
-    "msd_beat": ("track_id", "track_beat_id"),
-    "msd_section": ("track_id", "track_section_id"),
-    "msd_tatum": ("track_id", "track_tatum_id"),
-    "msd_segment": ("track_id", "track_segment_id"),
-}
-BACKFILLED = ["A/B", "B/A"]
-SINGLE = "A/A"
+STEP = "load_folders"  # the partition job's one step
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+SINGLE = PARTITIONS[0]
+BACKFILLED = list(PARTITIONS[1:])  # nine folders: one run of FOLDERS_PER_RUN, one of the rest
+# A ranged run whose middle folder fails its msd_bar check.
+FAILING_RANGE = ("A/C", "B/A", "B/B")
 FAILING = "B/A"
-INJECTED = f"e2e: injected failure for partition {FAILING}"
 
 PARTITION_KEYS = """
 query Keys($key: AssetKeyInput!) {
@@ -107,6 +93,20 @@ query Status($keys: [AssetKeyInput!]) {
 }
 """
 
+MATERIALIZATIONS = """
+query Materializations($key: AssetKeyInput!, $partitions: [String!]) {
+  assetOrError(assetKey: $key) {
+    ... on Asset {
+      assetMaterializations(partitions: $partitions) {
+        partition
+        runId
+        metadataEntries { label ... on IntMetadataEntry { intValue } }
+      }
+    }
+  }
+}
+"""
+
 CHECK_EXECUTION_FIELDS = """
   runId
   status
@@ -114,7 +114,13 @@ CHECK_EXECUTION_FIELDS = """
   evaluation {
     success
     partition
-    metadataEntries { label ... on IntMetadataEntry { intValue } }
+    description
+    metadataEntries {
+      __typename
+      label
+      ... on IntMetadataEntry { intValue }
+      ... on JsonMetadataEntry { jsonString }
+    }
   }
 """
 
@@ -122,12 +128,14 @@ RUN_EVENTS = """
 query Events($runId: ID!) {
   runOrError(runId: $runId) {
     ... on Run {
-      eventConnection(limit: 2000) {
+      eventConnection(limit: 5000) {
         events {
           __typename
+          ... on MessageEvent { message }
           ... on ExecutionStepFailureEvent {
             stepKey
             message
+            failureMetadata { description }
             error { message className causes { message className } }
           }
         }
@@ -166,17 +174,21 @@ def warehouse_key(table: str) -> dict[str, list[str]]:
     return {"path": ["warehouse", table]}
 
 
+def tags_of(run: dict[str, Any]) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["tags"]}
+
+
 def table_counts(ui: DagsterUI) -> dict[str, int]:
     with ui.db() as db:
-        return {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in WAREHOUSE_TABLES}
+        return {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in TABLE_ORDER}
 
 
 def duplicate_keys(ui: DagsterUI) -> dict[str, int]:
     """Rows minus distinct natural keys, per table (0 everywhere when nothing is duplicated)."""
     out = {}
     with ui.db() as db:
-        for table, key in NATURAL_KEYS.items():
-            cols = ", ".join(key)
+        for table in TABLE_ORDER:
+            cols = ", ".join(NATURAL_KEYS[table])
             total = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
             distinct = db.execute(f"SELECT COUNT(*) FROM (SELECT DISTINCT {cols} FROM {table})")
             out[table] = total - distinct.fetchone()[0]
@@ -184,15 +196,51 @@ def duplicate_keys(ui: DagsterUI) -> dict[str, int]:
 
 
 def asset_statuses(ui: DagsterUI) -> dict[str, dict[str, Any]]:
-    keys = [warehouse_key(t) for t in WAREHOUSE_TABLES]
+    keys = [warehouse_key(t) for t in TABLE_ORDER]
     nodes = ui.graphql(ASSET_STATUS, {"keys": keys})["assetNodes"]
     return {node["assetKey"]["path"][1]: node for node in nodes}
 
 
-def expected_checks() -> set[tuple[str, str]]:
-    """(table, check) for every warehouse check: the per-partition ones and the total."""
-    checks = {(spec.asset_key.path[1], spec.name) for spec in WAREHOUSE_CHECK_SPECS}
-    return checks | {("msd_track", TOTAL_TRACKS)}
+def materializations(
+    ui: DagsterUI, path: list[str], partitions: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Every materialization of the folders, newest first, per folder, metadata unwrapped."""
+    found = ui.graphql(MATERIALIZATIONS, {"key": {"path": path}, "partitions": partitions})
+    by_folder: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for m in found["assetOrError"]["assetMaterializations"]:
+        numbers = {e["label"]: e.get("intValue") for e in m["metadataEntries"]}
+        by_folder[m["partition"]].append({"runId": m["runId"], **numbers})
+    return by_folder
+
+
+def latest_check_executions(
+    ui: DagsterUI, tables: list[str], partitions: list[str], limit: int = 1
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """``assetCheckExecutions`` of ``partition_rows_loaded`` per (table, folder), newest first."""
+    fields, where = [], {}
+    for i, table in enumerate(tables):
+        for j, partition in enumerate(partitions):
+            alias = f"c{i}_{j}"
+            where[alias] = (table, partition)
+            fields.append(
+                f'{alias}: assetCheckExecutions(assetKey: {{path: ["warehouse", "{table}"]}}, '
+                f'checkName: "{ROWS_CHECK}", partition: "{partition}", limit: {limit}) '
+                f"{{ {CHECK_EXECUTION_FIELDS} }}"
+            )
+    data = ui.graphql("{ " + "\n".join(fields) + " }")
+    return {where[alias]: executions for alias, executions in data.items()}
+
+
+def numbers(execution: dict[str, Any]) -> dict[str, Any]:
+    """A check result's metadata: the plotted numbers (Int entries), and ``rows`` (JSON)."""
+    found: dict[str, Any] = {}
+    for entry in execution["evaluation"]["metadataEntries"]:
+        if entry["__typename"] == "JsonMetadataEntry":
+            found[entry["label"]] = json.loads(entry["jsonString"])
+        else:
+            assert entry["__typename"] == "IntMetadataEntry", entry
+            found[entry["label"]] = entry["intValue"]
+    return found
 
 
 def step_failures(ui: DagsterUI, run_id: str) -> list[dict[str, Any]]:
@@ -200,10 +248,15 @@ def step_failures(ui: DagsterUI, run_id: str) -> list[dict[str, Any]]:
     return [e for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
 
 
+def run_messages(ui: DagsterUI, run_id: str) -> list[str]:
+    events = ui.graphql(RUN_EVENTS, {"runId": run_id})["runOrError"]["eventConnection"]["events"]
+    return [e.get("message") or "" for e in events]
+
+
 def test_register_partitions_over_graphql(dagster_ui: DagsterUI):
     def keys(asset: list[str]) -> list[str]:
         node = dagster_ui.graphql(PARTITION_KEYS, {"key": {"path": asset}})["assetNodeOrError"]
-        return sorted(node["partitionKeys"])
+        return node["partitionKeys"]
 
     # Registered by an earlier test module of the session (the same mutation), or new here.
     known = keys(["raw", "song_files"])
@@ -211,12 +264,13 @@ def test_register_partitions_over_graphql(dagster_ui: DagsterUI):
     assert dagster_ui.add_partitions(missing) == {k: "AddDynamicPartitionSuccess" for k in missing}
     # A second registration is refused, not duplicated.
     assert dagster_ui.add_partitions(["A/A"]) == {"A/A": "DuplicateDynamicPartitionError"}
+    # In registration order: the order in which a backfill cuts its ranges.
     for asset in (["raw", "song_files"], ["normalized", "songs"], ["warehouse", "msd_track"]):
         assert keys(asset) == list(PARTITIONS), asset
 
 
-def test_launch_backfill_of_two_partitions(dagster_ui: DagsterUI, story: dict[str, Any]):
-    """Launched first: the daemon submits its runs while the next test runs one partition."""
+def test_launch_backfill_of_nine_folders(dagster_ui: DagsterUI, story: dict[str, Any]):
+    """Launched first: the daemon submits its runs while the next test runs one folder."""
     params = {
         "selector": {
             "partitionSetName": f"{PARTITION_JOB}_partition_set",
@@ -231,8 +285,8 @@ def test_launch_backfill_of_two_partitions(dagster_ui: DagsterUI, story: dict[st
     story["backfill_id"] = backfill_id
     backfill = dagster_ui.graphql(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
     assert backfill["__typename"] == "PartitionBackfill"
-    assert backfill["numPartitions"] == 2
-    assert sorted(backfill["partitionNames"]) == BACKFILLED
+    assert backfill["numPartitions"] == len(BACKFILLED)
+    assert sorted(backfill["partitionNames"]) == sorted(BACKFILLED)
     assert backfill["partitionSetName"] == f"{PARTITION_JOB}_partition_set"
     assert backfill["title"] == "e2e backfill"
     assert backfill["status"] in ("REQUESTED", "COMPLETED", "COMPLETED_SUCCESS")
@@ -245,23 +299,17 @@ def test_one_partition_run_succeeds(dagster_ui: DagsterUI, story: dict[str, Any]
     run = dagster_ui.wait_for_run(run_id, timeout=120)
     assert run["status"] == "SUCCESS", run
     assert dagster_ui.client.get_run_status(run_id).value == "SUCCESS"
-    tags = {t["key"]: t["value"] for t in run["tags"]}
+    tags = tags_of(run)
     assert tags["dagster/partition"] == SINGLE
     assert tags["msd/job"] == "partition"  # the job's tag, which the queue's limit is keyed on
-    steps = {s["stepKey"]: s["status"] for s in run["stepStats"]}
-    assert steps == {
-        "raw__song_files": "SUCCESS",
-        "normalized_tables": "SUCCESS",
-        "warehouse_tables": "SUCCESS",
-        "warehouse_checks": "SUCCESS",
-    }
+    assert {s["stepKey"]: s["status"] for s in run["stepStats"]} == {STEP: "SUCCESS"}
     assert dagster_ui.partition_rows(SINGLE) == dagster_ui.expected_rows(SINGLE)
     story["single_run"] = run_id
 
 
-def test_backfill_runs_succeed(dagster_ui: DagsterUI, story: dict[str, Any]):
+def test_backfill_runs_ranges_of_folders(dagster_ui: DagsterUI, story: dict[str, Any]):
     backfill_id = need(story, "backfill_id")
-    deadline = time.monotonic() + 120  # the daemon submits backfill runs every 30 s
+    deadline = time.monotonic() + 150  # the daemon submits backfill runs every 30 s
     while True:
         backfill = dagster_ui.graphql(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
         runs = backfill["runs"]
@@ -269,152 +317,234 @@ def test_backfill_runs_succeed(dagster_ui: DagsterUI, story: dict[str, Any]):
             break
         assert time.monotonic() < deadline, f"backfill not done in time: {backfill}"
         time.sleep(1)
-    by_partition = {{t["key"]: t["value"] for t in r["tags"]}["dagster/partition"]: r for r in runs}
-    assert sorted(by_partition) == BACKFILLED
-    for partition, run in by_partition.items():
-        assert run["status"] == "SUCCESS", (partition, run)
-        tags = {t["key"]: t["value"] for t in run["tags"]}
+    # BackfillPolicy.multi_run(FOLDERS_PER_RUN): nine folders in order, cut after the 8th.
+    ranges = sorted((tags_of(r)[RANGE_START], tags_of(r)[RANGE_END]) for r in runs)
+    assert FOLDERS_PER_RUN == 8
+    assert ranges == [(BACKFILLED[0], BACKFILLED[7]), (BACKFILLED[8], BACKFILLED[8])]
+    run_of = {SINGLE: need(story, "single_run")}
+    for run in runs:
+        assert run["status"] == "SUCCESS", run
+        tags = tags_of(run)
         assert tags["dagster/backfill"] == backfill_id
-        assert dagster_ui.partition_rows(partition) == dagster_ui.expected_rows(partition)
-    statuses = asset_statuses(dagster_ui)
-    for table, node in statuses.items():
+        assert "dagster/partition" not in tags  # a range, even of one folder
+        start, end = BACKFILLED.index(tags[RANGE_START]), BACKFILLED.index(tags[RANGE_END])
+        run_of.update({folder: run["runId"] for folder in BACKFILLED[start : end + 1]})
+        assert {s["stepKey"]: s["status"] for s in dagster_ui.run(run["runId"])["stepStats"]} == {
+            STEP: "SUCCESS"
+        }
+    # The backfill page's per-partition table knows which run loaded each folder.
+    results = {r["partitionName"]: r for r in backfill["partitionStatuses"]["results"]}
+    assert sorted(results) == sorted(BACKFILLED)
+    for folder, result in results.items():
+        assert (result["runId"], result["runStatus"]) == (run_of[folder], "SUCCESS"), folder
+    for folder in PARTITIONS:
+        assert dagster_ui.partition_rows(folder) == dagster_ui.expected_rows(folder), folder
+    for table, node in asset_statuses(dagster_ui).items():
         partitions = node["assetPartitionStatuses"]
-        assert sorted(partitions["materializedPartitions"]) == list(PARTITIONS), table
+        assert sorted(partitions["materializedPartitions"]) == sorted(PARTITIONS), table
         assert partitions["failedPartitions"] == [], table
-    assert duplicate_keys(dagster_ui) == {t: 0 for t in NATURAL_KEYS}
+    assert duplicate_keys(dagster_ui) == {t: 0 for t in TABLE_ORDER}
     counts = table_counts(dagster_ui)
     assert counts["msd_track"] == len(dagster_ui.dataset.track_ids)
-    assert all(counts[t] > 0 for t in WAREHOUSE_TABLES), counts
+    assert all(counts[t] > 0 for t in TABLE_ORDER), counts
     story["first_load"] = counts
-    story["backfill_runs"] = {p: r["runId"] for p, r in by_partition.items()}
+    story["run_of"] = run_of
 
 
-def test_check_reports_pass_for_every_partition(dagster_ui: DagsterUI, story: dict[str, Any]):
-    need(story, "first_load")
-    statuses = asset_statuses(dagster_ui)
+def test_each_folder_of_a_ranged_run_has_its_own_materializations(
+    dagster_ui: DagsterUI, story: dict[str, Any]
+):
+    run_of = need(story, "run_of")
+    songs = materializations(dagster_ui, ["raw", "song_files"], list(PARTITIONS))
+    for folder in PARTITIONS:
+        [listed] = songs[folder]
+        assert listed["runId"] == run_of[folder]
+        assert (
+            listed["dagster/partition_row_count"] == dagster_ui.expected_rows(folder)["msd_track"]
+        )
+    checks = latest_check_executions(dagster_ui, list(TABLE_ORDER), list(PARTITIONS))
+    for table in TABLE_ORDER:
+        found = materializations(dagster_ui, ["warehouse", table], list(PARTITIONS))
+        assert sorted(found) == sorted(PARTITIONS), table
+        for folder in PARTITIONS:
+            [materialization] = found[folder]  # one per folder, though 8 share a run
+            assert materialization["runId"] == run_of[folder], (table, folder)
+            rows = materialization["dagster/partition_row_count"]
+            expected = dagster_ui.expected_rows(folder)
+            if table in expected:  # track tables: exactly what the song files hold
+                assert rows == expected[table] == materialization["rows_written"], (table, folder)
+            else:  # shared tables: the rows the folder needs, as its check counted them
+                [check] = checks[(table, folder)]
+                assert rows == numbers(check)["rows"]["frame"], (table, folder)
+    # Every folder has songs, hence an artist, and its artist's rows.
+    assert all(
+        materializations(dagster_ui, ["warehouse", "msd_artist"], [f])[f][0][
+            "dagster/partition_row_count"
+        ]
+        > 0
+        for f in PARTITIONS
+    )
+
+
+def test_check_results_per_folder(dagster_ui: DagsterUI, story: dict[str, Any]):
+    run_of = need(story, "run_of")
     seen = set()
-    for table, node in statuses.items():
+    for table, node in asset_statuses(dagster_ui).items():
         assert node["assetChecksOrError"]["__typename"] == "AssetChecks"
         for check in node["assetChecksOrError"]["checks"]:
             seen.add((table, check["name"]))
             assert check["description"], (table, check["name"])
             if check["name"] == TOTAL_TRACKS:
                 assert check["partitionStatuses"] is None  # whole-dataset check
+                assert not check["blocking"]
                 continue
+            assert check["blocking"], (table, check["name"])
             partitions = check["partitionStatuses"]
-            assert sorted(partitions["succeededPartitions"]) == list(PARTITIONS), (table, check)
+            assert sorted(partitions["succeededPartitions"]) == sorted(PARTITIONS), table
             for state in ("failed", "inProgress", "skipped", "executionFailed"):
-                assert partitions[f"{state}Partitions"] == [], (table, check, state)
-            assert check["blocking"] == (check["name"] == ROW_COUNT)
-    assert seen == expected_checks()
+                assert partitions[f"{state}Partitions"] == [], (table, state)
+    assert seen == {(t, ROWS_CHECK) for t in TABLE_ORDER} | {("msd_track", TOTAL_TRACKS)}
 
-    # The latest evaluation of each check, partition by partition, with its metadata.
-    fields, where = [], {}
-    for i, (table, name) in enumerate(sorted(expected_checks() - {("msd_track", TOTAL_TRACKS)})):
-        for j, partition in enumerate(PARTITIONS):
-            alias = f"c{i}_{j}"
-            where[alias] = (table, name, partition)
-            fields.append(
-                f'{alias}: assetCheckExecutions(assetKey: {{path: ["warehouse", "{table}"]}}, '
-                f'checkName: "{name}", partition: "{partition}", limit: 1) '
-                f"{{ {CHECK_EXECUTION_FIELDS} }}"
-            )
-    data = dagster_ui.graphql("{ " + "\n".join(fields) + " }")
-    run_of = {SINGLE: story.get("single_run"), **story.get("backfill_runs", {})}
-    for alias, (table, name, partition) in where.items():
-        [execution] = data[alias]
-        assert execution["status"] == "SUCCEEDED", (table, name, partition, execution)
-        assert execution["partition"] == partition
-        assert execution["runId"] == run_of[partition]
+    # The latest evaluation of each table's check, folder by folder, with its numbers.
+    executions = latest_check_executions(dagster_ui, list(TABLE_ORDER), list(PARTITIONS))
+    for (table, folder), found in executions.items():
+        [execution] = found
+        assert execution["status"] == "SUCCEEDED", (table, folder, execution)
+        assert execution["partition"] == folder
+        assert execution["runId"] == run_of[folder]
         evaluation = execution["evaluation"]
-        assert evaluation["success"] is True and evaluation["partition"] == partition
-        metadata = {m["label"]: m.get("intValue") for m in evaluation["metadataEntries"]}
-        if name == ROW_COUNT:
-            assert metadata["missing_keys"] == 0, (table, partition, metadata)
-            expected = dagster_ui.expected_rows(partition)
-            if table in expected:  # track tables: exactly the rows of the song files
-                assert metadata["database_rows"] == metadata["frame_rows"], (table, partition)
-                assert metadata["database_rows"] == expected[table], (table, partition)
-            else:  # shared tables: every frame key is present (other partitions add rows)
-                assert metadata["database_rows"] > 0, (table, partition, metadata)
-        elif name == UNIQUE_KEYS:
-            assert metadata == {"duplicate_keys": 0}
-        elif name == FOREIGN_KEYS:
-            assert metadata == {"unresolved_foreign_keys": 0}
+        assert evaluation["success"] is True and evaluation["partition"] == folder
+        metadata = numbers(execution)
+        assert metadata["missing_keys"] == 0, (table, folder, metadata)
+        assert metadata["duplicate_keys"] == metadata["unresolved_references"] == 0
+        expected = dagster_ui.expected_rows(folder)
+        if table in TRACK_TABLE_NAMES:  # exactly the rows of the song files
+            n = expected[table]
+            assert metadata["rows"] == {"database": n, "frame": n, "files": n}, (table, folder)
+            # The numbers a person reads in the execution history's Description column.
+            assert evaluation["description"] == (
+                f"database {n:,} = frame {n:,} = files {n:,}; missing 0, duplicates 0, "
+                "unresolved references 0"
+            )
+        else:  # shared tables: every row of the frame is there (other folders add rows)
+            n = metadata["rows"]["frame"]
+            assert n > 0 or table != "msd_artist", (table, folder, metadata)
+            assert evaluation["description"].startswith(
+                f"{n:,} of the frame's {n:,} rows in the database; missing 0,"
+            )
 
 
-def test_failed_partition_is_rerun_from_failure(dagster_ui: DagsterUI, story: dict[str, Any]):
+def test_a_failed_folder_inside_a_ranged_run(dagster_ui: DagsterUI, story: dict[str, Any]):
     first_load = need(story, "first_load")
-    # The cause: the database refuses this partition's tracks.
-    dagster_ui.refuse_track_inserts(FAILING, INJECTED)
+    run_of = need(story, "run_of")
+    # The cause: the database loses the first bar of every track of the middle folder.
+    dagster_ui.lose_first_bars(FAILING)
     try:
-        rerun_id = fail_fix_and_rerun(dagster_ui, first_load)
+        failed_id = dagster_ui.client.submit_job_execution(
+            PARTITION_JOB,
+            tags={RANGE_START: FAILING_RANGE[0], RANGE_END: FAILING_RANGE[-1]},
+            run_config=NO_RETRIES,
+        )
+        failed = dagster_ui.wait_for_run(failed_id, timeout=150)
     finally:
-        dagster_ui.accept_track_inserts()  # whatever happened, later tests get a working database
-    story["rerun"] = rerun_id
-
-
-def fail_fix_and_rerun(dagster_ui: DagsterUI, first_load: dict[str, int]) -> str:
-    """Run the partition into the failure, read it, fix it, re-execute; the rerun's id."""
-    failed_id = dagster_ui.client.submit_job_execution(
-        PARTITION_JOB, tags={"dagster/partition": FAILING}, run_config=NO_RETRIES
-    )
-    failed = dagster_ui.wait_for_run(failed_id, timeout=120)
+        dagster_ui.repair_database()  # whatever happened, later tests get a working database
+    story["failed_range_run"] = failed_id
     assert failed["status"] == "FAILURE", failed
-    steps = {s["stepKey"]: s["status"] for s in failed["stepStats"]}
-    assert steps["raw__song_files"] == "SUCCESS"
-    assert steps["normalized_tables"] == "SUCCESS"
-    assert steps["warehouse_tables"] == "FAILURE"
-    assert steps.get("warehouse_checks") in (None, "SKIPPED")
+    assert {s["stepKey"]: s["status"] for s in failed["stepStats"]} == {STEP: "FAILURE"}
+    # Why, as the run page shows it: the folder, the table and the numbers.
     [failure] = step_failures(dagster_ui, failed_id)
-    assert failure["stepKey"] == "warehouse_tables"
-    error = failure["error"]
-    chain = [error, *error["causes"]]  # the error, possibly wrapped by a retry, and its causes
-    text = "\n".join(f"{e.get('className')}: {e['message']}" for e in chain)
-    assert INJECTED in text, failure
-    assert "IntegrityError" in text, failure
-    # The failed load rolled back: the partition's previous rows are all still there.
+    description = failure["failureMetadata"]["description"]
+    assert description.startswith(f"1 of {len(FAILING_RANGE)} folder(s) failed: {FAILING}: "), (
+        description
+    )
+    assert "msd_bar" in description
+    # Rolled back: the database holds exactly the first load (the neighbours reloaded).
     assert table_counts(dagster_ui) == first_load
-    assert dagster_ui.partition_rows(FAILING) == dagster_ui.expected_rows(FAILING)
-    track = asset_statuses(dagster_ui)["msd_track"]["assetPartitionStatuses"]
-    assert track["failedPartitions"] == [FAILING]
+    for folder in FAILING_RANGE:
+        assert dagster_ui.partition_rows(folder) == dagster_ui.expected_rows(folder)
 
-    # Fix the cause, then re-execute the failed run from its failed step.
-    dagster_ui.accept_track_inserts()
+    # The Partitions tab: the failed folder red, its neighbours in the same run green.
+    for table, node in asset_statuses(dagster_ui).items():
+        partitions = node["assetPartitionStatuses"]
+        assert partitions["failedPartitions"] == [FAILING], table
+        assert sorted(partitions["materializedPartitions"]) == sorted(set(PARTITIONS) - {FAILING})
+        checks = {c["name"]: c for c in node["assetChecksOrError"]["checks"]}
+        statuses = checks[ROWS_CHECK]["partitionStatuses"]
+        if table == "msd_bar":
+            assert statuses["failedPartitions"] == [FAILING]
+        else:  # evaluated in the same (rolled back) transaction, and passed
+            assert statuses["failedPartitions"] == [], table
+    for table in TABLE_ORDER:
+        found = materializations(dagster_ui, ["warehouse", table], list(FAILING_RANGE))
+        newest = {folder: found[folder][0]["runId"] for folder in FAILING_RANGE}
+        assert newest == {
+            FAILING_RANGE[0]: failed_id,
+            FAILING: run_of[FAILING],  # still the backfill's: nothing new was committed
+            FAILING_RANGE[-1]: failed_id,
+        }, table
+
+    # The check's execution history: failed for that folder, with the exact numbers.
+    executions = latest_check_executions(dagster_ui, list(TABLE_ORDER), list(FAILING_RANGE))
+    lost = dagster_ui.tracks_with_bars(FAILING)
+    bars = dagster_ui.expected_rows(FAILING)["msd_bar"]
+    for (table, folder), [execution] in executions.items():
+        assert execution["runId"] == failed_id, (table, folder)
+        assert execution["partition"] == folder
+        if (table, folder) != ("msd_bar", FAILING):
+            assert execution["status"] == "SUCCEEDED", (table, folder, execution)
+            continue
+        assert execution["status"] == "FAILED", execution
+        assert execution["evaluation"]["success"] is False
+        assert numbers(execution) == {
+            "rows": {"database": bars - lost, "frame": bars, "files": bars},
+            "missing_keys": lost,
+            "duplicate_keys": 0,
+            "unresolved_references": 0,
+        }
+        assert execution["evaluation"]["description"].startswith(
+            f"database {bars - lost:,} vs frame {bars:,} vs files {bars:,}; missing {lost:,},"
+        )
+    assert lost > 0
+
+
+def test_from_failure_reloads_only_the_failed_folder(dagster_ui: DagsterUI, story: dict[str, Any]):
+    first_load = need(story, "first_load")
+    failed_id = need(story, "failed_range_run")
     launched = dagster_ui.graphql(
         REEXECUTE, {"params": {"parentRunId": failed_id, "strategy": "FROM_FAILURE"}}
     )["launchRunReexecution"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
-    rerun = dagster_ui.wait_for_run(launched["run"]["runId"], timeout=120)
+    rerun = dagster_ui.wait_for_run(launched["run"]["runId"], timeout=150)
     assert rerun["status"] == "SUCCESS", rerun
     assert rerun["parentRunId"] == failed_id and rerun["rootRunId"] == failed_id
-    # Only the failed step and what depends on it ran again; the parse was reused.
-    assert sorted(rerun["stepKeysToExecute"]) == ["warehouse_checks", "warehouse_tables"]
-    assert {s["stepKey"]: s["status"] for s in rerun["stepStats"]} == {
-        "warehouse_tables": "SUCCESS",
-        "warehouse_checks": "SUCCESS",
-    }
-    tags = {t["key"]: t["value"] for t in rerun["tags"]}
-    assert tags["dagster/partition"] == FAILING
+    assert rerun["stepKeysToExecute"] == [STEP]
+    tags = tags_of(rerun)
+    assert (tags[RANGE_START], tags[RANGE_END]) == (FAILING_RANGE[0], FAILING_RANGE[-1])
+    assert tags["dagster/is_resume_retry"] == "true"
+    # Only the failed folder was loaded again: its neighbours were done by the failed run.
+    skipped = ", ".join(sorted(set(FAILING_RANGE) - {FAILING}))
+    assert f"loaded already, skipped: {skipped}" in run_messages(dagster_ui, rerun["runId"])
+    for table in TABLE_ORDER:
+        found = materializations(dagster_ui, ["warehouse", table], list(FAILING_RANGE))
+        by_rerun = [f for f, ms in found.items() for m in ms if m["runId"] == rerun["runId"]]
+        assert by_rerun == [FAILING], table
 
     # Same contents as after the first load, nothing duplicated, and the checks say so.
     assert table_counts(dagster_ui) == first_load
-    assert duplicate_keys(dagster_ui) == {t: 0 for t in NATURAL_KEYS}
+    assert duplicate_keys(dagster_ui) == {t: 0 for t in TABLE_ORDER}
     assert dagster_ui.partition_rows(FAILING) == dagster_ui.expected_rows(FAILING)
-    statuses = asset_statuses(dagster_ui)
-    for table, node in statuses.items():
+    for table, node in asset_statuses(dagster_ui).items():
         assert node["assetPartitionStatuses"]["failedPartitions"] == [], table
         for check in node["assetChecksOrError"]["checks"]:
             if check["partitionStatuses"] is not None:
-                assert FAILING in check["partitionStatuses"]["succeededPartitions"], (table, check)
-    history = dagster_ui.graphql(
-        "query($k: AssetKeyInput!) { assetCheckExecutions(assetKey: $k, checkName: "
-        f'"{ROW_COUNT}", partition: "{FAILING}", limit: 3) {{ {CHECK_EXECUTION_FIELDS} }} }}',
-        {"k": warehouse_key("msd_track")},
-    )["assetCheckExecutions"]
-    assert [h["runId"] for h in history[:2]] == [rerun["runId"], failed_id]
-    assert [h["status"] for h in history[:2]] == ["SUCCEEDED", "EXECUTION_FAILED"]
-    return rerun["runId"]
+                statuses = check["partitionStatuses"]
+                assert sorted(statuses["succeededPartitions"]) == sorted(PARTITIONS), table
+    history = latest_check_executions(dagster_ui, ["msd_bar"], [FAILING], limit=3)
+    runs = history[("msd_bar", FAILING)]
+    assert [(h["runId"], h["status"]) for h in runs[:2]] == [
+        (rerun["runId"], "SUCCEEDED"),
+        (failed_id, "FAILED"),
+    ]
 
 
 def test_backfill_completes(dagster_ui: DagsterUI, story: dict[str, Any]):
@@ -422,5 +552,5 @@ def test_backfill_completes(dagster_ui: DagsterUI, story: dict[str, Any]):
     backfill = dagster_ui.wait_for_backfill(backfill_id, timeout=75)
     assert backfill["status"] == "COMPLETED_SUCCESS", backfill
     results = {r["partitionName"]: r for r in backfill["partitionStatuses"]["results"]}
-    assert sorted(results) == BACKFILLED
+    assert sorted(results) == sorted(BACKFILLED)
     assert all(r["runStatus"] == "SUCCESS" for r in results.values()), results

@@ -3,14 +3,16 @@
 Register with ``pytest_plugins = ["msd_dagster_tests.ui_fixtures"]`` in conftest.py.
 
 * ``dagster_ui`` (session): ``dagster dev -w workspace.yaml`` started from the repository root
-  on a free loopback port, with a temporary ``DAGSTER_HOME`` (QueuedRunCoordinator: at most 2
-  runs at once, tag concurrency limit on ``msd/job``, telemetry off), a generated dataset of
-  30 songs over the partitions A/A, A/B and B/A (``MSD_SOURCE``), a temporary SQLite database
-  (``MSD_DATABASE_URL``) and Parquet folder (``MSD_PARQUET_DIR``). Ready once GraphQL answers,
-  the code location is loaded and the daemons report healthy. Afterwards the whole process
-  group is stopped and the port is asserted closed. Its value, a :class:`DagsterUI`, drives
-  the server over GraphQL (``client``: ``dagster_graphql.DagsterGraphQLClient``; ``graphql``:
-  raw queries) and reads the database.
+  on a free loopback port, with a temporary ``DAGSTER_HOME`` (the ``dagster.yaml`` that
+  ``msd-dagster load`` writes, plus a QueuedRunCoordinator: at most 2 runs at once, tag
+  concurrency limit on ``msd/job``, telemetry off), a generated dataset of 40 songs over ten
+  partitions (``MSD_SOURCE``; more than one backfill run's worth, 8 folders), a temporary
+  SQLite database (``MSD_DATABASE_URL``) and Parquet folder (``MSD_PARQUET_DIR``). Ready once
+  GraphQL answers, the code location is loaded and the daemons report healthy. Afterwards the
+  whole process group is stopped and the port is asserted closed. Its value, a
+  :class:`DagsterUI`, drives the server over GraphQL (``client``:
+  ``dagster_graphql.DagsterGraphQLClient``; ``graphql``: raw queries), runs ``msd-dagster
+  load`` on the same instance (``cli_load``) and reads the database.
 * ``ui_partitions`` (session): the dataset's partitions, registered with the GraphQL mutation
   ``addDynamicPartition``.
 
@@ -29,7 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +43,10 @@ LOCATION = "msd_dagster"
 REPOSITORY = "__repository__"
 PARTITIONS_DEF = "msd_folders"
 PARTITION_JOB = "msd_partition_job"
-PARTITIONS = ("A/A", "A/B", "B/A")
-SONGS = 30
-SEED = 11
+# In this order in the instance, so a backfill of them all makes the ranges A/A..C/C and D/A.
+PARTITIONS = ("A/A", "A/B", "A/C", "B/A", "B/B", "B/C", "C/A", "C/B", "C/C", "D/A")
+SONGS = 40
+SEED = 11  # 2 to 7 songs in every folder
 START_TIMEOUT = 150  # seconds; a cold start on a busy 2-core machine takes ~20-40 s
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 BACKFILL = """
@@ -71,10 +74,13 @@ E2E_MARKS = [
     pytest.mark.filterwarnings("ignore:Using variable_values:DeprecationWarning"),
 ]
 REFUSE_TRIGGER = "e2e_refuse_partition"
+LOSE_BAR_TRIGGER = "e2e_lose_first_bar"
 # Run config: the failure is final at once, whatever retry policy or RetryRequested steps use.
 NO_RETRIES = {"execution": {"config": {"retries": {"disabled": {}}}}}
 
-DAGSTER_YAML = """\
+# Appended to msd_dagster.instance.recommended_dagster_yaml(home): what a user gets from
+# `msd-dagster load`, plus the queue `dagster dev` needs for backfills.
+RUN_QUEUE_YAML = """\
 run_coordinator:
   module: dagster.core.run_coordinator
   class: QueuedRunCoordinator
@@ -165,6 +171,7 @@ class DagsterUI:
     parquet: Path
     log: Path
     dataset: Any = None  # msd_dagster.generate.GeneratedDataset
+    env: dict[str, str] = field(default_factory=dict)  # the server's MSD_* and DAGSTER_HOME
 
     def expected_rows(self, partition: str) -> dict[str, int]:
         """Rows the generated song files of a partition imply in each track table."""
@@ -262,8 +269,8 @@ class DagsterUI:
             time.sleep(1)
 
     def refuse_track_inserts(self, partition: str, message: str) -> None:
-        """Make the database refuse the partition's ``msd_track`` rows: only the load step of
-        that partition's runs fails (the other steps do not write to the database)."""
+        """Make the database refuse the folder's ``msd_track`` rows: that folder's load fails
+        (IntegrityError) and is rolled back; the other folders of a run still load."""
         prefix = "TR" + partition.replace("/", "")
         with self.db() as db:
             db.execute(
@@ -271,10 +278,43 @@ class DagsterUI:
                 f"WHEN NEW.track_id LIKE '{prefix}%' BEGIN SELECT RAISE(ABORT, '{message}'); END"
             )
 
-    def accept_track_inserts(self) -> None:
-        """Undo :meth:`refuse_track_inserts` (a no-op when nothing is refused)."""
+    def lose_first_bars(self, partition: str) -> None:
+        """Make the database drop the first bar of each of the folder's tracks as it is
+        inserted: the load succeeds, only the ``msd_bar`` check can notice (and it must)."""
+        prefix = "TR" + partition.replace("/", "")
         with self.db() as db:
-            db.execute(f"DROP TRIGGER IF EXISTS {REFUSE_TRIGGER}")
+            db.execute(
+                f"CREATE TRIGGER {LOSE_BAR_TRIGGER} AFTER INSERT ON msd_bar "
+                f"WHEN NEW.track_id LIKE '{prefix}%' AND NEW.track_bar_id = 1 "
+                "BEGIN DELETE FROM msd_bar WHERE bar_id = NEW.bar_id; END"
+            )
+
+    def repair_database(self) -> None:
+        """Undo :meth:`refuse_track_inserts` and :meth:`lose_first_bars` (no-op if unused)."""
+        with self.db() as db:
+            for trigger in (REFUSE_TRIGGER, LOSE_BAR_TRIGGER):
+                db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+
+    def tracks_with_bars(self, partition: str) -> int:
+        prefix = "TR" + partition.replace("/", "")
+        return sum(
+            1
+            for t in self.dataset.track_ids
+            if t.startswith(prefix) and self.dataset.track_rows[t]["bars"]
+        )
+
+    def cli_load(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+        """``msd-dagster load ARGS`` with the server's environment and instance, from the
+        repository root as a user runs it; its output is kept in the result."""
+        return subprocess.run(
+            [sys.executable, "-m", "msd_dagster.cli", "load", *args],
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -411,27 +451,34 @@ def _wait_until_ready(ui: DagsterUI, timeout: float) -> None:
 @pytest.fixture(scope="session")
 def dagster_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterUI]:
     from msd_dagster.generate import generate_dataset
+    from msd_dagster.instance import write_recommended_config
 
     tmp = tmp_path_factory.mktemp("dagster-ui")
     source, home, parquet = tmp / "source", tmp / "dagster_home", tmp / "parquet"
     database = tmp / "msd.sqlite"
     dataset = generate_dataset(source, SONGS, seed=SEED, folders=list(PARTITIONS))
-    home.mkdir()
-    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    songs_per_folder = [
+        sum(t.startswith("TR" + p.replace("/", "")) for t in dataset.track_ids) for p in PARTITIONS
+    ]
+    assert min(songs_per_folder) >= 2, songs_per_folder  # the tests' premise
+    write_recommended_config(home)
+    with open(home / "dagster.yaml", "a") as config:
+        config.write(RUN_QUEUE_YAML)
     port = free_port()
     log = tmp / "dagster-dev.log"
+    env = _server_env(tmp, source, database, parquet, home)
     with open(log, "wb") as out, _sigint_not_ignored():
         process = subprocess.Popen(
             [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml"]
             + ["-h", "127.0.0.1", "-p", str(port)],
             cwd=REPO_ROOT,
-            env=_server_env(tmp, source, database, parquet, home),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stopped as a whole afterwards
         )
-    ui = DagsterUI(port, process, tmp, home, source, database, parquet, log, dataset)
+    ui = DagsterUI(port, process, tmp, home, source, database, parquet, log, dataset, env)
     try:
         _wait_until_ready(ui, START_TIMEOUT)
         ui.graphql("mutation { setNuxSeen }")  # no "join the community" dialog in the browser

@@ -111,7 +111,8 @@ def msd_discovery_sensor(
     minimum_interval_seconds=60,
     description=(
         "After partition runs succeed, re-evaluates the whole-dataset check "
-        "all_valid_song_files_loaded (at most once a minute)."
+        "total_tracks_match_partitions on warehouse/msd_track (msd_totals_job, at most once a "
+        "minute). Running by default."
     ),
 )
 def msd_totals_after_loads(context: dg.RunStatusSensorContext) -> dg.RunRequest:

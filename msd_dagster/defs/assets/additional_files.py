@@ -71,6 +71,13 @@ ADDITIONAL_FRAMES: dict[str, tuple[str, ...]] = {
 assert {t for tables in ADDITIONAL_FRAMES.values() for t in tables} == set(SHARED_TABLE_NAMES)
 
 
+# Leads each description (the Catalog shows its first line): a dataset without AdditionalFiles/
+# leaves these assets "Never materialized", which is expected.
+OPTIONAL_NOTE = (
+    "Optional: only for a dataset with AdditionalFiles/ (never materialized without them). "
+)
+
+
 def additional_key(name: str) -> dg.AssetKey:
     """``artists`` -> ``additional_files/artists`` (names as in the normalized group)."""
     return dg.AssetKey([ADDITIONAL_GROUP, name])
@@ -165,7 +172,7 @@ class AdditionalFilesConfig(dg.Config):
         dg.AssetSpec(
             additional_key(name),
             group_name=ADDITIONAL_GROUP,
-            description=f"From AdditionalFiles: {NORMALIZED_DESCRIPTIONS[name]}",
+            description=f"{OPTIONAL_NOTE}From AdditionalFiles: {NORMALIZED_DESCRIPTIONS[name]}",
             kinds={"pandas", "parquet"},
             metadata={"dagster/column_schema": normalized_schema(name)},
             code_version="1",
@@ -241,8 +248,9 @@ def additional_files_frames(
     op_tags={"msd/stage": "load"},
     code_version="1",
     description=(
-        "The AdditionalFiles rows upserted into msd_artist, msd_r_term, msd_r_mbtag, "
-        "msd_artist_term, msd_artist_mbtag and msd_artist_similarity in one transaction. "
+        f"{OPTIONAL_NOTE}The AdditionalFiles rows upserted into msd_artist, msd_r_term, "
+        "msd_r_mbtag, msd_artist_term, msd_artist_mbtag and msd_artist_similarity in one "
+        "transaction. "
         "Song-file rows win: these rows only insert missing keys and fill NULL columns; "
         "disagreements with the song files are counted in the metadata."
     ),

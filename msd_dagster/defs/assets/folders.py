@@ -23,6 +23,9 @@ from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 
 from msd_dagster.defs.partitions import FOLDER_BACKFILL_POLICY, msd_folders
 from msd_dagster.defs.resources import FrameStoreResource, MsdSourceResource, WarehouseResource
@@ -195,24 +198,60 @@ def folders_loaded_already(context: dg.AssetExecutionContext) -> set[str]:
     return done
 
 
-def rows_check_evaluation(partition: str, verdict: TableVerdict) -> dg.AssetCheckEvaluation:
+Target = AssetCheckEvaluationTargetMaterializationData
+
+
+def latest_materialization(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partition: str
+) -> Target | None:
+    """The partition's latest materialization: what its check result targets.
+
+    Dagster counts a partition's check result as current (the check's Partitions status, the
+    asset's check badges) only when it targets that partition's latest materialization, and
+    a result yielded as an ``AssetCheckEvaluation`` must name it itself (as Dagster does for
+    an ``AssetCheckResult``). After a load, the one just recorded (an op's events are stored
+    as it yields them); after a rolled-back load, the one whose rows are still there.
+    """
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    ).records
+    if not records:
+        return None
+    record = records[0]
+    return Target(run_id=record.run_id, storage_id=record.storage_id, timestamp=record.timestamp)
+
+
+def rows_check_evaluation(
+    partition: str, verdict: TableVerdict, target: Target | None = None
+) -> dg.AssetCheckEvaluation:
     return dg.AssetCheckEvaluation(
         asset_key=warehouse_key(verdict.table),
         check_name=ROWS_CHECK,
         passed=verdict.passed,
         partition=partition,
+        target_materialization_data=target,
         severity=dg.AssetCheckSeverity.ERROR,
         blocking=True,
         description=verdict.summary(),
         metadata={
-            "database_rows": verdict.database_rows,
-            "frame_rows": verdict.frame_rows,
-            **({"file_rows": verdict.source_rows} if verdict.source_rows is not None else {}),
+            # The UI plots numeric entries over time, whatever the folder: these three are 0
+            # whenever the check passes, so a point above 0 is a folder that failed it.
             "missing_keys": verdict.missing_keys,
             "duplicate_keys": verdict.duplicates,
             "unresolved_references": verdict.orphans,
+            # Row counts differ from folder to folder (a plot of them would zigzag): one JSON
+            # entry, and in the description.
+            "rows": dg.MetadataValue.json(row_counts(verdict)),
         },
     )
+
+
+def row_counts(verdict: TableVerdict) -> dict[str, int]:
+    """The folder's rows: in the database, in its frame and (track tables) in its files."""
+    counts = {"database": verdict.database_rows, "frame": verdict.frame_rows}
+    if verdict.source_rows is not None:
+        counts["files"] = verdict.source_rows
+    return counts
 
 
 def _load_folder(
@@ -221,6 +260,7 @@ def _load_folder(
     dataset,
     store: FrameStore,
     warehouse: WarehouseResource,
+    instance: dg.DagsterInstance,
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
     started = time.perf_counter()
     stage = "list"
@@ -286,8 +326,10 @@ def _load_folder(
         stage = "load"
         loaded = load_and_verify(warehouse.engine(), partition, batch.frames, source_rows)
     except PartitionCheckFailed as exc:
+        # Rolled back: the results are about the folder's rows still in the database.
         for verdict in exc.verdicts:
-            yield rows_check_evaluation(partition, verdict)
+            target = latest_materialization(instance, warehouse_key(verdict.table), partition)
+            yield rows_check_evaluation(partition, verdict, target)
         raise _FolderFailed(FolderFailure(partition, "check", str(exc), False)) from exc
     except Exception as exc:  # noqa: BLE001 - any error fails this folder only
         reason = warehouse.describe_error(exc)
@@ -326,7 +368,8 @@ def _load_folder(
             },
         )
     for verdict in loaded.verdicts:
-        yield rows_check_evaluation(partition, verdict)
+        target = latest_materialization(instance, warehouse_key(verdict.table), partition)
+        yield rows_check_evaluation(partition, verdict, target)
     total = sum(loaded.written.values())
     context.log.info(
         f"{partition}: {len(batch.frames['msd_track'])} tracks, {total:,} rows, "
@@ -375,7 +418,7 @@ def load_folders(
     failures: list[FolderFailure] = []
     for partition in todo:
         try:
-            yield from _load_folder(context, partition, dataset, store, warehouse)
+            yield from _load_folder(context, partition, dataset, store, warehouse, context.instance)
         except _FolderFailed as exc:
             failures.append(exc.failure)
             context.log.error(f"{partition} failed ({exc.failure.stage}): {exc.failure.reason}")
