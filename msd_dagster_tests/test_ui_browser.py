@@ -561,7 +561,7 @@ def test_a_folder_that_is_not_at_the_source_is_refused_by_name(
     assert BOGUS in partition_keys(dagster_ui)
 
     page.goto(f"/runs/{run_id}")
-    reason = re.compile(rf"{BOGUS}: list: SourceError: data/{BOGUS}/: no song files at .*")
+    reason = re.compile(rf"{BOGUS} \(list\): SourceError: data/{BOGUS}/: no song files at .*")
     expect(page.get_by_text(reason).first).to_be_visible()
     expect(page.get_by_text("not a folder of this dataset").first).to_be_visible()
     shot(page, screenshots, "15-not-a-folder")

@@ -454,9 +454,9 @@ def test_a_failed_folder_inside_a_ranged_run(dagster_ui: DagsterUI, story: dict[
     # Why, as the run page shows it: the folder, the table and the numbers.
     [failure] = step_failures(dagster_ui, failed_id)
     description = failure["failureMetadata"]["description"]
-    assert description.startswith(f"1 of {len(FAILING_RANGE)} folder(s) failed: {FAILING}: "), (
-        description
-    )
+    assert description.startswith(
+        f"1 of {len(FAILING_RANGE)} folder(s) failed: {FAILING} (check): "
+    ), description
     assert "msd_bar" in description
     # Rolled back: the database holds exactly the first load (the neighbours reloaded).
     assert table_counts(dagster_ui) == first_load
