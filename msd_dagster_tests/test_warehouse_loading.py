@@ -974,6 +974,12 @@ def test_value_conversion_is_exact_and_strict() -> None:
 
 
 def test_table_row_counts_are_cheap_and_say_how_they_were_counted(engine: sa.Engine) -> None:
+    if engine.dialect.name == "postgresql":
+        # n_live_tup is a running tally per table: earlier tests' loads into these tables
+        # (an autoanalyze replaces it with a sample) can leave it off by a few rows after they
+        # are emptied. New tables start it at 0, so the figure below is this test's alone.
+        drop_schema(engine)
+        ensure_schema(engine)
     load_partition(engine, "A/A", frames_aa())
     load_partition(engine, "A/B", frames_ab())
     exact = {table.name: count_rows(engine, table.name) for table in MSD_TABLES}
