@@ -169,14 +169,21 @@ class Backend:
 
     # How :meth:`table_row_counts` counts, shown beside the counts.
     row_count_method: ClassVar[str] = "exact: COUNT(*)"
+    # A catalog query of ``(table name, rows)`` for the tables named in ``:names`` (expanded
+    # into an IN list), where the backend keeps such a figure; None: count the rows.
+    row_count_query: ClassVar[str | None] = None
 
     def table_row_counts(self, conn: sa.Connection, tables: Sequence[sa.Table]) -> dict[str, int]:
         """Rows per table, cheaply (a statistic or the catalog where the backend keeps one;
-        :attr:`row_count_method` says which). This default counts them."""
-        return {
-            t.name: int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
-            for t in tables
-        }
+        :attr:`row_count_method` says which)."""
+        if self.row_count_query is None:
+            return {
+                t.name: int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
+                for t in tables
+            }
+        statement = sa.text(self.row_count_query).bindparams(sa.bindparam("names", expanding=True))
+        rows = conn.execute(statement, {"names": [t.name for t in tables]})
+        return {name: int(count or 0) for name, count in rows}
 
     # ----------------------------------------------------------------------------------------
     # Staging tables and upserts

@@ -302,19 +302,13 @@ class SQLServerBackend(Backend):
     default_lock_timeout_s = 60.0
     lock_timeout_setting = "LOCK_TIMEOUT"
     distinct_national_text = True
+    # The storage engine's own row count (heap or clustered index): exact, no scan.
     row_count_method = "exact: sys.dm_db_partition_stats"
-
-    def table_row_counts(self, conn: sa.Connection, tables: Sequence[sa.Table]) -> dict[str, int]:
-        # The storage engine's own row count (heap or clustered index): exact, no scan.
-        rows = conn.execute(
-            sa.text(
-                "SELECT OBJECT_NAME(object_id), SUM(row_count) FROM sys.dm_db_partition_stats "
-                "WHERE index_id IN (0, 1) AND OBJECT_SCHEMA_NAME(object_id) = :schema "
-                "AND OBJECT_NAME(object_id) IN :names GROUP BY object_id"
-            ).bindparams(sa.bindparam("names", expanding=True)),
-            {"schema": MSSQL_SCHEMA, "names": [t.name for t in tables]},
-        )
-        return {name: int(count) for name, count in rows}
+    row_count_query = (
+        "SELECT OBJECT_NAME(object_id), SUM(row_count) FROM sys.dm_db_partition_stats "
+        f"WHERE index_id IN (0, 1) AND OBJECT_SCHEMA_NAME(object_id) = '{MSSQL_SCHEMA}' "
+        "AND OBJECT_NAME(object_id) IN :names GROUP BY object_id"
+    )
 
     # mssql+mssqlpython: analysis rows through cursor.bulkcopy() (mssql_bulkcopy); False keeps
     # them on the multi-row VALUES path inside the transaction.

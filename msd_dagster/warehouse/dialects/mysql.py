@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,18 +192,12 @@ class MySQLBackend(Backend):
     default_lock_timeout_s = 60.0
     lock_timeout_setting = "innodb_lock_wait_timeout"
 
+    # InnoDB's sampled estimate, read from the catalog (an exact count scans the table).
     row_count_method = "estimate: information_schema.TABLES.TABLE_ROWS"
-
-    def table_row_counts(self, conn: sa.Connection, tables: Sequence[sa.Table]) -> dict[str, int]:
-        # InnoDB's sampled estimate, read from the catalog (an exact count scans the table).
-        rows = conn.execute(
-            sa.text(
-                "SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES "
-                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN :names"
-            ).bindparams(sa.bindparam("names", expanding=True)),
-            {"names": [t.name for t in tables]},
-        )
-        return {name: int(count or 0) for name, count in rows}
+    row_count_query = (
+        "SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES "
+        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN :names"
+    )
 
     # A malicious server could ask a local-infile client for any readable file: only enable
     # LOAD DATA LOCAL INFILE (2x faster) for servers you trust.

@@ -167,19 +167,13 @@ class PostgreSQLBackend(Backend):
     lock_timeout_setting = "lock_timeout"
     temp_schema = "pg_temp."
     on_conflict_insert = staticmethod(postgresql.insert)
+    # The statistics collector's live-row count: one catalog read, updated as transactions
+    # commit (may lag a committed load by a moment).
     row_count_method = "estimate: pg_stat_user_tables.n_live_tup"
-
-    def table_row_counts(self, conn: sa.Connection, tables: Sequence[sa.Table]) -> dict[str, int]:
-        # The statistics collector's live-row count: one catalog read, updated as
-        # transactions commit (may lag a committed load by a moment).
-        rows = conn.execute(
-            sa.text(
-                "SELECT relname, n_live_tup FROM pg_stat_user_tables "
-                "WHERE schemaname = current_schema() AND relname = ANY(:names)"
-            ),
-            {"names": [t.name for t in tables]},
-        )
-        return {name: int(count) for name, count in rows}
+    row_count_query = (
+        "SELECT relname, n_live_tup FROM pg_stat_user_tables "
+        "WHERE schemaname = current_schema() AND relname IN :names"
+    )
 
     def engine_options(
         self, url: sa.URL, options: dict[str, Any], connect_args: dict[str, Any]
