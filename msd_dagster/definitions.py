@@ -33,21 +33,23 @@ RESOURCES = {
 }
 
 
-def location() -> dg.Definitions:
-    """Everything but the executor, which each entry point adds (msd_dagster.distributed too).
-    A function: a code location module may hold one Definitions object only."""
-    return dg.Definitions(
+def build_definitions(executor: dg.ExecutorDefinition) -> dg.Definitions:
+    """The code location with ``executor`` (each entry point chooses one, see
+    :mod:`msd_dagster.distributed`); everything else is the same objects. A function: a code
+    location module may hold one Definitions object only."""
+    location = dg.Definitions(
         assets=[load_folders, additional_files_frames, additional_files_warehouse],
         asset_checks=[warehouse_checks, total_tracks_match_partitions],
         jobs=[msd_partition_job, msd_totals_job, msd_additional_files_job],
         sensors=[msd_discovery_sensor, msd_totals_after_loads],
         resources=RESOURCES,
     )
+    return dg.Definitions.merge(location, dg.Definitions(executor=executor))
 
 
 # A run's folders are loaded one after the other in its single step; parallelism comes from
 # running several runs at once, so per-step subprocesses would only add overhead.
-defs = dg.Definitions.merge(location(), dg.Definitions(executor=dg.in_process_executor))
+defs = build_definitions(dg.in_process_executor)
 
 
 def partition_job() -> dg.JobDefinition:

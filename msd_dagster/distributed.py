@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from msd_dagster.definitions import location
+from msd_dagster.definitions import build_definitions
 from msd_dagster.defs.executors import executor_from_env
 
-
-def build_definitions(executor: dg.ExecutorDefinition) -> dg.Definitions:
-    """The code location with ``executor``; everything else is the same objects."""
-    return dg.Definitions.merge(location(), dg.Definitions(executor=executor))
+__all__ = ["build_definitions", "celery_partition_job", "defs"]
 
 
 def celery_partition_job() -> dg.JobDefinition:

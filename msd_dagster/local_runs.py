@@ -442,10 +442,9 @@ class LocalRunner:
                         entry = active.pop(sentinel)
                         entry.process.join()
                         code = entry.process.exitcode
-                        note = "" if code in (0, 1) else f"its process ended with exit code {code}"
-                        self._record_unfinished(
-                            entry.run, f"its process ended with exit code {code}"
-                        )
+                        ended = f"its process ended with exit code {code}"
+                        note = "" if code in (0, 1) else ended
+                        self._record_unfinished(entry.run, ended)
                         for outcome in entry.progress.finish(note):
                             report(outcome)
             except KeyboardInterrupt as exc:

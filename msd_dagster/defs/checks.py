@@ -115,10 +115,7 @@ def total_tracks_match_partitions(
         return dg.AssetCheckResult(
             passed=False,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=warehouse.without_secrets(
-                f"cannot count msd_track in {database}: {type(exc.orig).__name__}: "
-                f"{str(exc.orig).splitlines()[0]}"
-            ),
+            description=f"cannot count msd_track in {database}: {warehouse.describe_error(exc)}",
             metadata={"valid_song_files": expected, "partitions_counted": counted},
         )
     return dg.AssetCheckResult(

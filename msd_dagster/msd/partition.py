@@ -87,28 +87,37 @@ def _parse(key: str, data: bytes | UnreadableSourceFile) -> Song | RejectedFile:
         return RejectedFile(key, exc.reason)
 
 
+def _nothing_loaded(keys: Sequence[str], what: str, example: str, then: str) -> SourceError:
+    """A permanent error naming the partition's folder: ``none of its N <what>, e.g. <example>.
+    Nothing was loaded; <then>``."""
+    folder = "/".join(keys[0].split("/")[:3])
+    return SourceError(
+        folder,
+        f"none of its {len(keys)} {what}, e.g. {example}. Nothing was loaded; {then}",
+        permanent=True,
+    )
+
+
 def none_readable_error(
     keys: Sequence[str], problems: Sequence[UnreadableSourceFile]
 ) -> SourceError:
     """The error for a partition none of whose song files could be read: names the folder and
     the first file's reason."""
-    folder = "/".join(keys[0].split("/")[:3])
     first = problems[0]
-    return SourceError(
-        folder,
-        f"none of its {len(keys)} song files could be read, e.g. {first.location}: "
-        f"{first.reason}. Nothing was loaded; fix access to the files and load again",
-        permanent=True,
+    return _nothing_loaded(
+        keys,
+        "song files could be read",
+        f"{first.location}: {first.reason}",
+        "fix access to the files and load again",
     )
 
 
 def none_valid_error(keys: Sequence[str], rejected: Sequence[RejectedFile]) -> SourceError:
     """The error for a partition with files but not one valid song file among them."""
-    folder = "/".join(keys[0].split("/")[:3])
     first = min(rejected, key=lambda r: r.name)
-    return SourceError(
-        folder,
-        f"none of its {len(keys)} files is a valid song file, e.g. {first.name}: "
-        f"{first.reason}. Nothing was loaded; the rows loaded before are kept",
-        permanent=True,
+    return _nothing_loaded(
+        keys,
+        "files is a valid song file",
+        f"{first.name}: {first.reason}",
+        "the rows loaded before are kept",
     )

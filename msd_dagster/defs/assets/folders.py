@@ -260,8 +260,8 @@ def _load_folder(
     dataset,
     store: FrameStore,
     warehouse: WarehouseResource,
-    instance: dg.DagsterInstance,
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    instance = context.instance
     started = time.perf_counter()
     stage = "list"
     try:
@@ -418,7 +418,7 @@ def load_folders(
     failures: list[FolderFailure] = []
     for partition in todo:
         try:
-            yield from _load_folder(context, partition, dataset, store, warehouse, context.instance)
+            yield from _load_folder(context, partition, dataset, store, warehouse)
         except _FolderFailed as exc:
             failures.append(exc.failure)
             context.log.error(f"{partition} failed ({exc.failure.stage}): {exc.failure.reason}")
