@@ -37,6 +37,18 @@ CONFIG_VARIABLES = (
 )
 
 
+def run_without_config(
+    command: list[str], tmp_path: Path, timeout: float, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    """``command`` in the repository, with none of the configuration variables set and a new
+    ``DAGSTER_HOME`` in ``tmp_path`` (plus ``extra`` variables)."""
+    env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
+    env.update(DAGSTER_HOME=str(tmp_path), **extra)
+    return subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def test_every_job_resolves_and_every_asset_is_grouped_and_described() -> None:
     defs = definitions.defs
     jobs = {job.name: job for job in defs.resolve_all_job_defs()}
@@ -95,15 +107,11 @@ def test_catalog_column_schemas_show_keys_and_references() -> None:
 def test_dagster_cli_validates_the_code_location(tmp_path: Path) -> None:
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster)] if dagster.exists() else [sys.executable, "-m", "dagster"]
-    env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
-    env.update(DAGSTER_HOME=str(tmp_path), MSD_HOME=str(tmp_path / "msd_home"))
-    done = subprocess.run(
+    done = run_without_config(
         [*command, "definitions", "validate", "-m", "msd_dagster.definitions"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+        tmp_path,
         timeout=120,
+        MSD_HOME=str(tmp_path / "msd_home"),
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
@@ -117,25 +125,14 @@ def test_dg_checks_and_lists_the_project(tmp_path: Path) -> None:
     import tomllib
 
     dg_cli = Path(sys.executable).with_name("dg")
-    env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
-    env.update(DAGSTER_HOME=str(tmp_path), MSD_HOME=str(tmp_path / "msd_home"))
-    check = subprocess.run(
-        [str(dg_cli), "check", "defs"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    msd_home = str(tmp_path / "msd_home")
+    check = run_without_config(
+        [str(dg_cli), "check", "defs"], tmp_path, timeout=300, MSD_HOME=msd_home
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "All definitions loaded successfully." in check.stdout + check.stderr
-    listed = subprocess.run(
-        [str(dg_cli), "list", "defs", "--json"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    listed = run_without_config(
+        [str(dg_cli), "list", "defs", "--json"], tmp_path, timeout=300, MSD_HOME=msd_home
     )
     assert listed.returncode == 0, listed.stderr
     keys = {asset["asset_key"] for asset in json.loads(listed.stdout)["assets"]}
@@ -214,15 +211,8 @@ def test_the_definitions_do_not_depend_on_the_environment(tmp_path: Path) -> Non
     snapshot is the same whatever the variables of the process that loads the code."""
 
     def snapshot_id(extra: dict[str, str]) -> str:
-        env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
-        env.update(DAGSTER_HOME=str(tmp_path), **extra)
-        done = subprocess.run(
-            [sys.executable, "-c", SNAPSHOT_SCRIPT],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
+        done = run_without_config(
+            [sys.executable, "-c", SNAPSHOT_SCRIPT], tmp_path, timeout=120, **extra
         )
         assert done.returncode == 0, done.stderr
         return done.stdout.strip().splitlines()[-1]
