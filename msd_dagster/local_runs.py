@@ -332,12 +332,11 @@ class _ActiveRun:
     progress: RunProgress
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 class LoadInterrupted(Exception):
     """Ctrl-C or SIGTERM stopped the load; the runs in progress were stopped and recorded."""
-
-
-def _raise_interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 class LocalRunner:
@@ -356,6 +355,7 @@ class LocalRunner:
         self.workers = max(1, workers)
         self.load_id = load_id
         self.location_name = location_name
+        self._stop_signal: str | None = None  # set by the handlers of _interruptible
 
     def _tags(self, extra: dict[str, str]) -> dict[str, str]:
         return {
@@ -366,33 +366,18 @@ class LocalRunner:
         }
 
     def _start(
-        self,
-        job_fn: Callable[[], dg.JobDefinition],
-        tags: dict[str, str],
-        started: Callable[[dg.DagsterRun, multiprocessing.process.BaseProcess], None],
-    ) -> None:
-        """Create a run, start its process and hand both to ``started``; a Ctrl-C meanwhile
-        stops what was started, so that no run is left behind as started."""
-        run = process = None
-        try:
-            run = create_run(self.instance, job_fn, self.location_name, self._tags(tags))
-            process = start_run_process(job_fn, run)
-            started(run, process)
-        except KeyboardInterrupt:
-            if run is not None:
-                self._stop([(run, process)])
-            raise
+        self, job_fn: Callable[[], dg.JobDefinition], tags: dict[str, str]
+    ) -> tuple[dg.DagsterRun, multiprocessing.process.BaseProcess]:
+        run = create_run(self.instance, job_fn, self.location_name, self._tags(tags))
+        return run, start_run_process(job_fn, run)
 
-    def _stop(
-        self, runs: Sequence[tuple[dg.DagsterRun, multiprocessing.process.BaseProcess | None]]
-    ) -> None:
+    def _stop(self, runs: Sequence[tuple[dg.DagsterRun, multiprocessing.process.BaseProcess]]):
         """Kill the processes (their transactions roll back) and record their runs failed."""
         for _run, process in runs:
-            if process is not None and process.is_alive():
+            if process.is_alive():
                 process.kill()
         for run, process in runs:
-            if process is not None:
-                process.join(5)
+            process.join(5)
             self._record_unfinished(
                 run, "interrupted: msd-dagster load was stopped (Ctrl-C or SIGTERM)"
             )
@@ -408,11 +393,24 @@ class LocalRunner:
 
     @contextmanager
     def _interruptible(self) -> Iterator[None]:
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        """Ctrl-C and SIGTERM only note the request; :meth:`_check_stop` acts on it at the
+        runner's own check points, at most ``POLL_SECONDS`` later. (An exception raised by the
+        handler could land in a finalizer or a library's cleanup, where Python swallows it,
+        and the load would go on.)"""
+
+        def note(signum: int, _frame: Any) -> None:
+            self._stop_signal = signal.Signals(signum).name
+
+        previous = {signum: signal.signal(signum, note) for signum in STOP_SIGNALS}
         try:
             yield
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _check_stop(self) -> None:
+        if self._stop_signal is not None:
+            raise LoadInterrupted(self._stop_signal)
 
     def run_folders(
         self,
@@ -427,14 +425,13 @@ class LocalRunner:
             try:
                 while pending or active:
                     while pending and len(active) < self.workers:
+                        self._check_stop()
                         folders = pending.pop(0)
-
-                        def started(run, process, folders=folders) -> None:
-                            progress = RunProgress(self.instance, run.run_id, folders)
-                            active[process.sentinel] = _ActiveRun(run, process, progress)
-
-                        self._start(job_fn, partition_tags(folders), started)
+                        run, process = self._start(job_fn, partition_tags(folders))
+                        progress = RunProgress(self.instance, run.run_id, folders)
+                        active[process.sentinel] = _ActiveRun(run, process, progress)
                     ready = multiprocessing.connection.wait(list(active), timeout=self.POLL_SECONDS)
+                    self._check_stop()
                     for entry in active.values():
                         for outcome in entry.progress.poll():
                             report(outcome)
@@ -447,24 +444,26 @@ class LocalRunner:
                         self._record_unfinished(entry.run, ended)
                         for outcome in entry.progress.finish(note):
                             report(outcome)
-            except KeyboardInterrupt as exc:
+                self._check_stop()  # a stop asked for while the last folders were reported
+            except LoadInterrupted:
                 self._stop([(entry.run, entry.process) for entry in active.values()])
                 for entry in active.values():
                     for outcome in entry.progress.finish("interrupted: rolled back"):
                         report(outcome)
-                raise LoadInterrupted(str(exc) or "SIGINT") from None
+                raise
 
     def run_unpartitioned(self, job_fn: Callable[[], dg.JobDefinition]) -> dg.DagsterRun:
         """Execute one run of an unpartitioned job and wait for it; the finished run."""
-        begun: list[tuple[dg.DagsterRun, multiprocessing.process.BaseProcess]] = []
         with self._interruptible():
+            run, process = self._start(job_fn, {})
             try:
-                self._start(job_fn, {}, lambda run, process: begun.append((run, process)))
-                run, process = begun[0]
-                process.join()
-            except KeyboardInterrupt as exc:
-                self._stop(begun)
-                raise LoadInterrupted(str(exc) or "SIGINT") from None
+                while process.is_alive():
+                    process.join(self.POLL_SECONDS)
+                    self._check_stop()
+                self._check_stop()
+            except LoadInterrupted:
+                self._stop([(run, process)])
+                raise
         return self._record_unfinished(run, f"its process ended with exit code {process.exitcode}")
 
     def run_error(self, run: dg.DagsterRun) -> str:
