@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -468,7 +469,7 @@ def test_distributed_code_location_changes_only_the_executor(name: str) -> None:
 # deploy/Dockerfile
 
 
-def test_dockerfile_builds_from_repository_paths_with_the_tested_pins() -> None:
+def test_dockerfile_builds_from_repository_paths_with_the_locked_deploy_extra() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
     joined = re.sub(r"\\\n", " ", text)
     assert re.search(r"^FROM python:3\.11-slim$", text, re.MULTILINE)
@@ -476,11 +477,15 @@ def test_dockerfile_builds_from_repository_paths_with_the_tested_pins() -> None:
         *sources, _destination = line.split()
         for source in sources:
             assert (REPO / source).exists(), f"COPY {source}: no such path in the repository"
-    pyproject = (REPO / "pyproject.toml").read_text()
-    pins = re.findall(r'"((?:dagster-(?:postgres|k8s|celery)|redis)[^"]*)"', joined)
-    assert len(pins) == 4
-    for pin in pins:
-        assert f'"{pin}"' in pyproject, f"{pin} is not the test extra's pin"
+    # Installed from the lock the tests ran on, with the extra that holds the deployments' pins.
+    assert re.search(r"uv sync --locked .*--extra deploy", joined)
+    assert "--require-hashes -r requirements/uv.txt" in joined
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    deploy = {re.split(r"[<>=!\[]", pin)[0] for pin in extras["deploy"]}
+    assert deploy == {"dagster-postgres", "dagster-k8s", "dagster-celery", "redis"}
+    assert "msd-dagster[deploy]" in extras["test"]  # the tests run what the image installs
     (cmd,) = re.findall(r"^CMD (\[.*\])$", joined, re.MULTILINE)
     command = yaml.safe_load(cmd)
     assert command[:3] == ["dagster", "code-server", "start"]

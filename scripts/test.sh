@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 bash scripts/services.sh
 bash scripts/install_browser.sh
 bash scripts/install_capsh.sh
-scripts/setup_venv.sh test
+scripts/setup_venv.sh test mssql
 .venv/bin/ruff check msd_dagster msd_dagster_tests benchmarks
 .venv/bin/ruff format --check msd_dagster msd_dagster_tests benchmarks
 # pytest exits 5 when it collects no test: that is a failure here too.
