@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from msd_dagster.defs.resources import MsdSourceResource, WarehouseResource
     from msd_dagster.local_runs import FolderOutcome, LocalRunner
+    from msd_dagster.source.layout import OutsideLayout
     from msd_dagster.source.local import LocalDataset
     from msd_dagster.source.s3 import S3Dataset
     from msd_dagster.stopping import StopRequests
@@ -112,11 +113,25 @@ def runtime_error_line(exc: BaseException) -> str:
     home = os.environ.get("DAGSTER_HOME", "")
     text = line.lower()
     if "disk is full" in text or "no space left" in text:
-        where = f"DAGSTER_HOME={home}" if home and "sqlite" in line.lower() else "a folder in use"
-        return f"the disk is full: cannot write to {where} ({line}); free space and run again"
+        return (
+            f"the disk is full: cannot write to {_full_folder()} ({line}); free space and run again"
+        )
     if "readonly database" in text or "read-only file system" in text:
         return f"cannot write to DAGSTER_HOME={home}: {line}"
     return mask_text(line)
+
+
+def _full_folder() -> str:
+    """Which of the command's folders is on a (nearly) full disk, by name."""
+    for name in ("DAGSTER_HOME", settings.MSD_HOME):
+        folder = os.environ.get(name)
+        try:
+            info = os.statvfs(folder) if folder else None
+        except OSError:
+            continue
+        if info is not None and info.f_bavail * info.f_frsize < 1024 * 1024:
+            return f"{name}={folder}"
+    return "a folder it writes to"
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -311,6 +326,14 @@ def database_problem(warehouse: WarehouseResource) -> str | None:
     """
     from msd_dagster.warehouse.dialects import UnsupportedDatabaseError
 
+    url = warehouse.sqlalchemy_url()
+    if isinstance(url, str) and url.startswith("sqlite:///"):
+        folder = Path(url.removeprefix("sqlite:///")).parent
+        if not folder.is_dir() and not folder.resolve().is_relative_to(settings.msd_home()):
+            return (
+                f"cannot open the database {warehouse.display_url()}: the folder {folder} does "
+                "not exist; create it first"
+            )
     try:
         with warehouse.engine().connect() as conn:
             conn.exec_driver_sql("SELECT 1")
@@ -362,19 +385,24 @@ def _load_folders(
 
     dataset, available, problem = source_problem(source)
     if problem:
-        print(f"error: cannot read the source: {problem}")
+        print(f"error: cannot read the source: {problem}", file=sys.stderr)
         return 2
+    outside = _outside_layout(dataset)
     selected = args.partition or available
     unknown = sorted(set(selected) - set(available))
     if unknown:
-        print(f"error: no such partition(s) at {dataset.describe()}: {', '.join(unknown)}")
+        print(
+            f"error: no such partition(s) at {dataset.describe()}: {', '.join(unknown)}",
+            file=sys.stderr,
+        )
         return 2
     if not selected:
-        print(f"error: no song files under {dataset.describe()}/data")
+        skipped = f" ({_outside_count(outside)} outside the layout, not loaded)" if outside else ""
+        print(f"error: no song files under {dataset.describe()}/data{skipped}", file=sys.stderr)
         return 2
     problem = database_problem(warehouse)
     if problem:
-        print(f"error: {problem}")
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     # Runs execute in forked processes: none may inherit this process's connections.
     warehouse.engine().dispose()
@@ -387,6 +415,8 @@ def _load_folders(
         instance.add_dynamic_partitions(msd_folders.name, new)
     order = instance.get_dynamic_partitions(msd_folders.name)
     plan = plan_folder_runs(order, selected, args.workers)
+    for entry in outside:
+        print(f"not loaded: {entry.describe()}")
     print(
         f"loading {len(selected)} folder(s) in {len(plan)} run(s) from {dataset.describe()} "
         f"into {warehouse.display_url()} ({args.workers} run(s) at a time); runs are recorded "
@@ -432,7 +462,7 @@ def _load_folders(
     except LoadInterrupted as exc:
         print(f"\n{state.interrupted_line(str(exc))}")
         return stopping.exit_code(str(exc))
-    _print_summary(outcomes, warehouse, time.perf_counter() - started)
+    _print_summary(outcomes, warehouse, time.perf_counter() - started, outside)
     totals_ok = _report_totals(runner, totals, warehouse)
     failed = [o for o in outcomes if not o.success or o.failed_checks]
     return 1 if failed or not all(extra) or not totals_ok else 0
@@ -503,13 +533,33 @@ def _report_totals(
     return False
 
 
+def _outside_layout(dataset: Dataset) -> list[OutsideLayout]:
+    """What no partition takes under data/; a listing failure here only costs the report."""
+    from msd_dagster.source.layout import SourceError
+    from msd_dagster.source.s3 import S3SourceError
+
+    try:
+        return dataset.files_outside_layout()
+    except (S3SourceError, SourceError, OSError) as exc:
+        print(f"note: cannot list the files outside the layout: {exc}")
+        return []
+
+
+def _outside_count(outside: list[OutsideLayout]) -> str:
+    return f"{sum(entry.files for entry in outside)} file(s) under data/"
+
+
 def _print_summary(
-    outcomes: list[FolderOutcome], warehouse: WarehouseResource, seconds: float
+    outcomes: list[FolderOutcome],
+    warehouse: WarehouseResource,
+    seconds: float,
+    outside: list[OutsideLayout],
 ) -> None:
     from msd_dagster.warehouse.verify import table_totals
 
     loaded_folders = sum(o.success for o in outcomes)
-    print(f"\nloaded {loaded_folders} of {len(outcomes)} folder(s) in {seconds:.1f} s")
+    skipped = f"; {_outside_count(outside)} outside the layout, not loaded" if outside else ""
+    print(f"\nloaded {loaded_folders} of {len(outcomes)} folder(s) in {seconds:.1f} s{skipped}")
     loaded: dict[str, int] = {}
     for outcome in outcomes:
         for table, rows in outcome.rows.items():
@@ -527,6 +577,10 @@ def _print_summary(
         print(f"\nrejected files ({len(rejected)}):")
         for _partition, name, reason in rejected:
             print(f"  {name}: {reason}")
+    if outside:
+        print(f"\noutside the layout, not loaded ({_outside_count(outside)}):")
+        for entry in outside:
+            print(f"  {entry.describe()}")
     failed = [o for o in outcomes if not o.success]
     for outcome in failed:
         print(f"\nfolder {outcome.partition} FAILED: {warehouse.without_secrets(outcome.error)}")
