@@ -156,3 +156,37 @@ def test_a_full_disk_under_dagster_home_is_one_line_naming_the_folder(
     assert result.returncode == 1 and len(lines) == 1, result.stdout + result.stderr
     assert "the disk is full" in lines[0] and str(home) in lines[0]
     assert "Traceback" not in result.stdout + result.stderr
+
+
+OUTSIDE = ["B/A B", "B/A'B", "B/A,B", "B/Ä", "B/" + "X" * 200, "C,D", "Ä", "a/b"]
+
+
+def test_files_outside_the_layout_are_named_with_their_reason(tmp_path: Path) -> None:
+    from msd_dagster.source.local import LocalDataset
+
+    root = tmp_path / "dataset"
+    (root / "data/A/B/C").mkdir(parents=True)
+    for folder in OUTSIDE:
+        (root / "data" / folder / "Z").mkdir(parents=True, exist_ok=True)
+        (root / "data" / folder / "Z" / "TRABZ000000000000.h5").write_bytes(b"x")
+    (root / "data/B/Q").mkdir()  # an empty folder holds no file: nothing to report
+    found = {e.location: e for e in LocalDataset(root).files_outside_layout()}
+    expected = {
+        "data/B/A B/",
+        "data/B/A'B/",
+        "data/B/A,B/",
+        "data/B/Ä/",
+        f"data/B/{'X' * 200}/",
+        "data/C,D/",
+        "data/Ä/",
+        "data/a/",
+    }
+    assert set(found) == expected
+    assert all(e.files == 1 for e in found.values())
+    assert "not a second-level folder name" in found["data/B/A B/"].reason
+    assert "not a first-level folder name" in found["data/a/"].reason
+    # The wrong depth: a file directly under a first-level folder.
+    (root / "data/A/TRAAA000000000000.h5").write_bytes(b"x")
+    found = {e.location: e for e in LocalDataset(root).files_outside_layout()}
+    assert "directly under data/A/" in found["data/A/TRAAA000000000000.h5"].reason
+    assert LocalDataset(root).list_partitions() == ["A/B", "B/Q"]
