@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from msd_dagster import settings
 
@@ -18,32 +18,46 @@ if TYPE_CHECKING:
 
     from msd_dagster.defs.resources import MsdSourceResource, WarehouseResource
     from msd_dagster.local_runs import FolderOutcome, LocalRunner
+    from msd_dagster.source.layout import OutsideLayout
     from msd_dagster.source.local import LocalDataset
     from msd_dagster.source.s3 import S3Dataset
+    from msd_dagster.stopping import StopRequests
 
     Dataset = LocalDataset | S3Dataset
 
 TOTAL_CHECK_NAME = "total_tracks_match_partitions"
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument error is one line on stderr and exit 2 (argparse's usage block is left to
+    ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="msd-dagster", description=__doc__)
+    parser = _Parser(prog="msd-dagster", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     sample = commands.add_parser("sample", help="write a generated MSD-format dataset root")
-    sample.add_argument("--songs", type=int, required=True)
-    sample.add_argument("--out", type=Path, required=True)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--songs", type=_positive_int, required=True)
+    sample.add_argument("--out", type=_output_folder, required=True)
+    sample.add_argument("--seed", type=_non_negative_int, default=0)
     sample.add_argument("--additional-files", action="store_true")
-    sample.add_argument("--folders", nargs="*", help="second-level folders, e.g. A/A A/B")
-    sample.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    sample.add_argument(
+        "--folders", nargs="+", type=_partition_key, help="second-level folders, e.g. A/A A/B"
+    )
+    sample.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1)
 
     load = commands.add_parser(
         "load", help="discover partitions and materialize every asset and check through Dagster"
     )
     load.add_argument("--source", help="dataset root: a folder or s3://bucket/prefix")
     load.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite under MSD_HOME)")
-    load.add_argument("--partition", nargs="+", default=None, help="e.g. A/A B/C (default: all)")
+    load.add_argument(
+        "--partition", nargs="+", type=_partition_key, help="e.g. A/A B/C (default: all)"
+    )
     load.add_argument(
         "--workers", type=_positive_int, default=os.cpu_count() or 1, help="runs at once"
     )
@@ -54,9 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     stage = commands.add_parser("stage", help="upload a local dataset root to S3 (resumable)")
-    stage.add_argument("--from", dest="source", type=Path, required=True)
+    stage.add_argument("--from", dest="source", type=_existing_folder, required=True)
     stage.add_argument("--to", dest="target", required=True, help="s3://bucket/prefix")
-    stage.add_argument("--workers", type=int, default=8)
+    stage.add_argument("--workers", type=_positive_int, default=8)
     stage.add_argument("--endpoint-url", default=os.environ.get("MSD_S3_ENDPOINT_URL"))
 
     azure = commands.add_parser(
@@ -64,26 +78,71 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="load one partition into the Azure SQL database of MSD_DATABASE_URL / "
         "MSD_AZURE_SQL_* (never from arguments) and print rows/s and sys.dm_db_resource_stats",
     )
-    azure.add_argument("--source", type=Path, help="dataset root (default: a generated sample)")
-    azure.add_argument("--partition", help="partition key, e.g. A/B (default: the first)")
-    azure.add_argument("--songs", type=int, default=300, help="songs of the generated sample")
+    azure.add_argument(
+        "--source", type=_existing_folder, help="dataset root (default: a generated sample)"
+    )
+    azure.add_argument(
+        "--partition", type=_partition_key, help="partition key, e.g. A/B (default: the first)"
+    )
+    azure.add_argument(
+        "--songs", type=_positive_int, default=300, help="songs of the generated sample"
+    )
     azure.add_argument("--loads", type=_positive_int, default=2, help="loads of the partition")
-    azure.add_argument("--wait-seconds", type=float, default=20.0)
+    azure.add_argument("--wait-seconds", type=_non_negative_float, default=20.0)
 
     args = parser.parse_args(argv)
-    if args.command == "verify-azure-sql":
-        return _verify_azure_sql(args)
-    if args.command == "sample":
-        return _sample(args)
-    if args.command == "load":
-        return _load(args)
-    return _stage(args)
+    commands_by_name = {
+        "verify-azure-sql": _verify_azure_sql,
+        "sample": _sample,
+        "load": _load,
+        "stage": _stage,
+    }
+    try:
+        return commands_by_name[args.command](args)
+    except Exception as exc:  # noqa: BLE001 - the last resort: one line, never a traceback
+        print(f"error: {runtime_error_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def runtime_error_line(exc: BaseException) -> str:
+    """One line naming the cause of an unexpected failure, secrets masked; a full disk or a
+    read-only folder under ``DAGSTER_HOME`` names the folder."""
+    from msd_dagster.secrets import error_line, mask_text
+
+    line = error_line(exc)
+    home = os.environ.get("DAGSTER_HOME", "")
+    text = line.lower()
+    if "disk is full" in text or "no space left" in text:
+        return (
+            f"the disk is full: cannot write to {_full_folder()} ({line}); free space and run again"
+        )
+    if "readonly database" in text or "read-only file system" in text:
+        return f"cannot write to DAGSTER_HOME={home}: {line}"
+    return mask_text(line)
+
+
+def _full_folder() -> str:
+    """Which of the command's folders is on a (nearly) full disk, by name."""
+    for name in ("DAGSTER_HOME", settings.MSD_HOME):
+        folder = os.environ.get(name)
+        try:
+            info = os.statvfs(folder) if folder else None
+        except OSError:
+            continue
+        if info is not None and info.f_bavail * info.f_frsize < 1024 * 1024:
+            return f"{name}={folder}"
+    return "a folder it writes to"
 
 
 def _sample(args: argparse.Namespace) -> int:
     from msd_dagster.generate import generate_dataset
 
     started = time.perf_counter()
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"error: cannot create --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     result = generate_dataset(
         args.out,
         args.songs,
@@ -114,10 +173,58 @@ def _progress_printer(verb: str):
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _partition_key(text: str) -> str:
+    from msd_dagster.source.layout import validate_partition_key
+
+    try:
+        return validate_partition_key(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _output_folder(text: str) -> Path:
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
+    return path
+
+
+def _existing_folder(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text} {what}")
+    return path
 
 
 def prepare_dagster_home() -> Path:
@@ -145,7 +252,53 @@ def prepare_dagster_home() -> Path:
     return home
 
 
+class LoadState:
+    """What the load has done so far: what a stop at any moment reports."""
+
+    def __init__(self) -> None:
+        self.selected: list[str] = []
+        self.outcomes: list[FolderOutcome] = []
+
+    def interrupted_line(self, signal_name: str) -> str:
+        if not self.selected:
+            return (
+                f"interrupted ({signal_name}) before any folder was loaded: the database was not "
+                "changed. Run the same command again to load."
+            )
+        loaded = [o.partition for o in self.outcomes if o.success]
+        unknown = [o.partition for o in self.outcomes if not o.success and not o.interrupted]
+        rolled_back = [o.partition for o in self.outcomes if o.interrupted]
+        line = (
+            f"interrupted ({signal_name}): {len(loaded)} of {len(self.selected)} folder(s) "
+            f"loaded and recorded{': ' + ' '.join(loaded) if loaded else ''}"
+        )
+        if rolled_back:
+            line += f"; not loaded, rolled back if in progress: {' '.join(rolled_back)}"
+        if unknown:
+            line += f"; failed or not known to be loaded: {' '.join(unknown)}"
+        return line + ". Run the same command again to load the rest."
+
+
 def _load(args: argparse.Namespace) -> int:
+    from msd_dagster import stopping
+
+    state = LoadState()
+
+    def stop_now(signal_name: str) -> None:  # no worker runs: nothing to wait for
+        print(f"\n{state.interrupted_line(signal_name)}", flush=True)
+        os._exit(stopping.exit_code(signal_name))
+
+    requests = stopping.StopRequests(stop_now).start()
+    stopping.register(requests)
+    try:
+        return _load_with(args, state, requests)
+    finally:
+        requests.close()
+
+
+def _load_with(args: argparse.Namespace, state: LoadState, requests: StopRequests) -> int:
+    from msd_dagster import stopping
+
     # The flags are the environment variables of the runs this command executes (read by the
     # resources when the runs use them); the UI needs the same ones to work on the same data.
     if args.source:
@@ -161,7 +314,8 @@ def _load(args: argparse.Namespace) -> int:
     with dg.build_resources(
         {"msd_source": RESOURCES["msd_source"], "warehouse": RESOURCES["warehouse"]}
     ) as resources:
-        return _load_folders(args, resources.msd_source, resources.warehouse)
+        stopping.pause_at("startup")  # inside Dagster's resource context, before any worker
+        return _load_folders(args, resources.msd_source, resources.warehouse, state, requests)
 
 
 def database_problem(warehouse: WarehouseResource) -> str | None:
@@ -172,6 +326,14 @@ def database_problem(warehouse: WarehouseResource) -> str | None:
     """
     from msd_dagster.warehouse.dialects import UnsupportedDatabaseError
 
+    url = warehouse.sqlalchemy_url()
+    if isinstance(url, str) and url.startswith("sqlite:///"):
+        folder = Path(url.removeprefix("sqlite:///")).parent
+        if not folder.is_dir() and not folder.resolve().is_relative_to(settings.msd_home()):
+            return (
+                f"cannot open the database {warehouse.display_url()}: the folder {folder} does "
+                "not exist; create it first"
+            )
     try:
         with warehouse.engine().connect() as conn:
             conn.exec_driver_sql("SELECT 1")
@@ -203,10 +365,15 @@ def source_problem(source: MsdSourceResource) -> tuple[Dataset | None, list[str]
 
 
 def _load_folders(
-    args: argparse.Namespace, source: MsdSourceResource, warehouse: WarehouseResource
+    args: argparse.Namespace,
+    source: MsdSourceResource,
+    warehouse: WarehouseResource,
+    state: LoadState,
+    requests: StopRequests,
 ) -> int:
     import dagster as dg
 
+    from msd_dagster import stopping
     from msd_dagster.definitions import partition_job
     from msd_dagster.defs.partitions import msd_folders
     from msd_dagster.local_runs import (
@@ -218,19 +385,24 @@ def _load_folders(
 
     dataset, available, problem = source_problem(source)
     if problem:
-        print(f"error: cannot read the source: {problem}")
+        print(f"error: cannot read the source: {problem}", file=sys.stderr)
         return 2
+    outside = _outside_layout(dataset)
     selected = args.partition or available
     unknown = sorted(set(selected) - set(available))
     if unknown:
-        print(f"error: no such partition(s) at {dataset.describe()}: {', '.join(unknown)}")
+        print(
+            f"error: no such partition(s) at {dataset.describe()}: {', '.join(unknown)}",
+            file=sys.stderr,
+        )
         return 2
     if not selected:
-        print(f"error: no song files under {dataset.describe()}/data")
+        skipped = f" ({_outside_count(outside)} outside the layout, not loaded)" if outside else ""
+        print(f"error: no song files under {dataset.describe()}/data{skipped}", file=sys.stderr)
         return 2
     problem = database_problem(warehouse)
     if problem:
-        print(f"error: {problem}")
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     # Runs execute in forked processes: none may inherit this process's connections.
     warehouse.engine().dispose()
@@ -243,6 +415,8 @@ def _load_folders(
         instance.add_dynamic_partitions(msd_folders.name, new)
     order = instance.get_dynamic_partitions(msd_folders.name)
     plan = plan_folder_runs(order, selected, args.workers)
+    for entry in outside:
+        print(f"not loaded: {entry.describe()}")
     print(
         f"loading {len(selected)} folder(s) in {len(plan)} run(s) from {dataset.describe()} "
         f"into {warehouse.display_url()} ({args.workers} run(s) at a time); runs are recorded "
@@ -250,12 +424,20 @@ def _load_folders(
         flush=True,
     )
     started = time.perf_counter()
-    runner = LocalRunner(instance, args.workers, load_id=uuid.uuid4().hex[:12])
-    outcomes: list[FolderOutcome] = []
+    runner = LocalRunner(
+        instance,
+        args.workers,
+        load_id=uuid.uuid4().hex[:12],
+        stop_requested=lambda: requests.signal_name,
+    )
+    outcomes = state.outcomes
+    state.selected = list(selected)
 
     def report(outcome: FolderOutcome) -> None:
         outcomes.append(outcome)
         status = "ok" if outcome.success and not outcome.failed_checks else "FAILED"
+        if outcome.interrupted:
+            status = "not loaded (interrupted)"
         print(
             f"[{len(outcomes)}/{len(selected)}] {outcome.partition}: {status}, "
             f"{outcome.tracks} tracks, {sum(outcome.rows.values()):,} rows, "
@@ -264,23 +446,23 @@ def _load_folders(
         )
 
     try:
-        runner.run_folders(plan, partition_job, report)
-        extra = (
-            [] if args.skip_additional_files else _load_additional_files(dataset, runner, warehouse)
-        )
-        # Nothing to total when no folder loaded (e.g. the source failed mid-way).
-        totals = (
-            runner.run_unpartitioned(_totals_job_fn) if any(o.success for o in outcomes) else None
-        )
+        with requests.supervising():
+            runner.run_folders(plan, partition_job, report)
+            extra = (
+                []
+                if args.skip_additional_files
+                else _load_additional_files(dataset, runner, warehouse)
+            )
+            # Nothing to total when no folder loaded (e.g. the source failed mid-way).
+            totals = (
+                runner.run_unpartitioned(_totals_job_fn)
+                if any(o.success for o in outcomes)
+                else None
+            )
     except LoadInterrupted as exc:
-        loaded = [o.partition for o in outcomes if o.success]
-        print(
-            f"\ninterrupted ({exc}): {len(loaded)} of {len(selected)} folder(s) loaded and "
-            f"recorded{': ' + ' '.join(loaded) if loaded else ''}; the folders in progress were "
-            "rolled back. Run the same command again to load the rest."
-        )
-        return 143 if str(exc) == "SIGTERM" else 130
-    _print_summary(outcomes, warehouse, time.perf_counter() - started)
+        print(f"\n{state.interrupted_line(str(exc))}")
+        return stopping.exit_code(str(exc))
+    _print_summary(outcomes, warehouse, time.perf_counter() - started, outside)
     totals_ok = _report_totals(runner, totals, warehouse)
     failed = [o for o in outcomes if not o.success or o.failed_checks]
     return 1 if failed or not all(extra) or not totals_ok else 0
@@ -351,13 +533,33 @@ def _report_totals(
     return False
 
 
+def _outside_layout(dataset: Dataset) -> list[OutsideLayout]:
+    """What no partition takes under data/; a listing failure here only costs the report."""
+    from msd_dagster.source.layout import SourceError
+    from msd_dagster.source.s3 import S3SourceError
+
+    try:
+        return dataset.files_outside_layout()
+    except (S3SourceError, SourceError, OSError) as exc:
+        print(f"note: cannot list the files outside the layout: {exc}")
+        return []
+
+
+def _outside_count(outside: list[OutsideLayout]) -> str:
+    return f"{sum(entry.files for entry in outside)} file(s) under data/"
+
+
 def _print_summary(
-    outcomes: list[FolderOutcome], warehouse: WarehouseResource, seconds: float
+    outcomes: list[FolderOutcome],
+    warehouse: WarehouseResource,
+    seconds: float,
+    outside: list[OutsideLayout],
 ) -> None:
     from msd_dagster.warehouse.verify import table_totals
 
     loaded_folders = sum(o.success for o in outcomes)
-    print(f"\nloaded {loaded_folders} of {len(outcomes)} folder(s) in {seconds:.1f} s")
+    skipped = f"; {_outside_count(outside)} outside the layout, not loaded" if outside else ""
+    print(f"\nloaded {loaded_folders} of {len(outcomes)} folder(s) in {seconds:.1f} s{skipped}")
     loaded: dict[str, int] = {}
     for outcome in outcomes:
         for table, rows in outcome.rows.items():
@@ -375,6 +577,10 @@ def _print_summary(
         print(f"\nrejected files ({len(rejected)}):")
         for _partition, name, reason in rejected:
             print(f"  {name}: {reason}")
+    if outside:
+        print(f"\noutside the layout, not loaded ({_outside_count(outside)}):")
+        for entry in outside:
+            print(f"  {entry.describe()}")
     failed = [o for o in outcomes if not o.success]
     for outcome in failed:
         print(f"\nfolder {outcome.partition} FAILED: {warehouse.without_secrets(outcome.error)}")

@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from dagster._core.remote_origin import (
 )
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
+from msd_dagster import stopping
 from msd_dagster.defs.assets.folders import RAW_KEY
 from msd_dagster.defs.tables import normalized_key, warehouse_key
 from msd_dagster.warehouse.schema import MSD_TABLES
@@ -142,6 +144,7 @@ def _execute(job_fn: Callable[[], dg.JobDefinition], run_id: str, parent: int) -
     os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    stopping.install_worker_handler()
     instance = dg.DagsterInstance.get()
     run = instance.get_run_by_id(run_id)
     result = execute_run(dg.reconstructable(job_fn), run, instance)
@@ -172,6 +175,7 @@ class FolderOutcome:
     rejected: list[tuple[str, str]] = field(default_factory=list)
     failed_checks: list[str] = field(default_factory=list)
     error: str = ""
+    interrupted: bool = False  # stopped by Ctrl-C or SIGTERM before its commit
 
 
 _WAREHOUSE_TABLES = {warehouse_key(t.name): t.name for t in MSD_TABLES}
@@ -333,6 +337,13 @@ class _ActiveRun:
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# A stopped worker finishes the records of a folder it has just committed; then it is killed.
+STOP_GRACE_SECONDS = 3.0
+INTERRUPTED = "interrupted: rolled back"
+INTERRUPTED_KILLED = (
+    f"interrupted: its process did not stop within {STOP_GRACE_SECONDS:.0f} s and was killed; "
+    "if it was committing this folder, the folder may be loaded: run the same command again"
+)
 
 
 class LoadInterrupted(Exception):
@@ -343,6 +354,7 @@ class LocalRunner:
     """Creates runs as the code location's own and executes them, ``workers`` at a time."""
 
     POLL_SECONDS = 0.25
+    STOP_GRACE_SECONDS = STOP_GRACE_SECONDS
 
     def __init__(
         self,
@@ -350,12 +362,14 @@ class LocalRunner:
         workers: int,
         load_id: str,
         location_name: str = "msd_dagster",
+        stop_requested: Callable[[], str | None] | None = None,
     ) -> None:
         self.instance = instance
         self.workers = max(1, workers)
         self.load_id = load_id
         self.location_name = location_name
         self._stop_signal: str | None = None  # set by the handlers of _interruptible
+        self._stop_requested = stop_requested  # or asked for here (the command's signals)
 
     def _tags(self, extra: dict[str, str]) -> dict[str, str]:
         return {
@@ -371,16 +385,31 @@ class LocalRunner:
         run = create_run(self.instance, job_fn, self.location_name, self._tags(tags))
         return run, start_run_process(job_fn, run)
 
-    def _stop(self, runs: Sequence[tuple[dg.DagsterRun, multiprocessing.process.BaseProcess]]):
-        """Kill the processes (their transactions roll back) and record their runs failed."""
+    def _stop(
+        self, runs: Sequence[tuple[dg.DagsterRun, multiprocessing.process.BaseProcess]]
+    ) -> set[str]:
+        """Stop the processes (a folder in progress rolls back; one just committed is recorded
+        first), kill those still there after ``STOP_GRACE_SECONDS``, and record their runs
+        failed. Returns the ids of the runs whose process had to be killed."""
         for _run, process in runs:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, stopping.WORKER_STOP_SIGNAL)
+        deadline = time.monotonic() + self.STOP_GRACE_SECONDS
+        waiting = [process.sentinel for _run, process in runs if process.is_alive()]
+        while waiting and time.monotonic() < deadline:
+            ended = multiprocessing.connection.wait(waiting, deadline - time.monotonic())
+            waiting = [sentinel for sentinel in waiting if sentinel not in ended]
+        killed = set()
+        for run, process in runs:
             if process.is_alive():
                 process.kill()
+                killed.add(run.run_id)
         for run, process in runs:
             process.join(5)
             self._record_unfinished(
                 run, "interrupted: msd-dagster load was stopped (Ctrl-C or SIGTERM)"
             )
+        return killed
 
     def _record_unfinished(self, run: dg.DagsterRun, reason: str) -> dg.DagsterRun:
         """The run as stored, recorded failed first if its process ended without finishing it
@@ -409,6 +438,8 @@ class LocalRunner:
                 signal.signal(signum, handler)
 
     def _check_stop(self) -> None:
+        if self._stop_signal is None and self._stop_requested is not None:
+            self._stop_signal = self._stop_requested()
         if self._stop_signal is not None:
             raise LoadInterrupted(self._stop_signal)
 
@@ -446,9 +477,13 @@ class LocalRunner:
                             report(outcome)
                 self._check_stop()  # a stop asked for while the last folders were reported
             except LoadInterrupted:
-                self._stop([(entry.run, entry.process) for entry in active.values()])
+                killed = self._stop([(entry.run, entry.process) for entry in active.values()])
                 for entry in active.values():
-                    for outcome in entry.progress.finish("interrupted: rolled back"):
+                    forced = entry.run.run_id in killed
+                    for outcome in entry.progress.finish(
+                        INTERRUPTED_KILLED if forced else INTERRUPTED
+                    ):
+                        outcome.interrupted = not forced and not outcome.success
                         report(outcome)
                 raise
 

@@ -146,6 +146,81 @@ def test_a_signal_stops_the_load_and_keeps_what_finished(
         assert materialized == set(loaded)
 
 
+def _wait_for_line(process: subprocess.Popen, prefix: str) -> list[str]:
+    lines = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith(prefix):
+            return lines
+    pytest.fail(f"no line {prefix!r}:\n" + "".join(lines))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_in_the_startup_window_stops_the_load_at_once(
+    dataset: GeneratedDataset, tmp_path: Path, signum: signal.Signals
+) -> None:
+    """Between writing the instance configuration and the first worker, Dagster swaps the
+    signal handlers around its resources: a stop sent there was once caught and forgotten,
+    and the whole load ran. The command is held exactly there until the signal arrives."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSD_", "DAGSTER_"))}
+    env.update(
+        DAGSTER_HOME=str(tmp_path / "dagster_home"),  # no configuration yet: it is written
+        MSD_HOME=str(tmp_path / "msd_home"),
+        MSD_TEST_PAUSE_AT="startup",
+    )
+    database = tmp_path / "msd.sqlite"
+    process = _start(dataset, database, env, workers=2)
+    lines = _wait_for_line(process, "wrote the recommended Dagster instance configuration")
+    lines += _wait_for_line(process, "paused at startup")
+    sent = time.monotonic()
+    process.send_signal(signum)
+    out, _ = process.communicate(timeout=30)
+    output = "".join(lines) + out
+    assert time.monotonic() - sent < 5, output
+    assert process.returncode == (143 if signum == signal.SIGTERM else 130), output
+    assert f"interrupted ({signum.name}) before any folder was loaded" in output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output
+    assert not database.exists() or _tracks(database) == []
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        assert instance.get_runs() == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_right_after_a_commit_reports_and_records_that_folder_loaded(
+    dataset: GeneratedDataset, tmp_path: Path, signum: signal.Signals
+) -> None:
+    """The worker is held between a folder's commit and its records when the stop comes: the
+    folder is in the database, so it is reported loaded and its materializations recorded."""
+    env = _env(tmp_path)
+    env["MSD_TEST_PAUSE_AT"] = "after-commit"
+    database = tmp_path / "msd.sqlite"
+    process = _start(dataset, database, env, workers=1)
+    lines = _wait_for_line(process, "paused at after-commit")
+    committed = lines[-1].split()[-1]
+    sent = time.monotonic()
+    process.send_signal(signum)
+    out, _ = process.communicate(timeout=30)
+    output = "".join(lines) + out
+    assert time.monotonic() - sent < 5, output
+    assert process.returncode == (143 if signum == signal.SIGTERM else 130), output
+    loaded = _loaded_folders(dataset, _tracks(database))
+    assert loaded == [committed] == [FOLDERS[0]]
+    assert f"{committed}: ok," in output
+    assert (
+        f"interrupted ({signum.name}): 1 of {len(FOLDERS)} folder(s) loaded and recorded: "
+        f"{committed};" in output
+    )
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        assert all(r.is_finished for r in instance.get_runs())
+        for table in ("msd_track", "msd_artist", "msd_segment"):
+            materialized = instance.get_materialized_partitions(dg.AssetKey(["warehouse", table]))
+            assert materialized == {committed}, table
+
+
 def test_a_killed_load_leaves_no_worker_and_the_next_load_cleans_up(
     dataset: GeneratedDataset, tmp_path: Path
 ) -> None:

@@ -908,7 +908,7 @@ def test_cli_reports_failed_folders_and_checks_with_their_numbers(
         (["--workers", "-1"], "must be at least 1, got -1"),
         (["--partition", "Z/Z"], "no such partition(s)"),
         (["--database-url", "oracle://u:pw@h/db"], "unsupported database 'oracle'"),
-        (["--source", "/no/such/folder"], "no song files under /no/such/folder/data"),
+        (["--source", "/no/such/folder"], "/no/such/folder: the dataset folder does not exist"),
     ],
 )
 def test_cli_refuses_bad_arguments_in_one_line_and_creates_nothing(

@@ -556,7 +556,7 @@ def test_cli_s3_source_problems_are_one_line_before_any_run(
     )
     out = capsys.readouterr()
     assert code == 2
-    [line] = [line for line in out.out.splitlines() if line.startswith("error:")]
+    [line] = [line for line in out.err.splitlines() if line.startswith("error:")]
     assert line.startswith("error: cannot read the source: ")
     for text in expected:
         assert text in line

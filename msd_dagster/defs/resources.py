@@ -255,5 +255,9 @@ class FrameStoreResource(dg.ConfigurableResource):
 def _engine(url: str | sa.URL, **pool_options: int) -> sa.Engine:
     # One engine (and pool) per process and URL: steps of the same process share it.
     if isinstance(url, str) and url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(url.removeprefix("sqlite:///")).parent
+        # Only the default location is created; a URL's own folder must exist (a mistyped one
+        # must not create folders elsewhere, e.g. at the file system's root).
+        if folder.resolve().is_relative_to(settings.msd_home()):
+            folder.mkdir(parents=True, exist_ok=True)
     return create_engine_for_url(url, **pool_options)

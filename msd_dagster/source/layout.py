@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -114,6 +114,43 @@ def is_song_file_key(key: str) -> bool:
     """True for ``data/X/Y/Z/TRXYZ....h5`` whose folders agree with the track id."""
     match = SONG_FILE_PATTERN.match(key)
     return bool(match) and match.group(4)[2:5] == "".join(match.groups()[:3])
+
+
+FIRST_LEVEL_PATTERN = re.compile(r"^[A-Z]$")
+_LAYOUT = (
+    "song files are at data/<c3>/<c4>/<c5>/<TRACK_ID>.h5, folders named by one uppercase letter"
+)
+
+
+@dataclass(frozen=True)
+class OutsideLayout:
+    """Files under ``data/`` that no partition takes: a folder (``location`` ends with ``/``)
+    or a file, relative to the dataset root, how many files it holds and why it is left."""
+
+    location: str
+    files: int
+    reason: str
+
+    def describe(self) -> str:
+        count = f"{self.files} file(s)" if self.location.endswith("/") else "file"
+        return f"{self.location} ({count}): {self.reason}"
+
+
+def outside_layout_entry(parts: Sequence[str], is_folder: bool, files: int) -> OutsideLayout:
+    """The entry ``data/<parts...>`` (one or two levels below ``data/``) that the layout leaves
+    out, with its reason. Pure: the listings decide what to pass."""
+    location = "data/" + "/".join(parts) + ("/" if is_folder else "")
+    name = parts[-1]
+    if not is_folder:
+        level = "directly under data/" if len(parts) == 1 else f"directly under data/{parts[0]}/"
+        return OutsideLayout(location, 1, f"a file {level}, above any partition; {_LAYOUT}")
+    level = "first" if len(parts) == 1 else "second"
+    return OutsideLayout(
+        location,
+        files,
+        f"{name!r} is not a {level}-level folder name (one uppercase letter A-Z), so it is no "
+        f"partition and its files are not loaded; {_LAYOUT}",
+    )
 
 
 def listing_fingerprint(entries: Iterable[tuple[str, int, str]]) -> str:

@@ -11,13 +11,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from msd_dagster.source.layout import (
+    FIRST_LEVEL_PATTERN,
     MAX_SONG_FILE_BYTES,
     PARTITION_KEY_PATTERN,
+    OutsideLayout,
     SourceError,
     SourceFile,
     SourceListingError,
     UnreadableSourceFile,
     listing_fingerprint,
+    outside_layout_entry,
     partition_prefix,
     too_large_reason,
 )
@@ -50,6 +53,10 @@ class LocalDataset:
 
     def list_partitions(self) -> list[str]:
         data = self.root / "data"
+        if not self.root.exists():
+            raise SourceError(str(self.root), "the dataset folder does not exist", permanent=True)
+        if not self.root.is_dir():
+            raise SourceError(str(self.root), "not a folder: give the dataset root", permanent=True)
         if not data.is_dir():
             return []
         keys = [
@@ -60,6 +67,28 @@ class LocalDataset:
             if second.is_dir()
         ]
         return sorted(k for k in keys if PARTITION_KEY_PATTERN.match(k))
+
+    def files_outside_layout(self) -> list[OutsideLayout]:
+        """Everything under ``data/`` that no partition takes (files above the partition
+        folders, folders whose names are not one uppercase letter), with the number of files
+        each holds. Only those entries are walked: the partitions' own files are not."""
+        data = self.root / "data"
+        if not data.is_dir():
+            return []
+        found = []
+        for first in self._entries(data):
+            if not first.is_dir():
+                found.append(outside_layout_entry([first.name], False, 1))
+            elif not FIRST_LEVEL_PATTERN.match(first.name):
+                found.append(outside_layout_entry([first.name], True, _count_files(first.path)))
+            else:
+                for second in self._entries(Path(first.path)):
+                    parts = [first.name, second.name]
+                    if not second.is_dir():
+                        found.append(outside_layout_entry(parts, False, 1))
+                    elif not FIRST_LEVEL_PATTERN.match(second.name):
+                        found.append(outside_layout_entry(parts, True, _count_files(second.path)))
+        return [entry for entry in found if entry.files]
 
     def list_files(self, partition_key: str) -> list[SourceFile]:
         """Every ``*.h5`` below the partition folder (also misplaced or misnamed ones, and
@@ -243,6 +272,11 @@ class LocalDataset:
             (f.key, f.size, f.modified.isoformat() if f.modified else "")
             for f in self.list_files(partition_key)
         )
+
+
+def _count_files(folder: str) -> int:
+    """Files below ``folder`` (symbolic links to folders are not followed)."""
+    return sum(len(files) for _dirs, _subdirs, files in os.walk(folder))
 
 
 def _mtime(info: os.stat_result) -> datetime:

@@ -37,11 +37,14 @@ from botocore.exceptions import (
 
 from msd_dagster.secrets import mask_text
 from msd_dagster.source.layout import (
+    FIRST_LEVEL_PATTERN,
     MAX_SONG_FILE_BYTES,
     PARTITION_KEY_PATTERN,
+    OutsideLayout,
     SourceFile,
     SourceListingError,
     UnreadableSourceFile,
+    outside_layout_entry,
     partition_prefix,
     too_large_reason,
 )
@@ -473,6 +476,38 @@ class S3Dataset:
             for page in self._list_pages(prefix, delimiter="/")
             for p in page.get("CommonPrefixes", [])
         ]
+
+    def _children(self, prefix: str) -> tuple[list[str], list[str]]:
+        """``(folder names, object names)`` directly below ``prefix`` (a Delimiter listing)."""
+        folders, objects = [], []
+        for page in self._list_pages(prefix, delimiter="/"):
+            folders += [
+                p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", [])
+            ]
+            objects += [o["Key"][len(prefix) :] for o in page.get("Contents", [])]
+        return folders, objects
+
+    def files_outside_layout(self) -> list[OutsideLayout]:
+        """Everything under ``data/`` that no partition takes (objects above the partition
+        folders, "folders" whose names are not one uppercase letter), with the number of
+        objects each holds. Costs 1 + (first-level folders) Delimiter listings, plus one
+        listing of each folder outside the layout."""
+        data = self.prefix + "data/"
+        found = []
+        firsts, objects = self._children(data)
+        found += [outside_layout_entry([name], False, 1) for name in objects if name]
+        for first in firsts:
+            if not FIRST_LEVEL_PATTERN.match(first):
+                count = sum(1 for _ in self._iter_objects(f"{data}{first}/"))
+                found.append(outside_layout_entry([first], True, count))
+                continue
+            seconds, objects = self._children(f"{data}{first}/")
+            found += [outside_layout_entry([first, name], False, 1) for name in objects if name]
+            for second in seconds:
+                if not FIRST_LEVEL_PATTERN.match(second):
+                    count = sum(1 for _ in self._iter_objects(f"{data}{first}/{second}/"))
+                    found.append(outside_layout_entry([first, second], True, count))
+        return [entry for entry in found if entry.files]
 
     def check(self) -> None:
         """Fail fast (``S3SourceError``) unless the bucket is reachable and holds ``data/``."""

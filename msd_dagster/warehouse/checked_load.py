@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import sqlalchemy as sa
 
+from msd_dagster import stopping
 from msd_dagster.warehouse.partition_load import WrittenPartition, load_partition
 from msd_dagster.warehouse.verify import TableVerdict, verify_partition
 
@@ -59,6 +60,8 @@ def load_and_verify(
         )
         if not all(v.passed for v in verdicts):
             raise PartitionCheckFailed(partition_key, list(verdicts))
+        stopping.committing()  # from here a stop waits until the folder's records are stored
 
     written = load_partition(engine, partition_key, frames, before_commit=verify)
+    stopping.pause_at("after-commit", partition_key)
     return CheckedLoad(written, verdicts, time.perf_counter() - started)

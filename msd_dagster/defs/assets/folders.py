@@ -27,6 +27,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 
+from msd_dagster import stopping
 from msd_dagster.defs.partitions import FOLDER_BACKFILL_POLICY, msd_folders
 from msd_dagster.defs.resources import FrameStoreResource, MsdSourceResource, WarehouseResource
 from msd_dagster.defs.retries import SOURCE_RETRY_POLICY
@@ -418,7 +419,8 @@ def load_folders(
     failures: list[FolderFailure] = []
     for partition in todo:
         try:
-            yield from _load_folder(context, partition, dataset, store, warehouse)
+            with stopping.folder_commit_window():  # a stop waits for a commit's records
+                yield from _load_folder(context, partition, dataset, store, warehouse)
         except _FolderFailed as exc:
             failures.append(exc.failure)
             context.log.error(f"{partition} failed ({exc.failure.stage}): {exc.failure.reason}")

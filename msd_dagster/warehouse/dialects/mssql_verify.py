@@ -93,8 +93,12 @@ def verify(
             file=sys.stderr,
         )
         return 2
+    try:
+        engine = create_engine_for_url(url)  # a missing driver: one line, as for `load`
+    except ImportError as exc:
+        print(f"error: {mask_text(str(exc), url_secrets(url))}", file=sys.stderr)
+        return 2
     key, frames = partition_frames(source, partition, songs)
-    engine = create_engine_for_url(url)
     try:
         run(engine, key, frames, loads=loads, wait_s=wait_s)
     except Exception as exc:
