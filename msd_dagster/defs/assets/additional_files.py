@@ -37,6 +37,7 @@ from msd_dagster.defs.tables import (
     warehouse_key,
 )
 from msd_dagster.msd.additional_files import (
+    ADDITIONAL_DIR,
     ADDITIONAL_FILE_NAMES,
     additional_frames,
     candidate_file_names,
@@ -50,7 +51,6 @@ from msd_dagster.warehouse.schema import SHARED_TABLE_NAMES
 from msd_dagster.warehouse.shared_load import load_shared_tables
 
 ADDITIONAL_GROUP = "additional_files"
-ADDITIONAL_DIR = "AdditionalFiles"
 LOAD_KEY = dg.AssetKey(["warehouse", "additional_files"])
 
 __all__ = [
