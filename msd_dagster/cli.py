@@ -592,8 +592,8 @@ def _print_summary(
 
 
 def _verify_azure_sql(args: argparse.Namespace) -> int:
+    from msd_dagster.commands.verify_azure_sql import verify
     from msd_dagster.defs.resources import WarehouseResource
-    from msd_dagster.warehouse.dialects.mssql_verify import verify
 
     url = WarehouseResource().sqlalchemy_url()  # the environment, as for the code location
     return verify(url, args.source, args.partition, args.songs, args.loads, args.wait_seconds)

@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from msd_dagster.commands import verify_azure_sql
 from msd_dagster.secrets import mask_url
 from msd_dagster.warehouse.dialects import mssql as mssql_backend
-from msd_dagster.warehouse.dialects import mssql_verify
 from msd_dagster.warehouse.dialects.mssql import StaticAccessToken
 from msd_dagster.warehouse.partition_load import load_partition
 from msd_dagster.warehouse.rows import BulkInsertError
@@ -263,13 +263,13 @@ def test_azure_verification_run_reports_rows_per_second_and_log_rate(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     server = FakeServer()
-    monkeypatch.setattr(mssql_verify, "ensure_schema", lambda engine: None)  # no catalog here
-    key, frames = mssql_verify.partition_frames(None, None, 6)
+    monkeypatch.setattr(verify_azure_sql, "ensure_schema", lambda engine: None)  # no catalog here
+    key, frames = verify_azure_sql.partition_frames(None, None, 6)
     assert key == "A/A" and len(frames["msd_segment"]) > 0
     out = io.StringIO()
     engine = fake_engine(server)
     try:
-        result = mssql_verify.run(engine, key, frames, loads=2, wait_s=0, out=out)
+        result = verify_azure_sql.run(engine, key, frames, loads=2, wait_s=0, out=out)
     finally:
         engine.dispose()
     text = out.getvalue()

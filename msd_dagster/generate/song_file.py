@@ -35,43 +35,13 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ..msd.fields import ARRAYS as ARRAY_LAYOUT
+from ..msd.fields import COMPOUND_TABLES
 from .distributions import fit_utf8
 
 # ---------------------------------------------------------------------------------------------
 # Layout
 # ---------------------------------------------------------------------------------------------
-
-METADATA_FIELDS: tuple[tuple[str, str], ...] = (
-    ("analyzer_version", "S32"), ("artist_7digitalid", "<i4"), ("artist_familiarity", "<f8"),
-    ("artist_hotttnesss", "<f8"), ("artist_id", "S32"), ("artist_latitude", "<f8"),
-    ("artist_location", "S1024"), ("artist_longitude", "<f8"), ("artist_mbid", "S40"),
-    ("artist_name", "S1024"), ("artist_playmeid", "<i4"), ("genre", "S1024"),
-    ("idx_artist_terms", "<i4"), ("idx_similar_artists", "<i4"), ("release", "S1024"),
-    ("release_7digitalid", "<i4"), ("song_hotttnesss", "<f8"), ("song_id", "S32"),
-    ("title", "S1024"), ("track_7digitalid", "<i4"),
-)  # fmt: skip
-
-ANALYSIS_FIELDS: tuple[tuple[str, str], ...] = (
-    ("analysis_sample_rate", "<i4"), ("audio_md5", "S32"), ("danceability", "<f8"),
-    ("duration", "<f8"), ("end_of_fade_in", "<f8"), ("energy", "<f8"),
-    ("idx_bars_confidence", "<i4"), ("idx_bars_start", "<i4"), ("idx_beats_confidence", "<i4"),
-    ("idx_beats_start", "<i4"), ("idx_sections_confidence", "<i4"),
-    ("idx_sections_start", "<i4"), ("idx_segments_confidence", "<i4"),
-    ("idx_segments_loudness_max", "<i4"), ("idx_segments_loudness_max_time", "<i4"),
-    ("idx_segments_loudness_start", "<i4"), ("idx_segments_pitches", "<i4"),
-    ("idx_segments_start", "<i4"), ("idx_segments_timbre", "<i4"),
-    ("idx_tatums_confidence", "<i4"), ("idx_tatums_start", "<i4"), ("key", "<i4"),
-    ("key_confidence", "<f8"), ("loudness", "<f8"), ("mode", "<i4"), ("mode_confidence", "<f8"),
-    ("start_of_fade_out", "<f8"), ("tempo", "<f8"), ("time_signature", "<i4"),
-    ("time_signature_confidence", "<f8"), ("track_id", "S32"),
-)  # fmt: skip
-
-MUSICBRAINZ_FIELDS: tuple[tuple[str, str], ...] = (("idx_artist_mbtags", "<i4"), ("year", "<i4"))
-
-# numpy views of the tables: packed, little-endian, same byte layout as the file types.
-METADATA_DTYPE = np.dtype(list(METADATA_FIELDS))
-ANALYSIS_DTYPE = np.dtype(list(ANALYSIS_FIELDS))
-MUSICBRAINZ_DTYPE = np.dtype(list(MUSICBRAINZ_FIELDS))
 
 ROOT_TITLE = "H5 Song File"
 FILTERS_ATTR = 65793  # PyTables' packed Filters(complevel=1, complib='zlib', shuffle=True)
@@ -92,71 +62,83 @@ class TableSpec:
     title: str
 
 
+# The field layout is the reader's (msd/fields.py); chunks and titles are what real files carry.
 TABLES: tuple[TableSpec, ...] = (
-    TableSpec("metadata/songs", METADATA_FIELDS, (3,), "table of metadata for one song"),
-    TableSpec("analysis/songs", ANALYSIS_FIELDS, (37,), "table of Echo Nest analysis for one song"),
     TableSpec(
-        "musicbrainz/songs", MUSICBRAINZ_FIELDS, (1024,), "table of data coming from MusicBrainz"
+        "metadata/songs", COMPOUND_TABLES["metadata/songs"], (3,), "table of metadata for one song"
+    ),
+    TableSpec(
+        "analysis/songs",
+        COMPOUND_TABLES["analysis/songs"],
+        (37,),
+        "table of Echo Nest analysis for one song",
+    ),
+    TableSpec(
+        "musicbrainz/songs",
+        COMPOUND_TABLES["musicbrainz/songs"],
+        (1024,),
+        "table of data coming from MusicBrainz",
     ),
 )
+_TABLE_FIELDS = {spec.path.split("/")[0]: spec.fields for spec in TABLES}
 
 
 @dataclass(frozen=True)
 class ArraySpec:
     path: str
-    kind: str  # "f8", "f8x12", "i4", "S20" or "S256"
     chunks: tuple[int, ...]
     title: str
+
+    @property
+    def kind(self) -> str:
+        """``f8``, ``f8x12``, ``i4``, ``S20`` or ``S256``: the layout in ``msd.fields.ARRAYS``."""
+        dtype, shape = ARRAY_LAYOUT[self.path]
+        kind = dtype.lstrip("<")
+        return f"{kind}x{shape[0]}" if shape else kind
 
 
 _F = (1024,)
 # In creation order (which is also the order of the EXTDIM values in real files).
 ARRAYS: tuple[ArraySpec, ...] = (
-    ArraySpec("metadata/similar_artists", "S20", (409,), "array of similar artists Echo Nest id"),
+    ArraySpec("metadata/similar_artists", (409,), "array of similar artists Echo Nest id"),
+    ArraySpec("metadata/artist_terms", (32,), "array of terms (Echo Nest tags) for an artist"),
     ArraySpec(
-        "metadata/artist_terms", "S256", (32,), "array of terms (Echo Nest tags) for an artist"
-    ),
-    ArraySpec(
-        "metadata/artist_terms_freq", "f8", _F,
+        "metadata/artist_terms_freq",
+        _F,
         "array of term (Echo Nest tags) frequencies for an artist",
     ),
     ArraySpec(
-        "metadata/artist_terms_weight", "f8", _F,
+        "metadata/artist_terms_weight",
+        _F,
         "array of term (Echo Nest tags) weights for an artist",
     ),
-    ArraySpec("analysis/segments_start", "f8", _F, "array of start times of segments"),
-    ArraySpec("analysis/segments_confidence", "f8", _F, "array of confidence of segments"),
+    ArraySpec("analysis/segments_start", _F, "array of start times of segments"),
+    ArraySpec("analysis/segments_confidence", _F, "array of confidence of segments"),
+    ArraySpec("analysis/segments_pitches", (85, 12), "array of pitches of segments (chromas)"),
+    ArraySpec("analysis/segments_timbre", (85, 12), "array of timbre of segments (MFCC-like)"),
+    ArraySpec("analysis/segments_loudness_max", _F, "array of max loudness of segments"),
+    ArraySpec("analysis/segments_loudness_max_time", _F, "array of max loudness time of segments"),
     ArraySpec(
-        "analysis/segments_pitches", "f8x12", (85, 12), "array of pitches of segments (chromas)"
-    ),
-    ArraySpec(
-        "analysis/segments_timbre", "f8x12", (85, 12), "array of timbre of segments (MFCC-like)"
-    ),
-    ArraySpec("analysis/segments_loudness_max", "f8", _F, "array of max loudness of segments"),
-    ArraySpec(
-        "analysis/segments_loudness_max_time", "f8", _F, "array of max loudness time of segments"
-    ),
-    ArraySpec(
-        "analysis/segments_loudness_start", "f8", _F,
+        "analysis/segments_loudness_start",
+        _F,
         "array of loudness of segments at start time",
     ),
-    ArraySpec("analysis/sections_start", "f8", _F, "array of start times of sections"),
-    ArraySpec("analysis/sections_confidence", "f8", _F, "array of confidence of sections"),
-    ArraySpec("analysis/beats_start", "f8", _F, "array of start times of beats"),
+    ArraySpec("analysis/sections_start", _F, "array of start times of sections"),
+    ArraySpec("analysis/sections_confidence", _F, "array of confidence of sections"),
+    ArraySpec("analysis/beats_start", _F, "array of start times of beats"),
     # Sic: the real files carry this copy-pasted title on beats_confidence.
-    ArraySpec("analysis/beats_confidence", "f8", _F, "array of confidence of sections"),
-    ArraySpec("analysis/bars_start", "f8", _F, "array of start times of bars"),
-    ArraySpec("analysis/bars_confidence", "f8", _F, "array of confidence of bars"),
-    ArraySpec("analysis/tatums_start", "f8", _F, "array of start times of tatums"),
-    ArraySpec("analysis/tatums_confidence", "f8", _F, "array of confidence of tatums"),
+    ArraySpec("analysis/beats_confidence", _F, "array of confidence of sections"),
+    ArraySpec("analysis/bars_start", _F, "array of start times of bars"),
+    ArraySpec("analysis/bars_confidence", _F, "array of confidence of bars"),
+    ArraySpec("analysis/tatums_start", _F, "array of start times of tatums"),
+    ArraySpec("analysis/tatums_confidence", _F, "array of confidence of tatums"),
+    ArraySpec("musicbrainz/artist_mbtags", (32,), "array of tags from MusicBrainz for an artist"),
     ArraySpec(
-        "musicbrainz/artist_mbtags", "S256", (32,), "array of tags from MusicBrainz for an artist"
-    ),
-    ArraySpec(
-        "musicbrainz/artist_mbtags_count", "i4", (2048,),
+        "musicbrainz/artist_mbtags_count",
+        (2048,),
         "array of tag counts from MusicBrainz for an artist",
     ),
-)  # fmt: skip
+)
 
 ARRAY_PATHS: tuple[str, ...] = tuple(a.path for a in ARRAYS)
 
@@ -343,9 +325,9 @@ def write_song_file(path: str | Path, song: SongData) -> None:
         groups = {}
         tables = {t.path.split("/")[0]: t for t in TABLES}
         rows = {
-            "metadata": _table_row(METADATA_FIELDS, song.metadata),
-            "analysis": _table_row(ANALYSIS_FIELDS, song.analysis),
-            "musicbrainz": _table_row(MUSICBRAINZ_FIELDS, {"year": song.year}),
+            "metadata": _table_row(_TABLE_FIELDS["metadata"], song.metadata),
+            "analysis": _table_row(_TABLE_FIELDS["analysis"], song.analysis),
+            "musicbrainz": _table_row(_TABLE_FIELDS["musicbrainz"], {"year": song.year}),
         }
         # PyTables created each group and then its table, before any array.
         for gname, gtitle in GROUPS:

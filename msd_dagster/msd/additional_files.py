@@ -30,11 +30,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from msd_dagster.msd.frames import _typed, dictionary_frame
+from msd_dagster.msd.frames import dictionary_frame, typed_columns
 from msd_dagster.msd.nulls import null_if_unknown
 from msd_dagster.warehouse import schema
 
 SEP = "<SEP>"
+# The folder beside data/ that holds them.
+ADDITIONAL_DIR = "AdditionalFiles"
 
 TEXT_FILES: tuple[str, ...] = (
     "unique_artists",
@@ -503,7 +505,7 @@ def _loader_frame(table: str, data: Mapping[str, object]) -> pd.DataFrame:
         {c: (data[c] if c in data else np.full(length, None, dtype=object)) for c in columns},
         columns=columns,
     )
-    df = _typed(df)
+    df = typed_columns(df)
     df = df.drop_duplicates(subset=key, ignore_index=True)
     return df.sort_values(key, ignore_index=True, kind="stable")
 

@@ -144,7 +144,7 @@ class NormalizedBatch:
         return len(self.frames["msd_track"])
 
 
-def _typed(df: pd.DataFrame) -> pd.DataFrame:
+def typed_columns(df: pd.DataFrame) -> pd.DataFrame:
     """Nullable integers, float64 with NaN for NULL, pandas strings for text."""
     for column in df.columns:
         if column in INT_COLUMNS:
@@ -176,7 +176,7 @@ def songs_frame(songs: Sequence[Song], modified: dict[str, datetime] | None = No
     ]
     df = pd.DataFrame.from_records(records, columns=columns)
     df["upload_timestamp"] = pd.to_datetime(df["upload_timestamp"]).astype("datetime64[us]")
-    df = _typed(df)
+    df = typed_columns(df)
     return df.sort_values("track_id", ignore_index=True)
 
 
@@ -209,7 +209,7 @@ def artists_frame(representatives: Sequence[Song]) -> pd.DataFrame:
     )
     records.extend({"artist_id": a} for a in stubs)
     columns = ["artist_id", *ARTIST_COLUMNS, "source_track_id"]
-    return _typed(pd.DataFrame.from_records(records, columns=columns))
+    return typed_columns(pd.DataFrame.from_records(records, columns=columns))
 
 
 def _artist_list_frame(
@@ -234,7 +234,7 @@ def _artist_list_frame(
         df = pd.DataFrame(columns=columns)
     # A file may list the same term twice; the first occurrence is kept.
     df = df.drop_duplicates(subset=["artist_id", value_column], ignore_index=True)
-    return _typed(df)
+    return typed_columns(df)
 
 
 def artist_terms_frame(representatives: Sequence[Song]) -> pd.DataFrame:
@@ -283,7 +283,7 @@ def artist_similarity_frame(representatives: Sequence[Song]) -> pd.DataFrame:
     else:
         df = pd.DataFrame(columns=columns)
     df = df[columns].drop_duplicates(subset=["artist_id_1", "artist_id_2"], ignore_index=True)
-    return _typed(df)
+    return typed_columns(df)
 
 
 def dictionary_frame(values: Iterable[str], column: str) -> pd.DataFrame:

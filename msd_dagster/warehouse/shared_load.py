@@ -17,18 +17,23 @@ module adds the fill. Rerunning with the same frames changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import pandas as pd
 import sqlalchemy as sa
 
-from msd_dagster.msd.additional_files import compare_with_songs
 from msd_dagster.warehouse.ddl import warehouse_table
 from msd_dagster.warehouse.dialects import backend_for
 from msd_dagster.warehouse.merge_rules import SOURCE_COLUMN, key_match
 from msd_dagster.warehouse.partition_load import prepare_frames
-from msd_dagster.warehouse.schema import NATURAL_KEYS, SHARED_TABLES, TRACK_TABLES, load_columns
+from msd_dagster.warehouse.schema import (
+    NATURAL_KEYS,
+    SHARED_TABLE_NAMES,
+    SHARED_TABLES,
+    TRACK_TABLES,
+    load_columns,
+)
 from msd_dagster.warehouse.staging import create_stage, drop_stage, upsert_shared
 from msd_dagster.warehouse.transactions import (
     invalidate_if_disconnected,
@@ -36,18 +41,18 @@ from msd_dagster.warehouse.transactions import (
     retry_deadlocks,
 )
 
-SHARED_TABLE_NAMES: tuple[str, ...] = tuple(t.name for t in SHARED_TABLES)
+__all__ = ["ArtistComparison", "SharedLoadResult", "load_shared_tables", "song_artists"]
 
-__all__ = ["SHARED_TABLE_NAMES", "SharedLoadResult", "load_shared_tables", "song_artists"]
+# (incoming msd_artist rows, the song files' artists in the database) -> counts by name.
+ArtistComparison = Callable[[pd.DataFrame, pd.DataFrame], dict[str, int]]
 
 
 @dataclass
 class SharedLoadResult:
     """Per table: ``written`` = rows inserted + rows filled, ``inserted``, ``filled``
     (existing rows that gained at least one value). ``comparison``: where the loaded
-    ``msd_artist`` rows and the song files' rows disagree
-    (:func:`msd_dagster.msd.additional_files.compare_with_songs`), as they were in the same
-    transaction before anything was written."""
+    ``msd_artist`` rows and the song files' rows disagree, by the caller's ``compare``, as they
+    were in the same transaction before anything was written (empty without ``compare``)."""
 
     inserted: dict[str, int] = field(default_factory=dict)
     filled: dict[str, int] = field(default_factory=dict)
@@ -129,13 +134,15 @@ def _load_once(
     engine: sa.Engine,
     prepared: Mapping[str, pd.DataFrame],
     chunk_rows: int | None,
+    compare: ArtistComparison | None,
 ) -> SharedLoadResult:
     dialect = engine.dialect
     result = SharedLoadResult()
     with open_load_connection(engine) as conn:
         try:
             with conn.begin():
-                result.comparison = compare_with_songs(prepared["msd_artist"], song_artists(conn))
+                if compare is not None:
+                    result.comparison = compare(prepared["msd_artist"], song_artists(conn))
                 for table in SHARED_TABLES:  # parents before children
                     target = warehouse_table(dialect, table)
                     df = prepared[table.name]
@@ -155,6 +162,7 @@ def load_shared_tables(
     engine: sa.Engine,
     frames: Mapping[str, pd.DataFrame],
     *,
+    compare: ArtistComparison | None = None,
     chunk_rows: int | None = None,
     deadlock_retries: int = 3,
 ) -> SharedLoadResult:
@@ -164,10 +172,12 @@ def load_shared_tables(
     ``msd_artist`` rows should have ``source_track_id`` NULL. Raises ``ValueError`` for invalid
     frames before touching the database; any database error rolls everything back.
     Deadlocks with concurrent partition loads are retried (the whole transaction).
+    ``compare`` (e.g. :func:`msd_dagster.msd.additional_files.compare_with_songs`) is given the
+    incoming artists and the song files' artists before anything is written.
     """
     prepared = _prepare(frames)
     return retry_deadlocks(
-        lambda: _load_once(engine, prepared, chunk_rows),
+        lambda: _load_once(engine, prepared, chunk_rows, compare),
         "shared tables",
         deadlock_retries,
         backend=backend_for(engine),

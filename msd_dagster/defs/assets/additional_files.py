@@ -37,18 +37,20 @@ from msd_dagster.defs.tables import (
     warehouse_key,
 )
 from msd_dagster.msd.additional_files import (
+    ADDITIONAL_DIR,
     ADDITIONAL_FILE_NAMES,
     additional_frames,
     candidate_file_names,
+    compare_with_songs,
     match_file_names,
 )
 from msd_dagster.source.local import LocalDataset
 from msd_dagster.source.s3 import S3Dataset, S3SourceError
 from msd_dagster.warehouse.ddl import ensure_schema
-from msd_dagster.warehouse.shared_load import SHARED_TABLE_NAMES, load_shared_tables
+from msd_dagster.warehouse.schema import SHARED_TABLE_NAMES
+from msd_dagster.warehouse.shared_load import load_shared_tables
 
 ADDITIONAL_GROUP = "additional_files"
-ADDITIONAL_DIR = "AdditionalFiles"
 LOAD_KEY = dg.AssetKey(["warehouse", "additional_files"])
 
 __all__ = [
@@ -269,7 +271,7 @@ def additional_files_warehouse(
         engine = warehouse.engine()
         ensure_schema(engine)
         # The song-file artists are read in the load's transaction, before any row is filled.
-        result = load_shared_tables(engine, by_table)
+        result = load_shared_tables(engine, by_table, compare=compare_with_songs)
     seconds = time.perf_counter() - started
     comparison = result.comparison
     disagreements = {k: v for k, v in comparison.items() if k.endswith("_disagreements")}
