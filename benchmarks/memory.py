@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--dataset", action="append", required=True, help="SONGS=DIR")
     parser.add_argument("--code", help="a checkout whose msd_dagster package to run")
     parser.add_argument("--label", default="after")
-    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--out", default="benchmarks/results/scale")
     args = parser.parse_args()
     rows = []
     for item in args.dataset:
