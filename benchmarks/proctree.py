@@ -82,6 +82,7 @@ class TreeSampler:
     peak_bytes: int = 0
     peak_pss_bytes: int = 0
     peak_processes: int = 0
+    peak_process_bytes: int = 0  # the largest single process's RSS
     samples: list[tuple[float, int, int]] = field(default_factory=list)  # (t, rss, processes)
     loads: list[float] = field(default_factory=list)
     pressures: list[float] = field(default_factory=list)
@@ -98,7 +99,9 @@ class TreeSampler:
         last_load = 0.0
         while not self._stop.is_set():
             pids = tree_pids(self.pid)
-            total = sum(rss_bytes(p) for p in pids)
+            each = [rss_bytes(p) for p in pids]
+            total = sum(each)
+            self.peak_process_bytes = max(self.peak_process_bytes, max(each, default=0))
             now = time.perf_counter() - self._started
             self.samples.append((now, total, len(pids)))
             self.peak_bytes = max(self.peak_bytes, total)
@@ -136,6 +139,7 @@ class TreeResult:
     peak_rss_bytes: int
     peak_pss_bytes: int
     peak_processes: int
+    peak_process_rss_bytes: int
     peak_rss_first_half: int
     peak_rss_second_half: int
     load_average: list[float]
@@ -144,12 +148,14 @@ class TreeResult:
     stdout: str
 
 
-def run_tree(cmd: list[str], env: dict[str, str], log_path: str) -> TreeResult:
+def run_tree(
+    cmd: list[str], env: dict[str, str], log_path: str, cwd: str | None = None
+) -> TreeResult:
     """Run ``cmd``; measure wall time, CPU time of the tree (children are waited for, so their
     rusage rolls up) and the peak of the tree's summed RSS."""
     started = time.perf_counter()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
         sampler = TreeSampler(proc.pid).start()
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
@@ -166,6 +172,7 @@ def run_tree(cmd: list[str], env: dict[str, str], log_path: str) -> TreeResult:
         peak_rss_bytes=sampler.peak_bytes,
         peak_pss_bytes=sampler.peak_pss_bytes,
         peak_processes=sampler.peak_processes,
+        peak_process_rss_bytes=sampler.peak_process_bytes,
         peak_rss_first_half=sampler.peak_in(0.0, 0.5),
         peak_rss_second_half=sampler.peak_in(0.5, 1.0),
         load_average=sampler.loads,

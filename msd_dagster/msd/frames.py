@@ -12,7 +12,7 @@ wins; the loader applies the same rule across partitions through ``msd_artist.so
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
@@ -336,6 +336,37 @@ def analysis_frame(songs: Sequence[Song], table: str) -> pd.DataFrame:
     return df
 
 
+def shared_frames(representatives: Sequence[Song]) -> dict[str, pd.DataFrame]:
+    """The six artist-level frames, from one song per artist (its smallest track id)."""
+    terms = artist_terms_frame(representatives)
+    mbtags = artist_mbtags_frame(representatives)
+    return {
+        "msd_r_term": dictionary_frame(terms["term_name"], "term_name"),
+        "msd_r_mbtag": dictionary_frame(mbtags["mbtag_name"], "mbtag_name"),
+        "msd_artist": artists_frame(representatives),
+        "msd_artist_term": terms,
+        "msd_artist_mbtag": mbtags,
+        "msd_artist_similarity": artist_similarity_frame(representatives),
+    }
+
+
+def track_frames(
+    songs: Sequence[Song], modified: dict[str, datetime] | None = None
+) -> dict[str, pd.DataFrame]:
+    """``msd_track`` and the five analysis frames of songs sorted by track id."""
+    frames = {"msd_track": songs_frame(songs, modified)}
+    for table in ANALYSIS_KINDS:
+        frames[table] = analysis_frame(songs, table)
+    return frames
+
+
+def artist_part(song: Song) -> Song:
+    """The song without its analysis arrays: what the artist-level frames read of it."""
+    return replace(
+        song, arrays={k: v for k, v in song.arrays.items() if not k.startswith("analysis/")}
+    )
+
+
 def normalize_songs(
     songs: Sequence[Song],
     rejected: Sequence[RejectedFile] = (),
@@ -343,20 +374,7 @@ def normalize_songs(
 ) -> NormalizedBatch:
     """Every msd_* frame for a batch of parsed songs (sorted by track id)."""
     songs = sorted(songs, key=lambda s: s.track_id)
-    representatives = _artist_representatives(songs)
-    terms = artist_terms_frame(representatives)
-    mbtags = artist_mbtags_frame(representatives)
-    frames: dict[str, pd.DataFrame] = {
-        "msd_r_term": dictionary_frame(terms["term_name"], "term_name"),
-        "msd_r_mbtag": dictionary_frame(mbtags["mbtag_name"], "mbtag_name"),
-        "msd_artist": artists_frame(representatives),
-        "msd_artist_term": terms,
-        "msd_artist_mbtag": mbtags,
-        "msd_artist_similarity": artist_similarity_frame(representatives),
-        "msd_track": songs_frame(songs, modified),
-    }
-    for table in ANALYSIS_KINDS:
-        frames[table] = analysis_frame(songs, table)
+    frames = {**shared_frames(_artist_representatives(songs)), **track_frames(songs, modified)}
     return NormalizedBatch(frames=frames, rejected=list(rejected))
 
 

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from msd_dagster.msd.frames import ANALYSIS_KINDS, NormalizedBatch, RejectedFile, normalize_songs
+import pandas as pd
+
+from msd_dagster.msd.frames import (
+    ANALYSIS_KINDS,
+    NormalizedBatch,
+    RejectedFile,
+    artist_part,
+    normalize_songs,
+    shared_frames,
+    track_frames,
+)
 from msd_dagster.msd.reader import InvalidSongFile, Song, read_song
 from msd_dagster.source.layout import SourceError, UnreadableSourceFile, is_song_file_key
 
@@ -24,6 +35,149 @@ def source_row_counts(songs: Sequence[Song]) -> dict[str, int]:
         counts[table] = sum(s.arrays[f"analysis/{kind}_start"].shape[0] for s in songs)
     counts["msd_artist"] = len({s.artist_id for s in songs})
     return counts
+
+
+# Songs per chunk of a streamed folder: ~250 kB of parsed arrays and frames per song, so a
+# chunk holds ~40 MB whatever the folder's size (the subset's folders: ~286 songs, the full
+# set's ~1,480).
+DEFAULT_CHUNK_SONGS = 150
+
+
+class FrameSink(Protocol):
+    """Where a :class:`FolderStream` also sends its frames (e.g. the frame store)."""
+
+    def start(self) -> None:
+        """A new pass over the folder begins: forget what an earlier pass sent."""
+
+    def append(self, frames: Mapping[str, pd.DataFrame]) -> None:
+        """One chunk's track frames, or, once, the shared frames of the whole folder."""
+
+
+class FolderStream:
+    """One folder's song files, read, parsed and normalized ``chunk_songs`` at a time: the
+    frames of :func:`normalize_partition`, in chunks of tracks, for
+    :func:`~msd_dagster.warehouse.partition_load.load_partition_stream`.
+
+    Each chunk's track frames (``msd_track`` and the analysis tables) are built from its songs
+    and handed on; of a song only its artist-level fields are kept, for the artist that it
+    represents (its smallest track id, as in :func:`normalize_songs`). So memory follows the
+    chunk, plus one small record per artist, and the frames are exactly those of the whole
+    folder at once. Bad files are rejected as there; when no file of the folder is readable or
+    valid, the same errors are raised, after the last chunk (the load's transaction then rolls
+    back). Every :meth:`track_chunks` call is a new pass (a retried transaction).
+    """
+
+    def __init__(
+        self,
+        dataset: ReadableDataset,
+        keys: Sequence[str],
+        modified: dict[str, datetime] | None = None,
+        *,
+        chunk_songs: int = DEFAULT_CHUNK_SONGS,
+        max_workers: int = 8,
+        sink: FrameSink | None = None,
+    ) -> None:
+        if chunk_songs < 1:
+            raise ValueError(f"chunk_songs must be at least 1, not {chunk_songs}")
+        self.dataset = dataset
+        self.keys = list(keys)
+        self.modified = modified or {}
+        self.chunk_songs = chunk_songs
+        self.max_workers = max_workers
+        self.sink = sink
+        self._start()
+
+    def _start(self) -> None:
+        self.rejected: list[RejectedFile] = []
+        self.source_rows: dict[str, int] = dict.fromkeys(("msd_track", *ANALYSIS_KINDS), 0)
+        self.finished = False  # every chunk was read
+        self.failed = False  # the last pass failed in the stream itself (reading, parsing)
+        self.seconds = 0.0  # spent reading, parsing and normalizing
+        self._representatives: dict[str, Song] = {}
+        self._tracks: list[pd.DataFrame] = []
+        if self.sink is not None:
+            self.sink.start()
+
+    @property
+    def tracks(self) -> pd.DataFrame:
+        """``msd_track`` of the songs read so far (small: one row per song)."""
+        return pd.concat(self._tracks, ignore_index=True)
+
+    def track_chunks(self) -> Iterator[dict[str, pd.DataFrame]]:
+        self._start()
+        started = time.perf_counter()
+        try:
+            for chunk in self._chunks():
+                self.seconds += time.perf_counter() - started
+                yield chunk
+                started = time.perf_counter()
+        except GeneratorExit:
+            raise
+        except BaseException:
+            self.failed = True
+            raise
+        self.seconds += time.perf_counter() - started
+        self.finished = True
+
+    def shared_frames(self) -> dict[str, pd.DataFrame]:
+        if not self.finished:
+            raise RuntimeError("shared_frames() before every chunk was read")
+        started = time.perf_counter()
+        representatives = [self._representatives[a] for a in sorted(self._representatives)]
+        frames = shared_frames(representatives)
+        if self.sink is not None:
+            self.sink.append(frames)
+        self.seconds += time.perf_counter() - started
+        return frames
+
+    def _chunks(self) -> Iterator[dict[str, pd.DataFrame]]:
+        song_keys = sorted(k for k in self.keys if is_song_file_key(k))
+        self.rejected.extend(
+            RejectedFile(k, "not at data/<c3>/<c4>/<c5>/<TRACK_ID>.h5 for its track id")
+            for k in self.keys
+            if not is_song_file_key(k)
+        )
+        unreadable: list[UnreadableSourceFile] = []
+        batch: list[Song] = []
+        modified: dict[str, datetime] = {}
+        chunks = 0
+        for key, data in self.dataset.read_many(song_keys, max_workers=self.max_workers):
+            if isinstance(data, UnreadableSourceFile):
+                unreadable.append(data)
+            song = _parse(key, data)
+            del data
+            if isinstance(song, RejectedFile):
+                self.rejected.append(song)
+                continue
+            batch.append(song)
+            if self.modified.get(key) is not None:
+                modified[song.track_id] = self.modified[key]
+            if len(batch) == self.chunk_songs:
+                yield self._chunk(batch, modified)
+                chunks += 1
+                batch, modified = [], {}
+        if song_keys and len(unreadable) == len(song_keys):
+            raise none_readable_error(song_keys, unreadable)
+        if self.keys and not chunks and not batch:
+            raise none_valid_error(self.keys, self.rejected)
+        if batch or not chunks:  # an empty folder still has its (empty) frames
+            yield self._chunk(batch, modified)
+
+    def _chunk(self, songs: list[Song], modified: dict[str, datetime]) -> dict[str, pd.DataFrame]:
+        songs.sort(key=lambda s: s.track_id)
+        for table, count in source_row_counts(songs).items():
+            if table in self.source_rows:
+                self.source_rows[table] += count
+        for song in songs:
+            current = self._representatives.get(song.artist_id)
+            if current is None or song.track_id < current.track_id:
+                self._representatives[song.artist_id] = artist_part(song)
+        self.source_rows["msd_artist"] = len(self._representatives)
+        frames = track_frames(songs, modified)
+        self._tracks.append(frames["msd_track"])
+        if self.sink is not None:
+            self.sink.append(frames)
+        return frames
 
 
 def normalize_partition(

@@ -24,6 +24,7 @@ from msd_dagster.warehouse.dialects import (
     BACKENDS,
     Backend,
     LockErrorKind,
+    PartitionLockTimeout,
     backend_for,
     backend_of_error,
 )
@@ -46,6 +47,8 @@ def lock_error_kind(exc: BaseException) -> LockErrorKind | None:
     """``"deadlock"`` / ``"lock timeout"`` when ``exc`` is one, asked of the backend whose
     driver raised it (of every backend for an unknown driver)."""
     orig = driver_error(exc)
+    if isinstance(orig, PartitionLockTimeout):
+        return "lock timeout"
     owner = backend_of_error(orig)
     for backend in (owner,) if owner is not None else BACKENDS:
         kind = backend.lock_error(orig)

@@ -21,7 +21,7 @@ add to them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 import sqlalchemy as sa
@@ -39,7 +39,13 @@ from msd_dagster.warehouse.schema import MSD_TABLES, NATURAL_KEYS, TRACK_TABLE_N
 
 ANALYSIS_TABLE_NAMES = frozenset(TRACK_TABLE_NAMES) - {"msd_track"}
 
-__all__ = ["TableVerdict", "table_row_counts", "table_totals", "verify_partition"]
+__all__ = [
+    "FrameKeys",
+    "TableVerdict",
+    "table_row_counts",
+    "table_totals",
+    "verify_partition",
+]
 
 
 @dataclass(frozen=True)
@@ -125,11 +131,85 @@ def _missing_shared_keys(
     return len(_key_tuples(frame, keys) - {tuple(row) for row in conn.execute(statement)})
 
 
+def _spans(frame: pd.DataFrame, track_column: str, position_column: str) -> pd.DataFrame:
+    """Per track of an analysis frame: its rows and its first and last position."""
+    grouped = frame[position_column].groupby(frame[track_column].to_numpy())
+    return pd.DataFrame({"rows": grouped.size(), "first": grouped.min(), "last": grouped.max()})
+
+
+@dataclass
+class FrameKeys:
+    """What the checks need of a partition's frames, without their rows.
+
+    Rows per table; ``msd_track``'s track ids; per analysis table, each track's rows and
+    first / last position (its keys are that range: the loader writes 1..n per track), plus the
+    keys of the tracks whose positions are not one gap-free range; the shared frames, which are
+    small (one row per artist, term, tag or similar artist). Built from whole frames
+    (:meth:`of_frames`) or chunk by chunk (:meth:`add_track_chunk`, then :meth:`set_shared`), so
+    a partition streamed in chunks is verified with exactly the numbers of one frame.
+    """
+
+    rows: dict[str, int] = field(default_factory=dict)
+    track_ids: list[str] = field(default_factory=list)
+    spans: dict[str, list[pd.DataFrame]] = field(default_factory=dict)
+    gapped: dict[str, set[tuple]] = field(default_factory=dict)
+    shared: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @classmethod
+    def of_frames(cls, frames: Mapping[str, pd.DataFrame]) -> FrameKeys:
+        keys = cls()
+        keys.add_track_chunk({n: f for n, f in frames.items() if n in TRACK_TABLE_NAMES})
+        keys.set_shared({n: f for n, f in frames.items() if n not in TRACK_TABLE_NAMES})
+        return keys
+
+    def add_track_chunk(self, frames: Mapping[str, pd.DataFrame]) -> None:
+        """Add one chunk's track-table frames (``msd_track`` and / or analysis tables)."""
+        for name, frame in frames.items():
+            self.rows[name] = self.rows.get(name, 0) + len(frame)
+            if name == "msd_track":
+                self.track_ids.extend(frame["track_id"].tolist())
+                continue
+            track_column, position_column = NATURAL_KEYS[name]
+            spans = _spans(frame, track_column, position_column)
+            self.spans.setdefault(name, []).append(spans)
+            uneven = spans.index[spans["rows"] != spans["last"] - spans["first"] + 1]
+            if len(uneven):
+                rows = frame[frame[track_column].isin(uneven)]
+                self.gapped.setdefault(name, set()).update(
+                    _key_tuples(rows, [track_column, position_column])
+                )
+
+    def set_shared(self, frames: Mapping[str, pd.DataFrame]) -> None:
+        """The shared tables' frames, whole (as loaded: validated and deduplicated)."""
+        for name, frame in frames.items():
+            self.shared[name] = frame
+            self.rows[name] = len(frame)
+
+    def track_spans(self, name: str) -> pd.DataFrame:
+        """Per track: rows, first and last position (a track's rows are in one chunk)."""
+        parts = self.spans.get(name) or [pd.DataFrame(columns=["rows", "first", "last"])]
+        spans = pd.concat(parts) if len(parts) > 1 else parts[0]
+        if not spans.index.is_unique:
+            repeated = sorted(set(spans.index[spans.index.duplicated()]))[:3]
+            raise ValueError(f"frame {name}: track(s) {repeated} in more than one chunk")
+        return spans
+
+    def keys_of(self, name: str, tracks: Sequence[str]) -> set[tuple]:
+        """The frame's natural keys of ``tracks`` (from their ranges, or as listed)."""
+        spans = self.track_spans(name)
+        wanted = set(tracks)
+        keys = {k for k in self.gapped.get(name, set()) if k[0] in wanted}
+        for track, rows, first, last in spans[spans.index.isin(wanted)].itertuples(name=None):
+            if rows == last - first + 1:
+                keys.update((track, p) for p in range(int(first), int(last) + 1))
+        return keys
+
+
 def _analysis_aggregates(
     conn: sa.Connection,
     table_name: str,
     partition_key: str,
-    frame: pd.DataFrame,
+    frame_keys: FrameKeys,
     tracks: set[str],
 ) -> tuple[int, int, int, int]:
     """``(database_rows, missing_keys, duplicates, orphans)`` of an analysis table from one
@@ -143,7 +223,7 @@ def _analysis_aggregates(
     the table's unique key on (track_id, position) gone, which the schema check refuses.)
     """
     table = warehouse_table(conn, table_name)
-    track_column, position_column = NATURAL_KEYS[table_name]
+    _, position_column = NATURAL_KEYS[table_name]
     position = table.c[position_column]
     statement = (
         sa.select(table.c.track_id, sa.func.count(), sa.func.min(position), sa.func.max(position))
@@ -155,8 +235,7 @@ def _analysis_aggregates(
     orphans = sum(n for track, (n, *_) in db.items() if track not in tracks)
     even = {track for track, (n, first, last) in db.items() if n == last - first + 1}
     duplicates = 0
-    grouped = frame[position_column].groupby(frame[track_column].to_numpy())
-    expected = pd.DataFrame({"rows": grouped.size(), "first": grouped.min(), "last": grouped.max()})
+    expected = frame_keys.track_spans(table_name)
     missing = 0
     uneven: list[str] = []
     for track, rows, first, last in expected.itertuples(name=None):
@@ -180,21 +259,21 @@ def _analysis_aggregates(
         ]
         stored = set(fetched)
         duplicates += len(fetched) - len(stored)
-        wanted = _key_tuples(
-            frame[frame[track_column].isin(batch)], [track_column, position_column]
-        )
-        missing += len(wanted - stored)
+        missing += len(frame_keys.keys_of(table_name, batch) - stored)
     return database_rows, missing, duplicates, orphans
 
 
 def verify_partition(
     conn: sa.Connection,
     partition_key: str,
-    frames: Mapping[str, pd.DataFrame],
+    frames: Mapping[str, pd.DataFrame] | FrameKeys,
     source_rows: Mapping[str, int] | None = None,
     shared_missing: Mapping[str, int] | None = None,
 ) -> list[TableVerdict]:
     """One verdict per msd_* table for the partition, on ``conn`` (in its transaction, if any).
+
+    ``frames``: the partition's frames, or what the checks need of them (:class:`FrameKeys`,
+    which a load streamed in chunks builds as it goes).
 
     ``source_rows``: rows the song files imply per track table (see
     :func:`msd_dagster.msd.partition.source_row_counts`), compared when given.
@@ -202,24 +281,25 @@ def verify_partition(
     staging tables (:class:`~msd_dagster.warehouse.partition_load.WrittenPartition`); when
     not given, they are counted here.
     """
+    keys = frames if isinstance(frames, FrameKeys) else FrameKeys.of_frames(frames)
     verdicts = []
     tracks = set(partition_track_ids(conn, partition_key))
     for table in MSD_TABLES:
         name = table.name
-        frame = frames[name]
         if name in ANALYSIS_TABLE_NAMES:
             database_rows, missing, duplicates, orphans = _analysis_aggregates(
-                conn, name, partition_key, frame, tracks
+                conn, name, partition_key, keys, tracks
             )
         else:
             database_rows = count_rows(conn, name, partition_key)
             if name == "msd_track":
                 missing = _missing_single_keys(
-                    conn, warehouse_table(conn, name), "track_id", frame["track_id"].tolist()
+                    conn, warehouse_table(conn, name), "track_id", keys.track_ids
                 )
             elif shared_missing is not None and name in shared_missing:
                 missing = shared_missing[name]
             else:
+                frame = keys.shared[name]
                 missing = (
                     _missing_shared_keys(conn, name, partition_key, frame) if len(frame) else 0
                 )
@@ -228,7 +308,7 @@ def verify_partition(
         verdicts.append(
             TableVerdict(
                 table=name,
-                frame_rows=len(frame),
+                frame_rows=keys.rows.get(name, 0),
                 database_rows=database_rows,
                 missing_keys=missing,
                 duplicates=duplicates,

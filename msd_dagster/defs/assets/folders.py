@@ -44,9 +44,9 @@ from msd_dagster.defs.tables import (
     table_schema,
     warehouse_key,
 )
-from msd_dagster.frame_store import FrameStore
+from msd_dagster.frame_store import FrameStore, GroupWriter
 from msd_dagster.msd.frames import RejectedFile
-from msd_dagster.msd.partition import normalize_partition
+from msd_dagster.msd.partition import FolderStream
 from msd_dagster.source.layout import SourceError, SourceFile
 from msd_dagster.source.s3 import S3SourceError
 from msd_dagster.warehouse.checked_load import PartitionCheckFailed, load_and_verify
@@ -255,6 +255,41 @@ def row_counts(verdict: TableVerdict) -> dict[str, int]:
     return counts
 
 
+def _normalized_materializations(
+    partition: str, stream: FolderStream, writer: GroupWriter
+) -> Iterator[dg.AssetMaterialization]:
+    """The folder's normalized frames, all read: stored (made current) and materialized."""
+    rejected = stream.rejected
+    songs_asset = tuple(normalized_key("songs").path)
+    writer.writers[songs_asset].append(REJECTED_FRAME, rejected_frame(rejected))
+    paths = writer.commit()
+    tracks = stream.tracks
+    for name, tables in NORMALIZED_FRAMES.items():
+        extra: dict[str, object] = {}
+        if name == "songs":
+            extra = {
+                "tracks": len(tracks),
+                "rejected_files": len(rejected),
+                "rejected": dg.MetadataValue.md(rejected_markdown(rejected)),
+                "rejected_list": dg.MetadataValue.json(
+                    [{"name": r.name, "reason": r.reason} for r in rejected[:1000]]
+                ),
+                "parse_seconds": round(stream.seconds, 3),
+                "preview": preview(tracks),
+            }
+            if len(tracks):
+                extra["tracks_per_decade"] = dg.MetadataValue.md(tracks_per_decade(tracks))
+        yield dg.AssetMaterialization(
+            normalized_key(name),
+            partition=partition,
+            metadata={
+                **extra,
+                "rows": dg.MetadataValue.json({t: writer.rows[t] for t in tables}),
+                "path": dg.MetadataValue.path(str(paths[tuple(normalized_key(name).path)])),
+            },
+        )
+
+
 def _load_folder(
     context: dg.AssetExecutionContext,
     partition: str,
@@ -287,45 +322,28 @@ def _load_folder(
             },
         )
 
-        stage = "parse"
-        batch, source_rows = normalize_partition(
-            dataset, [f.key for f in files], {f.key: f.modified for f in files}
-        )
-        for rejected in batch.rejected:
-            context.log.warning(f"rejected {rejected.name}: {rejected.reason}")
-        parsed = time.perf_counter()
-        for name, tables in NORMALIZED_FRAMES.items():
-            frames = {table: batch.frames[table] for table in tables}
-            extra: dict[str, object] = {}
-            if name == "songs":
-                frames[REJECTED_FRAME] = rejected_frame(batch.rejected)
-                extra = {
-                    "tracks": len(batch.frames["msd_track"]),
-                    "rejected_files": len(batch.rejected),
-                    "rejected": dg.MetadataValue.md(rejected_markdown(batch.rejected)),
-                    "rejected_list": dg.MetadataValue.json(
-                        [{"name": r.name, "reason": r.reason} for r in batch.rejected[:1000]]
-                    ),
-                    "parse_seconds": round(parsed - listed, 3),
-                    "preview": preview(batch.frames["msd_track"]),
-                }
-                if len(batch.frames["msd_track"]):
-                    extra["tracks_per_decade"] = dg.MetadataValue.md(
-                        tracks_per_decade(batch.frames["msd_track"])
-                    )
-            path = store.write(normalized_key(name).path, partition, frames)
-            yield dg.AssetMaterialization(
-                normalized_key(name),
-                partition=partition,
-                metadata={
-                    **extra,
-                    "rows": dg.MetadataValue.json({t: len(batch.frames[t]) for t in tables}),
-                    "path": dg.MetadataValue.path(str(path)),
-                },
-            )
-
+        # Parsed, normalized, stored and loaded in chunks of songs, in one transaction.
         stage = "load"
-        loaded = load_and_verify(warehouse.engine(), partition, batch.frames, source_rows)
+        writer = GroupWriter(
+            store,
+            partition,
+            {tuple(normalized_key(n).path): t for n, t in NORMALIZED_FRAMES.items()},
+        )
+        stream = FolderStream(
+            dataset, [f.key for f in files], {f.key: f.modified for f in files}, sink=writer
+        )
+        try:
+            loaded = load_and_verify(
+                warehouse.engine(), partition, stream, lambda: stream.source_rows
+            )
+        except BaseException:
+            if not stream.finished:  # the frames were not all read: the stored ones stay
+                writer.abort()
+                stage = "parse" if stream.failed else stage
+                raise
+            yield from _normalized_materializations(partition, stream, writer)
+            raise
+        yield from _normalized_materializations(partition, stream, writer)
     except PartitionCheckFailed as exc:
         # Rolled back: the results are about the folder's rows still in the database.
         for verdict in exc.verdicts:
@@ -373,9 +391,9 @@ def _load_folder(
         yield rows_check_evaluation(partition, verdict, target)
     total = sum(loaded.written.values())
     context.log.info(
-        f"{partition}: {len(batch.frames['msd_track'])} tracks, {total:,} rows, "
-        f"{len(batch.rejected)} rejected in {time.perf_counter() - started:.1f} s "
-        f"(parse {parsed - listed:.1f} s, load {loaded.seconds:.1f} s)"
+        f"{partition}: {writer.rows['msd_track']} tracks, {total:,} rows, "
+        f"{len(stream.rejected)} rejected in {time.perf_counter() - started:.1f} s "
+        f"(parse {stream.seconds:.1f} s, write {loaded.seconds - stream.seconds:.1f} s)"
     )
 
 

@@ -30,6 +30,7 @@ from msd_dagster.warehouse.dialects.base import (
     Backend,
     DatabaseEncodingError,
     LockErrorKind,
+    PartitionLockTimeout,
     StagedCopy,
 )
 from msd_dagster.warehouse.dialects.mssql import SQLServerBackend
@@ -52,6 +53,7 @@ __all__ = [
     "Backend",
     "DatabaseEncodingError",
     "LockErrorKind",
+    "PartitionLockTimeout",
     "MySQLBackend",
     "PostgreSQLBackend",
     "SQLServerBackend",

@@ -54,6 +54,11 @@ class DatabaseEncodingError(RuntimeError):
     """The database or connection cannot store arbitrary Unicode text."""
 
 
+class PartitionLockTimeout(TimeoutError):
+    """A load waited the lock timeout for another load of the same partition (a lock
+    timeout: the transaction is rolled back and retried)."""
+
+
 class StagedCopy(Protocol):
     """Rows bulk-copied before the load transaction (see
     :meth:`Backend.copy_outside_transaction`), moved into their table inside it."""
@@ -128,6 +133,14 @@ class Backend:
     def lock_schema(self, conn: sa.Connection) -> None:
         """Take the schema lock inside ``conn``'s transaction."""
 
+    def lock_partition(self, conn: sa.Connection, partition_key: str) -> None:
+        """Make concurrent loads of one partition take turns, from the start of ``conn``'s
+        transaction to its end (nothing to do where a load's first DELETE already waits for
+        the other load's new rows: SQLite's single writer)."""
+
+    def release_partition(self, conn: sa.Connection, partition_key: str) -> None:
+        """After the transaction: release a lock that is the session's, not the transaction's."""
+
     def check_encoding(self, conn: sa.Connection) -> None:
         """Raise :class:`DatabaseEncodingError` when text cannot round-trip."""
 
@@ -151,6 +164,12 @@ class Backend:
     def bulk_path(self, conn: sa.Connection) -> BulkPath:
         """The fastest exact way this connection's driver writes a frame into a table."""
         return sqlalchemy_executemany
+
+    @property
+    def stages_outside_transaction(self) -> bool:
+        """Whether :meth:`copy_outside_transaction` stages rows: then a partition's analysis
+        rows must all be at hand before its transaction begins (no streaming in chunks)."""
+        return False
 
     @contextlib.contextmanager
     def copy_outside_transaction(

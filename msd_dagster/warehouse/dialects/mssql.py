@@ -361,10 +361,23 @@ class SQLServerBackend(Backend):
             f"@LockOwner = 'Transaction', @LockTimeout = {_SCHEMA_LOCK_WAIT_MS}"
         )
 
+    def lock_partition(self, conn: sa.Connection, partition_key: str) -> None:
+        conn.execute(
+            sa.text(
+                "EXEC sp_getapplock @Resource = :resource, @LockMode = 'Exclusive', "
+                "@LockOwner = 'Transaction'"
+            ),
+            {"resource": f"msd_dagster_partition_{partition_key}"},
+        )
+
     def bulk_path(self, conn: sa.Connection) -> BulkPath:
         if self.driver == "pyodbc" and getattr(conn.dialect, "fast_executemany", False):
             return _mssql_fast_executemany
         return _mssql_values
+
+    @property
+    def stages_outside_transaction(self) -> bool:
+        return self.bulkcopy and self.driver == "mssqlpython"
 
     @contextlib.contextmanager
     def copy_outside_transaction(
@@ -373,7 +386,7 @@ class SQLServerBackend(Backend):
         frames: Mapping[sa.Table, pd.DataFrame],
         chunk_rows: int | None,
     ) -> Iterator[dict[str, StagedCopy]]:
-        if not (self.bulkcopy and self.driver == "mssqlpython"):
+        if not self.stages_outside_transaction:
             yield {}
             return
         with bulk_copy_to_staging(

@@ -24,6 +24,7 @@ from msd_dagster.warehouse.dialects.base import (
     BulkPath,
     DatabaseEncodingError,
     LockErrorKind,
+    PartitionLockTimeout,
     query_value,
 )
 from msd_dagster.warehouse.merge_rules import SOURCE_COLUMN, merge_columns
@@ -41,6 +42,10 @@ _MYSQL_LOCAL_INFILE_KEY = "msd_mysql_local_infile"
 _MYSQL_MAX_PACKET_KEY = "msd_mysql_max_allowed_packet"
 _SCHEMA_LOCK_NAME = "msd_dagster_schema"
 _SCHEMA_LOCK_WAIT_S = 600
+
+
+def _partition_lock_name(partition_key: str) -> str:
+    return f"msd_dagster_partition_{partition_key}"  # GET_LOCK names: up to 64 characters
 
 
 def mysql_upsert_sql(dialect: sa.Dialect, target: sa.Table, stage: sa.Table) -> str:
@@ -234,6 +239,27 @@ class MySQLBackend(Backend):
         # No gap locks: concurrent loads of neighbouring partitions do not deadlock on the
         # range boundaries of their DELETEs.
         return conn.execution_options(isolation_level="READ COMMITTED")
+
+    def lock_partition(self, conn: sa.Connection, partition_key: str) -> None:
+        # READ COMMITTED: a DELETE skips rows a concurrent load of the same partition has
+        # inserted but not committed, so both would insert them. A session lock, released by
+        # release_partition after the transaction (or by the server with the session).
+        wait = max(1, round(self.lock_timeout_s or 60))
+        got = conn.execute(
+            sa.select(sa.func.get_lock(_partition_lock_name(partition_key), wait))
+        ).scalar()
+        if got != 1:
+            raise PartitionLockTimeout(
+                f"partition {partition_key}: another load of it held its lock (GET_LOCK) "
+                f"for {wait} s"
+            )
+
+    def release_partition(self, conn: sa.Connection, partition_key: str) -> None:
+        if conn.invalidated or conn.closed:
+            return
+        with contextlib.suppress(sa.exc.DBAPIError):
+            conn.execute(sa.select(sa.func.release_lock(_partition_lock_name(partition_key))))
+            conn.commit()
 
     @contextlib.contextmanager
     def schema_lock(self, engine: sa.Engine) -> Iterator[sa.Connection]:

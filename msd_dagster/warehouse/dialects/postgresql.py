@@ -6,6 +6,7 @@ Floats travel as IEEE doubles in COPY BINARY, so they are bit-exact.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ from msd_dagster.warehouse.rows import (
 )
 
 _PG_SCHEMA_LOCK_KEY = 0x6D73645F736368  # arbitrary constant bigint ("msd_sch")
+_PG_PARTITION_LOCK_CLASS = 0x6D736470  # arbitrary int ("msdp"): first key of a partition's lock
 # Drivers that pass libpq "options" (the lock timeout is set there: a SET would be undone by
 # the first rollback).
 _LIBPQ_DRIVERS = ("psycopg", "psycopg2")
@@ -185,6 +187,12 @@ class PostgreSQLBackend(Backend):
 
     def lock_schema(self, conn: sa.Connection) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_SCHEMA_LOCK_KEY)))
+
+    def lock_partition(self, conn: sa.Connection, partition_key: str) -> None:
+        # A DELETE sees the rows committed when it started, not those a concurrent load of the
+        # same partition is inserting: without this lock both would insert them.
+        key = zlib.crc32(partition_key.encode()) - 2**31  # a signed int4
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_PARTITION_LOCK_CLASS, key)))
 
     def check_encoding(self, conn: sa.Connection) -> None:
         encoding = conn.exec_driver_sql("SHOW server_encoding").scalar()

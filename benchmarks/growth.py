@@ -1,0 +1,112 @@
+"""How a folder's load cost grows with the rows already in the database (PostgreSQL).
+
+Loads every folder of ``--source`` (generated at the full set's shape, e.g. ``msd-dagster
+sample --songs 21000 --folders C/A ... C/O``: ~1,500 songs per folder) one after the other
+into one new database, as ``load_folders`` does (``FolderStream`` + ``load_and_verify``: parse,
+write and verify in one transaction), without Dagster. Per folder it records the seconds, the
+part spent reading and parsing, the rows written, the rows in the database before it and the
+database's size; writes them as JSON and plots seconds per million rows written against the
+rows already loaded (PNG).
+
+    python -m benchmarks.growth --source /data/growth --plot docs/images/growth.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from benchmarks.memory import ADMIN_URL, _database, _drop
+from msd_dagster.msd.partition import FolderStream
+from msd_dagster.source.local import LocalDataset
+from msd_dagster.warehouse.checked_load import load_and_verify
+from msd_dagster.warehouse.ddl import ensure_schema
+from msd_dagster.warehouse.urls import create_engine_for_url
+
+
+def _size(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar())
+
+
+def run(source: str, log) -> list[dict[str, object]]:
+    dataset = LocalDataset(source)
+    name = _database()
+    engine = create_engine_for_url(sa.make_url(ADMIN_URL).set(database=name))
+    rows_before = 0
+    folders: list[dict[str, object]] = []
+    try:
+        ensure_schema(engine)
+        for folder in dataset.list_partitions():
+            files = dataset.list_files(folder)
+            stream = FolderStream(dataset, [f.key for f in files])
+            started = time.perf_counter()
+            loaded = load_and_verify(engine, folder, stream, lambda s=stream: s.source_rows)
+            seconds = time.perf_counter() - started
+            assert all(v.passed for v in loaded.verdicts), folder
+            written = sum(loaded.written.values())
+            row = {
+                "folder": folder,
+                "songs": len(files),
+                "rows_before": rows_before,
+                "rows_written": written,
+                "seconds": round(seconds, 2),
+                "parse_seconds": round(stream.seconds, 2),
+                "seconds_per_million_rows": round(seconds / written * 1e6, 2),
+                "database_bytes": _size(engine),
+            }
+            rows_before += written
+            folders.append(row)
+            print(json.dumps(row), file=log, flush=True)
+    finally:
+        engine.dispose()
+        _drop(name)
+    return folders
+
+
+def plot(folders: list[dict[str, object]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [int(f["rows_before"]) / 1e6 for f in folders]
+    total = [float(f["seconds_per_million_rows"]) for f in folders]
+    write = [
+        (float(f["seconds"]) - float(f["parse_seconds"])) / int(f["rows_written"]) * 1e6
+        for f in folders
+    ]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(x, total, "o-", label="folder (parse + write + verify)")
+    ax.plot(x, write, "s--", label="write + verify only")
+    ax.set_xlabel("rows already in the database (millions)")
+    ax.set_ylabel("seconds per million rows of the folder")
+    ax.set_ylim(bottom=0)
+    ax.set_title("PostgreSQL: cost of a ~1,500-song folder against the database's size")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", required=True)
+    parser.add_argument("--plot", required=True, help="PNG to write")
+    parser.add_argument("--out", default="benchmarks/results/scale")
+    args = parser.parse_args()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = Path(args.out) / f"{stamp}-growth-postgresql.json"
+    with open(out.with_suffix(".log"), "w") as log:
+        folders = run(args.source, log)
+    out.write_text(json.dumps({"source": args.source, "folders": folders}, indent=1) + "\n")
+    plot(folders, args.plot)
+    print(f"wrote {out} and {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
