@@ -28,14 +28,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
-from dagster._core.execution.api import execute_run
-from dagster._core.remote_origin import (
+
+from msd_dagster.dagster_compat import (
+    LoadableTargetOrigin,
     ManagedGrpcPythonEnvCodeLocationOrigin,
     RemoteJobOrigin,
     RemoteRepositoryOrigin,
+    execute_run,
 )
-from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-
 from msd_dagster.defs.assets.folders import RAW_KEY
 from msd_dagster.defs.tables import normalized_key, warehouse_key
 from msd_dagster.warehouse.schema import MSD_TABLES

@@ -23,10 +23,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-    AssetCheckEvaluationTargetMaterializationData,
-)
 
+from msd_dagster.dagster_compat import AssetCheckEvaluationTargetMaterializationData
 from msd_dagster.defs.partitions import FOLDER_BACKFILL_POLICY, msd_folders
 from msd_dagster.defs.resources import FrameStoreResource, MsdSourceResource, WarehouseResource
 from msd_dagster.defs.retries import SOURCE_RETRY_POLICY
