@@ -14,7 +14,7 @@ from msd_dagster.defs.assets.additional_files import (
     msd_additional_files_job,
 )
 from msd_dagster.defs.assets.folders import load_folders
-from msd_dagster.defs.checks import total_tracks_match_partitions, warehouse_checks
+from msd_dagster.defs.checks import ALL_FOLDERS, total_tracks_match_partitions
 from msd_dagster.defs.jobs import msd_partition_job, msd_totals_job
 from msd_dagster.defs.resources import (
     FrameStoreResource,
@@ -38,8 +38,8 @@ def build_definitions(executor: dg.ExecutorDefinition) -> dg.Definitions:
     :mod:`msd_dagster.distributed`); everything else is the same objects. A function: a code
     location module may hold one Definitions object only."""
     location = dg.Definitions(
-        assets=[load_folders, additional_files_frames, additional_files_warehouse],
-        asset_checks=[warehouse_checks, total_tracks_match_partitions],
+        assets=[load_folders, additional_files_frames, additional_files_warehouse, ALL_FOLDERS],
+        asset_checks=[total_tracks_match_partitions],
         jobs=[msd_partition_job, msd_totals_job, msd_additional_files_job],
         sensors=[msd_discovery_sensor, msd_totals_after_loads],
         resources=RESOURCES,

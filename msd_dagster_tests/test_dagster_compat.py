@@ -21,6 +21,7 @@ import dagster as dg
 import pytest
 
 from msd_dagster.definitions import CODE_LOCATION_NAME, partition_job
+from msd_dagster.defs.assets.folders import ROWS_CHECK, TABLE_ORDER
 from msd_dagster.defs.partitions import msd_folders
 from msd_dagster.defs.tables import warehouse_key
 from msd_dagster.generate import GeneratedDataset
@@ -94,3 +95,47 @@ def test_a_watcher_sees_every_event_of_a_cli_run_while_it_goes(cli_instance) -> 
     assert len(materialized) == 16 * len(PIPELINE_FOLDERS)
     assert not any(materialized)
     assert watcher.received[-1][0] == dg.DagsterEventType.RUN_SUCCESS
+
+
+def latest_check_status(instance: dg.DagsterInstance, table: str) -> dict[str, str]:
+    """The latest execution of ``table``'s row check per folder, as stored: what the UI shows."""
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(warehouse_key(table), ROWS_CHECK), limit=1000
+    )
+    latest: dict[str, str] = {}
+    for record in history:  # newest first
+        latest.setdefault(str(record.partition), record.status.value)
+    return latest
+
+
+def test_a_ranged_run_records_one_check_result_per_check_and_folder(cli_instance) -> None:
+    instance = cli_instance
+    run = create_run(
+        instance, partition_job, CODE_LOCATION_NAME, partition_tags(list(PIPELINE_FOLDERS))
+    )
+    process = start_run_process(partition_job, run)
+    process.join(300)
+    assert process.exitcode == 0
+    evaluations = [
+        r.event_log_entry.dagster_event.asset_check_evaluation_data
+        for r in instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        ).records
+    ]
+    assert sorted((e.asset_key.path[-1], e.partition) for e in evaluations) == sorted(
+        (table, folder) for table in TABLE_ORDER for folder in PIPELINE_FOLDERS
+    )
+    for evaluation in evaluations:
+        # Each result names its folder's materialization of this run: the UI counts it current.
+        [latest] = instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=evaluation.asset_key, asset_partitions=[evaluation.partition]
+            ),
+            limit=1,
+        ).records
+        assert evaluation.target_materialization_data.storage_id == latest.storage_id
+        assert latest.run_id == run.run_id and evaluation.passed
+    for table in TABLE_ORDER:
+        assert latest_check_status(instance, table) == {
+            folder: "SUCCEEDED" for folder in PIPELINE_FOLDERS
+        }

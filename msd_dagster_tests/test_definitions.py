@@ -16,7 +16,7 @@ from dagster._utils.error import serializable_error_info_from_exc_info
 
 from msd_dagster import definitions, settings
 from msd_dagster.defs.assets.folders import ROWS_CHECK
-from msd_dagster.defs.checks import TOTAL_TRACKS
+from msd_dagster.defs.checks import ALL_FOLDERS_KEY, TOTAL_TRACKS
 from msd_dagster.defs.partitions import msd_folders
 from msd_dagster.defs.resources import MsdSourceResource, WarehouseResource
 from msd_dagster.defs.tables import NORMALIZED_FRAMES, normalized_key, warehouse_key
@@ -69,7 +69,10 @@ def test_every_job_resolves_and_every_asset_is_grouped_and_described() -> None:
     assert undocumented == []
     assert ungrouped == []
     for key, spec in specs.items():
-        if key.path[0] in ("raw", "normalized", "warehouse") and key.path[-1] != "additional_files":
+        if key.path[0] in ("raw", "normalized", "warehouse") and key.path[-1] not in (
+            "additional_files",
+            ALL_FOLDERS_KEY.path[-1],
+        ):
             assert spec.group_name == key.path[0], key
             assert spec.partitions_def == msd_folders, key
 
@@ -77,13 +80,19 @@ def test_every_job_resolves_and_every_asset_is_grouped_and_described() -> None:
     checks = graph.asset_check_keys
     assert checks == {
         *(dg.AssetCheckKey(warehouse_key(table.name), ROWS_CHECK) for table in MSD_TABLES),
-        dg.AssetCheckKey(warehouse_key("msd_track"), TOTAL_TRACKS),
+        dg.AssetCheckKey(ALL_FOLDERS_KEY, TOTAL_TRACKS),
     }
     for key in checks:
         assert (graph.get_check_spec(key).description or "").strip(), key
-    # The partition checks are evaluated by the load itself, not by a step of their own.
+    # The partition checks are checks of the load itself, not a step of their own; what the
+    # UI adds to a run of the load's assets (their checks) is the job's own selection.
     job = jobs["msd_partition_job"]
     assert [node.name for node in job.nodes] == ["load_folders"]
+    load_assets = {k for k in graph.get_all_asset_keys() if k.path[0] != "additional_files"}
+    load_assets -= {ALL_FOLDERS_KEY, warehouse_key("additional_files")}
+    assert graph.get_check_keys_for_assets(load_assets) == set(
+        job.asset_layer.asset_graph.asset_check_keys
+    )
 
 
 def test_catalog_column_schemas_show_keys_and_references() -> None:

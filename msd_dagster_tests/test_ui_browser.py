@@ -293,10 +293,9 @@ def test_partitions_view_shows_materialized_partitions(
 
 def test_checks_tab_shows_check_results(page, dagster_ui: DagsterUI, screenshots: Path):
     page.goto("/assets/warehouse/msd_track?view=checks")
-    expect(page.get_by_text("Checks (2)")).to_be_visible()  # the folder check and the total
+    expect(page.get_by_text("Checks (1)")).to_be_visible()  # the folder check
     rows = page.locator("[class*='checkRow']")
     expect(rows.filter(has_text=ROWS_CHECK)).to_contain_text("Succeeded")
-    expect(rows.filter(has_text=TOTAL_TRACKS)).to_be_visible()
     # Selected by default (Dagster takes the first by name): the blocking folder check.
     expect(page.locator("[class*='checkRowSelected']")).to_contain_text(ROWS_CHECK)
     expect(page.get_by_text("blocking", exact=True)).to_be_visible()
@@ -330,7 +329,7 @@ def test_checks_tab_shows_check_results(page, dagster_ui: DagsterUI, screenshots
 def test_whole_dataset_check_runs_from_its_execute_button(
     page, dagster_ui: DagsterUI, screenshots: Path
 ):
-    page.goto(f"/assets/warehouse/msd_track?view=checks&checkDetail={TOTAL_TRACKS}")
+    page.goto(f"/assets/warehouse/all_folders?view=checks&checkDetail={TOTAL_TRACKS}")
     expect(page.get_by_text("non-blocking", exact=True)).to_be_visible()
     execute = page.get_by_role("button", name="execute Execute", exact=True)
     expect(execute).to_be_enabled()
@@ -341,7 +340,7 @@ def test_whole_dataset_check_runs_from_its_execute_button(
     while execution is None or execution["status"] == "IN_PROGRESS":
         assert time.monotonic() < deadline, f"check not evaluated in time: {execution}"
         time.sleep(0.5)
-        found = dagster_ui.graphql(TOTAL_CHECK, {"key": {"path": ["warehouse", "msd_track"]}})
+        found = dagster_ui.graphql(TOTAL_CHECK, {"key": {"path": ["warehouse", "all_folders"]}})
         latest = found["assetCheckExecutions"]
         if latest and latest[0]["timestamp"] >= clicked - 5:
             execution = latest[0]
@@ -653,7 +652,7 @@ def test_totals_sensor_runs_by_default_and_follows_the_loads(
         assert time.monotonic() < deadline, f"no totals run from the sensor: {finished}"
         time.sleep(2)
     by_sensor = {r["runId"] for r in finished if r["status"] == "SUCCESS"}
-    found = dagster_ui.graphql(TOTAL_CHECK, {"key": {"path": ["warehouse", "msd_track"]}})
+    found = dagster_ui.graphql(TOTAL_CHECK, {"key": {"path": ["warehouse", "all_folders"]}})
     results = [e for e in found["assetCheckExecutions"] if e["runId"] in by_sensor]
     assert results and all(e["status"] == "SUCCEEDED" for e in results), results
 

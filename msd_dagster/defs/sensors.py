@@ -111,7 +111,7 @@ def msd_discovery_sensor(
     minimum_interval_seconds=60,
     description=(
         "After partition runs succeed, re-evaluates the whole-dataset check "
-        "total_tracks_match_partitions on warehouse/msd_track (msd_totals_job, at most once a "
+        "total_tracks_match_partitions on warehouse/all_folders (msd_totals_job, at most once a "
         "minute). Running by default."
     ),
 )
