@@ -139,3 +139,111 @@ def test_a_ranged_run_records_one_check_result_per_check_and_folder(cli_instance
         assert latest_check_status(instance, table) == {
             folder: "SUCCEEDED" for folder in PIPELINE_FOLDERS
         }
+
+
+RUN_SHAPE = """
+query Run($runId: ID!) {
+  runOrError(runId: $runId) {
+    ... on Run { runId jobName status pipelineSnapshotId stepStats { stepKey status } }
+  }
+}
+"""
+CLI_RUNS = """
+query Runs($filter: RunsFilter) {
+  runsOrError(filter: $filter) { ... on Runs { results { runId status tags { key value } } } }
+}
+"""
+LAUNCH_BACKFILL = """
+mutation Backfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+REEXECUTE = """
+mutation Reexecute($params: ReexecutionParams!) {
+  launchRunReexecution(reexecutionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def run_shape(ui: Any, run_id: str) -> tuple[str, str, dict[str, str]]:
+    run = ui.graphql(RUN_SHAPE, {"runId": run_id})["runOrError"]
+    steps = {s["stepKey"]: s["status"] for s in run["stepStats"]}
+    return run["jobName"], run["pipelineSnapshotId"], steps
+
+
+def cli_run_ids(ui: Any, partition_tag: dict[str, str]) -> list[str]:
+    tags = [{"key": "msd/launched_by", "value": "cli"}] + [
+        {"key": k, "value": v} for k, v in partition_tag.items()
+    ]
+    found = ui.graphql(CLI_RUNS, {"filter": {"tags": tags}})["runsOrError"]["results"]
+    return [r["runId"] for r in found]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(420)
+def test_a_cli_run_re_executed_from_the_ui_and_an_asset_backfill_have_its_shape(
+    dagster_ui: Any, ui_partitions: list[str]
+) -> None:
+    from msd_dagster_tests.ui_fixtures import PARTITIONS
+
+    ui = dagster_ui
+    # A CLI run of two folders whose second fails (the database refuses its tracks).
+    cli_folders = list(PARTITIONS[:8])  # one worker: runs of two folders
+    first = ui.cli_load("--partition", *PARTITIONS[8:], "--skip-additional-files")
+    assert first.returncode == 0, first.stdout + first.stderr  # the tables exist now
+    ui.refuse_track_inserts(cli_folders[1], "the database refuses this folder")
+    try:
+        result = ui.cli_load(
+            "--partition", *cli_folders, "--workers", "1", "--skip-additional-files"
+        )
+    finally:
+        ui.repair_database()
+    assert result.returncode == 1, result.stdout + result.stderr
+    [failed] = cli_run_ids(ui, partition_tags(cli_folders[:2]))
+    job, snapshot, steps = run_shape(ui, failed)
+    assert steps == {"load_folders": "FAILURE"}
+    [passed] = cli_run_ids(ui, partition_tags(cli_folders[2:4]))
+    assert run_shape(ui, passed) == (job, snapshot, {"load_folders": "SUCCESS"})
+
+    # "From failure" from the UI: the same shape, the failed folder loaded, the other skipped,
+    # and every table's latest check result of both folders passed.
+    launched = ui.graphql(
+        REEXECUTE, {"params": {"parentRunId": failed, "strategy": "FROM_FAILURE"}}
+    )["launchRunReexecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    rerun = launched["run"]["runId"]
+    assert ui.wait_for_run(rerun, timeout=180)["status"] == "SUCCESS"
+    assert run_shape(ui, rerun) == (job, snapshot, {"load_folders": "SUCCESS"})
+    with dg.DagsterInstance.from_config(str(ui.home)) as instance:
+        for table in TABLE_ORDER:
+            latest = latest_check_status(instance, table)
+            assert {f: latest[f] for f in cli_folders[:2]} == {
+                f: "SUCCEEDED" for f in cli_folders[:2]
+            }, table
+
+    # A backfill of the load's assets, as the asset graph and the group page launch it.
+    backfilled = list(PARTITIONS[8:]) + list(PARTITIONS[:2])
+    from msd_dagster.defs.assets.folders import load_folders
+
+    params = {
+        "assetSelection": [{"path": key.path} for key in load_folders.keys],
+        "partitionNames": backfilled,
+        "fromFailure": False,
+    }
+    launched = ui.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill = ui.wait_for_backfill(launched["backfillId"], timeout=240)
+    runs = backfill["runs"]
+    assert runs and all(r["status"] == "SUCCESS" for r in runs), runs
+    for run in runs:
+        # The same one step. (Dagster runs an asset backfill in its implicit asset job,
+        # __ASSET_JOB, so the job name and snapshot are that job's.)
+        assert run_shape(ui, run["runId"])[2] == {"load_folders": "SUCCESS"}
