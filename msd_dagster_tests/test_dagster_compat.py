@@ -28,6 +28,7 @@ from msd_dagster.generate import GeneratedDataset
 from msd_dagster.instance import write_recommended_config
 from msd_dagster.local_runs import create_run, partition_tags, start_run_process
 from msd_dagster_tests.pipeline_helpers import PIPELINE_FOLDERS, sqlite_url
+from msd_dagster_tests.test_ui_graphql import LAUNCH_BACKFILL, REEXECUTE
 
 TRACK_KEY = warehouse_key("msd_track")
 
@@ -151,24 +152,6 @@ query Run($runId: ID!) {
 CLI_RUNS = """
 query Runs($filter: RunsFilter) {
   runsOrError(filter: $filter) { ... on Runs { results { runId status tags { key value } } } }
-}
-"""
-LAUNCH_BACKFILL = """
-mutation Backfill($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-  }
-}
-"""
-REEXECUTE = """
-mutation Reexecute($params: ReexecutionParams!) {
-  launchRunReexecution(reexecutionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-  }
 }
 """
 
