@@ -207,12 +207,12 @@ def _load_folders(
 ) -> int:
     import dagster as dg
 
-    from msd_dagster.definitions import partition_job
     from msd_dagster.defs.partitions import msd_folders
     from msd_dagster.local_runs import (
         LoadInterrupted,
         LocalRunner,
         fail_orphaned_runs,
+        folder_runs_target,
         plan_folder_runs,
     )
 
@@ -264,7 +264,7 @@ def _load_folders(
         )
 
     try:
-        runner.run_folders(plan, partition_job, report)
+        runner.run_folders(plan, folder_runs_target(), report)
         extra = (
             [] if args.skip_additional_files else _load_additional_files(dataset, runner, warehouse)
         )

@@ -57,6 +57,23 @@ def partition_job() -> dg.JobDefinition:
     return defs.resolve_job_def(msd_partition_job.name)
 
 
+def asset_job() -> dg.JobDefinition:
+    """Dagster's implicit asset job (``__ASSET_JOB``): where the asset graph's "Materialize"
+    and asset backfills run a selection of assets, and where ``msd-dagster load`` runs the
+    folders (:func:`folder_load_selection`)."""
+    return defs.resolve_implicit_global_asset_job_def()
+
+
+def folder_load_selection() -> tuple[frozenset[dg.AssetKey], frozenset[dg.AssetCheckKey]]:
+    """What the UI selects to load folders: every asset of ``load_folders`` (it cannot be
+    subset, so the UI adds the rest to any of them), and every check of those assets (the
+    asset graph sends the assets' checks; an asset backfill adds them)."""
+    keys = frozenset(load_folders.keys)
+    graph = defs.resolve_asset_graph()
+    checks = frozenset(k for k in graph.asset_check_keys if k.asset_key in keys)
+    return keys, checks
+
+
 def totals_job() -> dg.JobDefinition:
     return defs.resolve_job_def(msd_totals_job.name)
 

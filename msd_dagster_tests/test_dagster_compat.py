@@ -8,7 +8,9 @@ path a user takes, with the recommended instance (``msd_dagster.instance``):
   the way the webserver's run page subscribes, while the run is going, up to its end;
 * a ranged run records one check result per check and folder, each the latest of its folder;
 * a run created by ``msd-dagster load`` is re-executed "from failure" through the webserver's
-  GraphQL API, in the same job snapshot, and every folder's checks stay passed.
+  GraphQL API, in the same job snapshot, and every folder's checks stay passed; the asset
+  graph's "Materialize" of one folder and an asset backfill make runs of the same job,
+  snapshot and step as the CLI's.
 """
 
 from __future__ import annotations
@@ -20,15 +22,21 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from msd_dagster.definitions import CODE_LOCATION_NAME, partition_job
+from msd_dagster.definitions import CODE_LOCATION_NAME
 from msd_dagster.defs.assets.folders import ROWS_CHECK, TABLE_ORDER
 from msd_dagster.defs.partitions import msd_folders
 from msd_dagster.defs.tables import warehouse_key
 from msd_dagster.generate import GeneratedDataset
 from msd_dagster.instance import write_recommended_config
-from msd_dagster.local_runs import create_run, partition_tags, start_run_process
+from msd_dagster.local_runs import (
+    create_run,
+    folder_runs_target,
+    partition_tags,
+    start_run_process,
+)
 from msd_dagster_tests.pipeline_helpers import PIPELINE_FOLDERS, sqlite_url
-from msd_dagster_tests.test_ui_graphql import LAUNCH_BACKFILL, REEXECUTE
+from msd_dagster_tests.test_ui_graphql import LAUNCH_BACKFILL
+from msd_dagster_tests.ui_fixtures import LAUNCH_RUN, REEXECUTE
 
 TRACK_KEY = warehouse_key("msd_track")
 
@@ -74,10 +82,10 @@ class RunPageWatcher:
 def test_a_watcher_sees_every_event_of_a_cli_run_while_it_goes(cli_instance) -> None:
     instance = cli_instance
     run = create_run(
-        instance, partition_job, CODE_LOCATION_NAME, partition_tags(list(PIPELINE_FOLDERS))
+        instance, folder_runs_target(), CODE_LOCATION_NAME, partition_tags(list(PIPELINE_FOLDERS))
     )
     watcher = RunPageWatcher(instance, run.run_id)
-    process = start_run_process(partition_job, run)
+    process = start_run_process(folder_runs_target(), run)
     process.join(300)
     assert process.exitcode == 0
     # The watcher stops only at the run's end event (it is not polled: it is woken).
@@ -112,9 +120,9 @@ def latest_check_status(instance: dg.DagsterInstance, table: str) -> dict[str, s
 def test_a_ranged_run_records_one_check_result_per_check_and_folder(cli_instance) -> None:
     instance = cli_instance
     run = create_run(
-        instance, partition_job, CODE_LOCATION_NAME, partition_tags(list(PIPELINE_FOLDERS))
+        instance, folder_runs_target(), CODE_LOCATION_NAME, partition_tags(list(PIPELINE_FOLDERS))
     )
-    process = start_run_process(partition_job, run)
+    process = start_run_process(folder_runs_target(), run)
     process.join(300)
     assert process.exitcode == 0
     evaluations = [
@@ -192,6 +200,7 @@ def test_a_cli_run_re_executed_from_the_ui_and_an_asset_backfill_have_its_shape(
     assert result.returncode == 1, result.stdout + result.stderr
     [failed] = cli_run_ids(ui, partition_tags(cli_folders[:2]))
     job, snapshot, steps = run_shape(ui, failed)
+    assert job == "__ASSET_JOB"  # Dagster's implicit asset job, where the asset graph runs them
     assert steps == {"load_folders": "FAILURE"}
     [passed] = cli_run_ids(ui, partition_tags(cli_folders[2:4]))
     assert run_shape(ui, passed) == (job, snapshot, {"load_folders": "SUCCESS"})
@@ -212,12 +221,43 @@ def test_a_cli_run_re_executed_from_the_ui_and_an_asset_backfill_have_its_shape(
                 f: "SUCCEEDED" for f in cli_folders[:2]
             }, table
 
-    # A backfill of the load's assets, as the asset graph and the group page launch it.
-    backfilled = list(PARTITIONS[8:]) + list(PARTITIONS[:2])
-    from msd_dagster.defs.assets.folders import load_folders
+    # The asset graph's "Materialize" of one folder (global graph or warehouse group: the UI
+    # selects every asset of load_folders, which cannot be subset, and the checks of those
+    # assets, in the implicit asset job): the same job, snapshot and step as the CLI's runs.
+    from msd_dagster.definitions import folder_load_selection
 
+    assets, checks = folder_load_selection()
+    single = PARTITIONS[2]
+    launched = ui.graphql(
+        LAUNCH_RUN,
+        {
+            "params": {
+                "mode": "default",
+                "runConfigData": "{}",
+                "executionMetadata": {"tags": [{"key": "dagster/partition", "value": single}]},
+                "selector": {
+                    "repositoryLocationName": CODE_LOCATION_NAME,
+                    "repositoryName": "__repository__",
+                    "pipelineName": job,
+                    "assetSelection": [{"path": key.path} for key in assets],
+                    "assetCheckSelection": [
+                        {"assetKey": {"path": key.asset_key.path}, "name": key.name}
+                        for key in checks
+                    ],
+                },
+            }
+        },
+    )["launchPipelineExecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    materialized = launched["run"]["runId"]
+    assert ui.wait_for_run(materialized, timeout=180)["status"] == "SUCCESS"
+    assert run_shape(ui, materialized) == (job, snapshot, {"load_folders": "SUCCESS"})
+
+    # A backfill of the load's assets, as the asset graph and the group page launch it, over
+    # more folders than one run takes: ranged runs, each of the same job, snapshot and step.
+    backfilled = list(PARTITIONS[8:]) + list(PARTITIONS[:2]) + list(PARTITIONS[3:8])
     params = {
-        "assetSelection": [{"path": key.path} for key in load_folders.keys],
+        "assetSelection": [{"path": key.path} for key in assets],
         "partitionNames": backfilled,
         "fromFailure": False,
     }
@@ -225,8 +265,6 @@ def test_a_cli_run_re_executed_from_the_ui_and_an_asset_backfill_have_its_shape(
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     backfill = ui.wait_for_backfill(launched["backfillId"], timeout=240)
     runs = backfill["runs"]
-    assert runs and all(r["status"] == "SUCCESS" for r in runs), runs
+    assert len(runs) >= 2 and all(r["status"] == "SUCCESS" for r in runs), runs
     for run in runs:
-        # The same one step. (Dagster runs an asset backfill in its implicit asset job,
-        # __ASSET_JOB, so the job name and snapshot are that job's.)
-        assert run_shape(ui, run["runId"])[2] == {"load_folders": "SUCCESS"}
+        assert run_shape(ui, run["runId"]) == (job, snapshot, {"load_folders": "SUCCESS"})

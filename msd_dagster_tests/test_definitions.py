@@ -54,7 +54,13 @@ def test_every_job_resolves_and_every_asset_is_grouped_and_described() -> None:
     jobs = {job.name: job for job in defs.resolve_all_job_defs()}
     assert {"msd_partition_job", "msd_totals_job"} <= set(jobs)
     assert jobs["msd_partition_job"].partitions_def == msd_folders
-    assert defs.resolve_sensor_def("msd_discovery_sensor").job_name == "msd_partition_job"
+    # The discovery sensor requests the load's assets, as the asset graph launches them (Dagster
+    # runs them in its implicit asset job, with their checks).
+    discovery = defs.resolve_sensor_def("msd_discovery_sensor")
+    assert not discovery.has_jobs
+    assert discovery.asset_selection.resolve(defs.resolve_asset_graph()) == set(
+        definitions.folder_load_selection()[0]
+    )
 
     specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
     for table in MSD_TABLES:
@@ -210,8 +216,10 @@ def test_configured_values_come_from_environment_variables_and_urls_are_masked(
 
 
 SNAPSHOT_SCRIPT = (
-    "from msd_dagster.definitions import defs; "
-    "print(defs.resolve_job_def('msd_partition_job').get_job_snapshot_id())"
+    "from msd_dagster.definitions import asset_job, folder_load_selection, partition_job; "
+    "assets, checks = folder_load_selection(); "
+    "folder_runs = asset_job().get_subset(asset_selection=assets, asset_check_selection=checks); "
+    "print(partition_job().get_job_snapshot_id(), folder_runs.get_job_snapshot_id())"
 )
 
 
@@ -236,7 +244,14 @@ def test_the_definitions_do_not_depend_on_the_environment(tmp_path: Path) -> Non
         }
     )
     assert bare == configured
-    assert bare == definitions.partition_job().get_job_snapshot_id()
+    assets, checks = definitions.folder_load_selection()
+    folder_runs = definitions.asset_job().get_subset(
+        asset_selection=assets, asset_check_selection=checks
+    )
+    assert bare.split() == [
+        definitions.partition_job().get_job_snapshot_id(),
+        folder_runs.get_job_snapshot_id(),
+    ]
 
 
 def test_the_preview_and_internal_apis_we_rely_on_are_still_there() -> None:
@@ -255,10 +270,23 @@ def test_totals_sensor_requests_the_totals_job_after_a_partition_run() -> None:
     import dagster as dg
 
     from msd_dagster.definitions import defs
+    from msd_dagster.defs.sensors import loads_folders
 
     sensor = defs.resolve_sensor_def("msd_totals_after_loads")
     assert sensor.job_name == "msd_totals_job"
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    # Folder runs are runs of the load's assets in the implicit asset job, or of the job.
+    assets, checks = definitions.folder_load_selection()
+    folder_run = dg.DagsterRun(
+        job_name="__ASSET_JOB", asset_selection=assets, asset_check_selection=checks
+    )
+    assert loads_folders(folder_run)
+    assert loads_folders(dg.DagsterRun(job_name="msd_partition_job"))
+    totals_checks = frozenset({dg.AssetCheckKey(ALL_FOLDERS_KEY, TOTAL_TRACKS)})
+    assert not loads_folders(
+        dg.DagsterRun(job_name="__ASSET_JOB", asset_check_selection=totals_checks)
+    )
+    assert not loads_folders(dg.DagsterRun(job_name="msd_totals_job"))
 
 
 def test_database_errors_leave_masked_and_unchained() -> None:

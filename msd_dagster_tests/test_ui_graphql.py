@@ -29,6 +29,7 @@ from msd_dagster_tests.ui_fixtures import (
     NO_RETRIES,
     PARTITION_JOB,
     PARTITIONS,
+    REEXECUTE,
     DagsterUI,
 )
 
@@ -141,18 +142,6 @@ query Events($runId: ID!) {
         }
       }
     }
-  }
-}
-"""
-
-REEXECUTE = """
-mutation Reexecute($params: ReexecutionParams!) {
-  launchRunReexecution(reexecutionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on InvalidStepError { invalidStepKey }
-    ... on RunConflict { message }
   }
 }
 """
