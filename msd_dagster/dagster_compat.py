@@ -105,6 +105,7 @@ __all__ = [
     "SqliteScheduleStorage",
     "code_location_job",
     "create_run_like_the_ui",
+    "job_subset_like_the_code_server",
     "execute_run",
     "init_sqlite_storage",
     "sqlite_storage_folders",
@@ -173,6 +174,35 @@ class EventLogStorageWithEngines(SqliteEventLogStorage):
                 yield conn
 
 
+def job_subset_like_the_code_server(
+    job: dg.JobDefinition,
+    asset_selection: AbstractSet[dg.AssetKey],
+    asset_check_selection: AbstractSet[dg.AssetCheckKey],
+    remote_job_origin: RemoteJobOrigin,
+) -> dg.JobDefinition:
+    """``job``'s subset as the code server builds it when the UI asks for one.
+
+    The selections go through the request's serialization first, as they reach the code
+    server: the subset's snapshot records the type of each set (a `set` of assets, a
+    `frozenset` of checks), and so does its id."""
+    received = deserialize_value(
+        serialize_value(
+            JobSubsetSnapshotArgs(
+                job_origin=remote_job_origin,
+                op_selection=None,
+                asset_selection=frozenset(asset_selection),
+                asset_check_selection=frozenset(asset_check_selection),
+                include_parent_snapshot=False,
+            )
+        ),
+        JobSubsetSnapshotArgs,
+    )
+    return job.get_subset(
+        asset_selection=received.asset_selection,
+        asset_check_selection=received.asset_check_selection,
+    )
+
+
 def create_run_like_the_ui(
     instance: dg.DagsterInstance,
     job: dg.JobDefinition,
@@ -198,23 +228,8 @@ def create_run_like_the_ui(
     Why: ``DagsterInstance.create_run_for_job`` (the public path tried first) takes no check
     selection (every check of the assets then runs as an unselected subset, another snapshot)
     and stores the parent snapshot; the snapshot helper is private."""
-    # The selections as the code server receives them (through its request's serialization):
-    # the subset's snapshot records the type of each set, and so does its id.
-    received = deserialize_value(
-        serialize_value(
-            JobSubsetSnapshotArgs(
-                job_origin=remote_job_origin,
-                op_selection=None,
-                asset_selection=frozenset(asset_selection),
-                asset_check_selection=frozenset(asset_check_selection),
-                include_parent_snapshot=False,
-            )
-        ),
-        JobSubsetSnapshotArgs,
-    )
-    subset = job.get_subset(
-        asset_selection=received.asset_selection,
-        asset_check_selection=received.asset_check_selection,
+    subset = job_subset_like_the_code_server(
+        job, asset_selection, asset_check_selection, remote_job_origin
     )
     plan = create_execution_plan(
         subset,

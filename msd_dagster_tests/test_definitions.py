@@ -215,12 +215,19 @@ def test_configured_values_come_from_environment_variables_and_urls_are_masked(
     assert from_env.without_secrets("login failed for Env$ecret1") == "login failed for ***"
 
 
-SNAPSHOT_SCRIPT = (
-    "from msd_dagster.definitions import asset_job, folder_load_selection, partition_job; "
-    "assets, checks = folder_load_selection(); "
-    "folder_runs = asset_job().get_subset(asset_selection=assets, asset_check_selection=checks); "
-    "print(partition_job().get_job_snapshot_id(), folder_runs.get_job_snapshot_id())"
+SNAPSHOT_SCRIPT = """
+from msd_dagster.dagster_compat import job_subset_like_the_code_server
+from msd_dagster.definitions import (
+    CODE_LOCATION_NAME, asset_job, folder_load_selection, partition_job,
 )
+from msd_dagster.local_runs import job_origin
+
+assets, checks = folder_load_selection()
+job = asset_job()
+origin = job_origin(CODE_LOCATION_NAME, job.name)
+folder_runs = job_subset_like_the_code_server(job, assets, checks, origin)
+print(partition_job().get_job_snapshot_id(), folder_runs.get_job_snapshot_id())
+"""
 
 
 def test_the_definitions_do_not_depend_on_the_environment(tmp_path: Path) -> None:
@@ -244,10 +251,13 @@ def test_the_definitions_do_not_depend_on_the_environment(tmp_path: Path) -> Non
         }
     )
     assert bare == configured
+    from msd_dagster.dagster_compat import job_subset_like_the_code_server
+    from msd_dagster.local_runs import job_origin
+
     assets, checks = definitions.folder_load_selection()
-    folder_runs = definitions.asset_job().get_subset(
-        asset_selection=assets, asset_check_selection=checks
-    )
+    job = definitions.asset_job()
+    origin = job_origin(definitions.CODE_LOCATION_NAME, job.name)
+    folder_runs = job_subset_like_the_code_server(job, assets, checks, origin)
     assert bare.split() == [
         definitions.partition_job().get_job_snapshot_id(),
         folder_runs.get_job_snapshot_id(),
