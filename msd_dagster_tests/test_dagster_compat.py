@@ -16,6 +16,7 @@ path a user takes, with the recommended instance (``msd_dagster.instance``):
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -170,11 +171,14 @@ def run_shape(ui: Any, run_id: str) -> tuple[str, str, dict[str, str]]:
     return run["jobName"], run["pipelineSnapshotId"], steps
 
 
-def cli_run_ids(ui: Any, partition_tag: dict[str, str]) -> list[str]:
+def cli_run_ids(ui: Any, partition_tag: dict[str, str], after: float) -> list[str]:
+    """The runs of ``msd-dagster load`` for these folders created after ``after`` (the server
+    is shared with other test modules, whose loads made runs of the same folders)."""
     tags = [{"key": "msd/launched_by", "value": "cli"}] + [
         {"key": k, "value": v} for k, v in partition_tag.items()
     ]
-    found = ui.graphql(CLI_RUNS, {"filter": {"tags": tags}})["runsOrError"]["results"]
+    filter_ = {"tags": tags, "createdAfter": after}
+    found = ui.graphql(CLI_RUNS, {"filter": filter_})["runsOrError"]["results"]
     return [r["runId"] for r in found]
 
 
@@ -191,6 +195,7 @@ def test_a_cli_run_re_executed_from_the_ui_and_an_asset_backfill_have_its_shape(
     first = ui.cli_load("--partition", *PARTITIONS[8:], "--skip-additional-files")
     assert first.returncode == 0, first.stdout + first.stderr  # the tables exist now
     ui.refuse_track_inserts(cli_folders[1], "the database refuses this folder")
+    started = time.time()
     try:
         result = ui.cli_load(
             "--partition", *cli_folders, "--workers", "1", "--skip-additional-files"
@@ -198,11 +203,11 @@ def test_a_cli_run_re_executed_from_the_ui_and_an_asset_backfill_have_its_shape(
     finally:
         ui.repair_database()
     assert result.returncode == 1, result.stdout + result.stderr
-    [failed] = cli_run_ids(ui, partition_tags(cli_folders[:2]))
+    [failed] = cli_run_ids(ui, partition_tags(cli_folders[:2]), started)
     job, snapshot, steps = run_shape(ui, failed)
     assert job == "__ASSET_JOB"  # Dagster's implicit asset job, where the asset graph runs them
     assert steps == {"load_folders": "FAILURE"}
-    [passed] = cli_run_ids(ui, partition_tags(cli_folders[2:4]))
+    [passed] = cli_run_ids(ui, partition_tags(cli_folders[2:4]), started)
     assert run_shape(ui, passed) == (job, snapshot, {"load_folders": "SUCCESS"})
 
     # "From failure" from the UI: the same shape, the failed folder loaded, the other skipped,
