@@ -374,12 +374,12 @@ def _load_folders(
     import dagster as dg
 
     from msd_dagster import stopping
-    from msd_dagster.definitions import partition_job
     from msd_dagster.defs.partitions import msd_folders
     from msd_dagster.local_runs import (
         LoadInterrupted,
         LocalRunner,
         fail_orphaned_runs,
+        folder_runs_target,
         plan_folder_runs,
     )
 
@@ -447,7 +447,7 @@ def _load_folders(
 
     try:
         with requests.supervising():
-            runner.run_folders(plan, partition_job, report)
+            runner.run_folders(plan, folder_runs_target(), report)
             extra = (
                 []
                 if args.skip_additional_files

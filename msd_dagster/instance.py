@@ -13,14 +13,18 @@ It writes the very same files as ``storage: sqlite`` (``history/runs.db``,
 same schema, so removing it from ``dagster.yaml`` leaves every record readable by the default
 storage, and the other way round.
 
-It overrides ``SqliteEventLogStorage._connect``, ``SqliteRunStorage.connect`` (the methods
-that open connections) and ``has_table`` (cached), and builds on ``DagsterSqliteStorage``'s
-folder layout; ``msd_dagster_tests/test_instance.py`` pins what it relies on, so a Dagster
-upgrade that changes them fails loudly instead of silently falling back.
+Dagster's watcher of a run's events (the UI's run page) waits for a change of the run's
+``<run id>.db`` file; with connections kept open, new events stay in the WAL file until a
+checkpoint, so the storage touches the run's file after each event it stores
+(:func:`wake_watchers`).
+
+What it needs of Dagster's internals is in :mod:`msd_dagster.dagster_compat`, with the
+behaviour tests that an upgrade must pass.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -31,20 +35,19 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+
+from msd_dagster.dagster_compat import (
     INDEX_SHARD_NAME,
-    SqliteEventLogStorage,
-)
-from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
-from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
-from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
-from dagster._core.storage.sqlite_storage import (
+    NOOP_COMPUTE_LOGS,
+    SQLITE_BUSY_TIMEOUT_SECONDS,
+    ConfigurableClassData,
     DagsterSqliteStorage,
-    _event_logs_directory,
-    _runs_directory,
-    _schedule_directory,
+    EventLogStorageWithEngines,
+    SqliteRunStorage,
+    SqliteScheduleStorage,
+    init_sqlite_storage,
+    sqlite_storage_folders,
 )
-from dagster._serdes import ConfigurableClassData
 
 # What `msd-dagster load` writes into a new DAGSTER_HOME (and the README recommends for one's own).
 RECOMMENDED_DAGSTER_YAML = """\
@@ -58,14 +61,19 @@ storage:
       base_dir: {base_dir}
 # Runs' stdout/stderr are not captured: every event the assets report is in the event log.
 compute_logs:
-  module: dagster._core.storage.noop_compute_log_manager
-  class: NoOpComputeLogManager
+  module: {compute_logs_module}
+  class: {compute_logs_class}
 """
 
 
 def recommended_dagster_yaml(home: str | os.PathLike[str]) -> str:
     """The recommended ``dagster.yaml`` for the instance folder ``home`` (absolute path)."""
-    return RECOMMENDED_DAGSTER_YAML.format(base_dir=json.dumps(os.path.abspath(home)))
+    module, cls = NOOP_COMPUTE_LOGS
+    return RECOMMENDED_DAGSTER_YAML.format(
+        base_dir=json.dumps(os.path.abspath(home)),
+        compute_logs_module=module,
+        compute_logs_class=cls,
+    )
 
 
 def write_recommended_config(home: str | os.PathLike[str]) -> Path:
@@ -137,8 +145,9 @@ class _EngineCache:
             self._engines.clear()
 
 
-class PooledSqliteEventLogStorage(SqliteEventLogStorage):
-    """``SqliteEventLogStorage`` (one database per run plus an index) with open connections."""
+class PooledSqliteEventLogStorage(EventLogStorageWithEngines):
+    """``SqliteEventLogStorage`` (one database per run plus an index) with open connections,
+    which wakes Dagster's event watchers after every event it stores."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         self._engine_cache: _EngineCache | None = None
@@ -154,19 +163,14 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     ) -> PooledSqliteEventLogStorage:
         return cls(inst_data=inst_data, **config_value)
 
-    @contextmanager
-    def _connect(self, shard: str) -> Iterator[sa.Connection]:
-        if self._engine_cache is None:  # during the base class's __init__
-            with super()._connect(shard) as conn:
-                yield conn
-            return
-        with self._db_lock:
-            engine = self._engine_cache.get(self.conn_string_for_shard(shard))
-            if shard not in self._initialized_dbs:
-                self._initdb(engine)
-                self._initialized_dbs.add(shard)
-            with engine.connect() as conn, conn.begin():
-                yield conn
+    def engine_for(self, conn_string: str) -> sa.Engine | None:
+        # None during the base class's __init__: Dagster's own connection then.
+        return self._engine_cache.get(conn_string) if self._engine_cache is not None else None
+
+    def store_event(self, event: Any) -> None:
+        super().store_event(event)
+        if event.run_id:
+            wake_watchers(self.path_for_shard(event.run_id))
 
     def has_table(self, table_name: str) -> bool:
         # Asked before every asset check event, sometimes inside an index transaction (so not
@@ -184,6 +188,18 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         if self._engine_cache is not None:
             self._engine_cache.dispose()
         super().dispose()
+
+
+def wake_watchers(run_database: str) -> None:
+    """Tell Dagster's event watchers of a run (the UI's run page) that it has new events.
+
+    They wait for a change of the run's ``<run id>.db`` file (inotify through ``watchdog``),
+    but with the connections kept open in WAL mode new events stay in the ``-wal`` file until a
+    checkpoint; touching the file is the change they wait for (an attribute change, which
+    ``watchdog`` reports as a modification), at the cost of one system call."""
+    # A file of another user: the watchers then see the next checkpoint.
+    with contextlib.suppress(OSError):
+        os.utime(run_database)
 
 
 class PooledSqliteRunStorage(SqliteRunStorage):
@@ -215,12 +231,15 @@ class PooledSqliteStorage(DagsterSqliteStorage):
     ``dagster.yaml`` (:data:`RECOMMENDED_DAGSTER_YAML`)."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
-        self.base_dir = base_dir
-        self._run_storage = PooledSqliteRunStorage.from_local(_runs_directory(base_dir))
-        self._event_log_storage = PooledSqliteEventLogStorage(_event_logs_directory(base_dir))
-        self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))
-        self._inst_data = inst_data
-        super(DagsterSqliteStorage, self).__init__()
+        runs, event_logs, schedules = sqlite_storage_folders(base_dir)
+        init_sqlite_storage(
+            self,
+            base_dir,
+            run_storage=PooledSqliteRunStorage.from_local(runs),
+            event_log_storage=PooledSqliteEventLogStorage(event_logs),
+            schedule_storage=SqliteScheduleStorage.from_local(schedules),
+            inst_data=inst_data,
+        )
 
     @classmethod
     def from_config_value(
@@ -234,7 +253,7 @@ class PooledSqliteStorage(DagsterSqliteStorage):
         return ConfigurableClassData(
             __name__,
             PooledSqliteEventLogStorage.__name__,
-            f"base_dir: {_event_logs_directory(self.base_dir)!r}\n",
+            f"base_dir: {sqlite_storage_folders(self.base_dir)[1]!r}\n",
         )
 
     @property
@@ -242,5 +261,5 @@ class PooledSqliteStorage(DagsterSqliteStorage):
         return ConfigurableClassData(
             __name__,
             PooledSqliteRunStorage.__name__,
-            f"base_dir: {_runs_directory(self.base_dir)!r}\n",
+            f"base_dir: {sqlite_storage_folders(self.base_dir)[0]!r}\n",
         )

@@ -2,7 +2,9 @@
 
 * A run is created in the Dagster instance with the origin of the code location that
   ``dagster dev`` loads from ``workspace.yaml`` and with the same job snapshot, so the UI treats
-  it as one of its own ("Re-execute", "From failure").
+  it as one of its own ("Re-execute", "From failure"). A folder run is what the asset graph
+  launches for ``load_folders``' assets: a run of the implicit asset job with the same asset
+  and check selection (:class:`RunTarget`), so it has the same snapshot and steps.
 * The folders to load are split into runs over contiguous ranges of partitions
   (:func:`plan_folder_runs`): Dagster's fixed cost per run is shared by several folders.
 * Each run executes in a forked process (the parent has imported everything already), which
@@ -29,20 +31,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
-from dagster._core.execution.api import execute_run
-from dagster._core.remote_origin import (
-    ManagedGrpcPythonEnvCodeLocationOrigin,
-    RemoteJobOrigin,
-    RemoteRepositoryOrigin,
-)
-from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from msd_dagster import stopping
+from msd_dagster.dagster_compat import (
+    LoadableTargetOrigin,
+    ManagedGrpcPythonEnvCodeLocationOrigin,
+    ReconstructableJob,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+    code_location_job,
+    create_run_like_the_ui,
+    execute_run,
+)
 from msd_dagster.defs.assets.folders import RAW_KEY
 from msd_dagster.defs.tables import normalized_key, warehouse_key
 from msd_dagster.warehouse.schema import MSD_TABLES
 
 DEFINITIONS_MODULE = "msd_dagster.definitions"
+DEFINITIONS_ATTRIBUTE = "defs"
 REPOSITORY_NAME = "__repository__"  # what a Definitions object is called in a code location
 LOAD_TAG = "msd/load"  # one id per `msd-dagster load`, on each of its runs
 LAUNCHED_BY_TAG = "msd/launched_by"
@@ -107,21 +113,72 @@ def partition_tags(folders: Sequence[str]) -> dict[str, str]:
     return {RANGE_START_TAG: folders[0], RANGE_END_TAG: folders[-1]}
 
 
+@dataclass(frozen=True)
+class RunTarget:
+    """What a run executes: the job ``job_fn()`` returns (a module-level function, which
+    ``dg.reconstructable`` re-imports in the run's process), or, with a selection, these assets
+    and checks of that job of the code location, as the UI selects them."""
+
+    job_fn: Callable[[], dg.JobDefinition]
+    asset_selection: frozenset[dg.AssetKey] | None = None
+    asset_check_selection: frozenset[dg.AssetCheckKey] = frozenset()
+
+    def reconstructable(self) -> ReconstructableJob:
+        """The job as a run's process re-imports it (Dagster then subsets it by the run's
+        selection)."""
+        if self.asset_selection is None:
+            return dg.reconstructable(self.job_fn)
+        return code_location_job(DEFINITIONS_MODULE, DEFINITIONS_ATTRIBUTE, self.job_fn().name)
+
+
+def as_target(target: RunTarget | Callable[[], dg.JobDefinition]) -> RunTarget:
+    return target if isinstance(target, RunTarget) else RunTarget(target)
+
+
+def folder_runs_target() -> RunTarget:
+    """Folder runs: ``load_folders``' assets and checks in the implicit asset job, exactly as
+    the asset graph (global, or the warehouse group) and asset backfills launch them."""
+    from msd_dagster.definitions import asset_job, folder_load_selection
+
+    assets, checks = folder_load_selection()
+    return RunTarget(asset_job, assets, checks)
+
+
+# The whole event log goes to the instance (and the UI); the terminal gets progress.
+CLI_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
 def create_run(
     instance: dg.DagsterInstance,
-    job_fn: Callable[[], dg.JobDefinition],
+    target: RunTarget | Callable[[], dg.JobDefinition],
     location_name: str,
     tags: dict[str, str],
 ) -> dg.DagsterRun:
-    """A run of ``job_fn()`` recorded as the code location's own (origin and snapshot)."""
-    job = job_fn()
-    return instance.create_run_for_job(
-        job_def=job,
-        # The whole event log goes to the instance (and the UI); the terminal gets progress.
-        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+    """A run of ``target`` recorded as the code location's own (origin and snapshot)."""
+    target = as_target(target)
+    job = target.job_fn()
+    remote_origin = job_origin(location_name, job.name)
+    code_origin = target.reconstructable().get_python_origin()
+    if target.asset_selection is None:
+        return instance.create_run_for_job(
+            job_def=job,
+            run_config=CLI_RUN_CONFIG,
+            tags=tags,
+            remote_job_origin=remote_origin,
+            job_code_origin=code_origin,
+        )
+    from msd_dagster.definitions import defs
+
+    return create_run_like_the_ui(
+        instance,
+        job,
+        defs.get_repository_def(),
+        asset_selection=target.asset_selection,
+        asset_check_selection=target.asset_check_selection,
+        run_config=CLI_RUN_CONFIG,
         tags=tags,
-        remote_job_origin=job_origin(location_name, job.name),
-        job_code_origin=dg.reconstructable(job_fn).get_python_origin(),
+        remote_job_origin=remote_origin,
+        job_code_origin=code_origin,
     )
 
 
@@ -135,7 +192,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _execute(job_fn: Callable[[], dg.JobDefinition], run_id: str, parent: int) -> None:
+def _execute(target: RunTarget, run_id: str, parent: int) -> None:
     _die_with_parent()
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
@@ -147,17 +204,18 @@ def _execute(job_fn: Callable[[], dg.JobDefinition], run_id: str, parent: int) -
     stopping.install_worker_handler()
     instance = dg.DagsterInstance.get()
     run = instance.get_run_by_id(run_id)
-    result = execute_run(dg.reconstructable(job_fn), run, instance)
+    result = execute_run(target.reconstructable(), run, instance)
     sys.stdout.flush()
     os._exit(0 if result.success else 1)
 
 
 def start_run_process(
-    job_fn: Callable[[], dg.JobDefinition], run: dg.DagsterRun
+    target: RunTarget | Callable[[], dg.JobDefinition], run: dg.DagsterRun
 ) -> multiprocessing.process.BaseProcess:
-    """Execute ``run`` in a forked child process; returns the started process."""
+    """Execute ``run`` in a forked child process; returns the started process. (Dagster
+    subsets the job by the run's asset and check selection.)"""
     process = multiprocessing.get_context("fork").Process(
-        target=_execute, args=(job_fn, run.run_id, os.getpid()), daemon=True
+        target=_execute, args=(as_target(target), run.run_id, os.getpid()), daemon=True
     )
     process.start()
     return process
@@ -380,10 +438,10 @@ class LocalRunner:
         }
 
     def _start(
-        self, job_fn: Callable[[], dg.JobDefinition], tags: dict[str, str]
+        self, target: RunTarget | Callable[[], dg.JobDefinition], tags: dict[str, str]
     ) -> tuple[dg.DagsterRun, multiprocessing.process.BaseProcess]:
-        run = create_run(self.instance, job_fn, self.location_name, self._tags(tags))
-        return run, start_run_process(job_fn, run)
+        run = create_run(self.instance, target, self.location_name, self._tags(tags))
+        return run, start_run_process(target, run)
 
     def _stop(
         self, runs: Sequence[tuple[dg.DagsterRun, multiprocessing.process.BaseProcess]]
@@ -446,7 +504,7 @@ class LocalRunner:
     def run_folders(
         self,
         plan: Sequence[Sequence[str]],
-        job_fn: Callable[[], dg.JobDefinition],
+        target: RunTarget | Callable[[], dg.JobDefinition],
         report: Callable[[FolderOutcome], None],
     ) -> None:
         """Execute one run per planned folder list; ``report`` each folder when it is done."""
@@ -458,7 +516,7 @@ class LocalRunner:
                     while pending and len(active) < self.workers:
                         self._check_stop()
                         folders = pending.pop(0)
-                        run, process = self._start(job_fn, partition_tags(folders))
+                        run, process = self._start(target, partition_tags(folders))
                         progress = RunProgress(self.instance, run.run_id, folders)
                         active[process.sentinel] = _ActiveRun(run, process, progress)
                     ready = multiprocessing.connection.wait(list(active), timeout=self.POLL_SECONDS)

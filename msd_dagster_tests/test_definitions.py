@@ -16,7 +16,7 @@ from dagster._utils.error import serializable_error_info_from_exc_info
 
 from msd_dagster import definitions, settings
 from msd_dagster.defs.assets.folders import ROWS_CHECK
-from msd_dagster.defs.checks import TOTAL_TRACKS
+from msd_dagster.defs.checks import ALL_FOLDERS_KEY, TOTAL_TRACKS
 from msd_dagster.defs.partitions import msd_folders
 from msd_dagster.defs.resources import MsdSourceResource, WarehouseResource
 from msd_dagster.defs.tables import NORMALIZED_FRAMES, normalized_key, warehouse_key
@@ -54,7 +54,13 @@ def test_every_job_resolves_and_every_asset_is_grouped_and_described() -> None:
     jobs = {job.name: job for job in defs.resolve_all_job_defs()}
     assert {"msd_partition_job", "msd_totals_job"} <= set(jobs)
     assert jobs["msd_partition_job"].partitions_def == msd_folders
-    assert defs.resolve_sensor_def("msd_discovery_sensor").job_name == "msd_partition_job"
+    # The discovery sensor requests the load's assets, as the asset graph launches them (Dagster
+    # runs them in its implicit asset job, with their checks).
+    discovery = defs.resolve_sensor_def("msd_discovery_sensor")
+    assert not discovery.has_jobs
+    assert discovery.asset_selection.resolve(defs.resolve_asset_graph()) == set(
+        definitions.folder_load_selection()[0]
+    )
 
     specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
     for table in MSD_TABLES:
@@ -69,7 +75,10 @@ def test_every_job_resolves_and_every_asset_is_grouped_and_described() -> None:
     assert undocumented == []
     assert ungrouped == []
     for key, spec in specs.items():
-        if key.path[0] in ("raw", "normalized", "warehouse") and key.path[-1] != "additional_files":
+        if key.path[0] in ("raw", "normalized", "warehouse") and key.path[-1] not in (
+            "additional_files",
+            ALL_FOLDERS_KEY.path[-1],
+        ):
             assert spec.group_name == key.path[0], key
             assert spec.partitions_def == msd_folders, key
 
@@ -77,13 +86,19 @@ def test_every_job_resolves_and_every_asset_is_grouped_and_described() -> None:
     checks = graph.asset_check_keys
     assert checks == {
         *(dg.AssetCheckKey(warehouse_key(table.name), ROWS_CHECK) for table in MSD_TABLES),
-        dg.AssetCheckKey(warehouse_key("msd_track"), TOTAL_TRACKS),
+        dg.AssetCheckKey(ALL_FOLDERS_KEY, TOTAL_TRACKS),
     }
     for key in checks:
         assert (graph.get_check_spec(key).description or "").strip(), key
-    # The partition checks are evaluated by the load itself, not by a step of their own.
+    # The partition checks are checks of the load itself, not a step of their own; what the
+    # UI adds to a run of the load's assets (their checks) is the job's own selection.
     job = jobs["msd_partition_job"]
     assert [node.name for node in job.nodes] == ["load_folders"]
+    load_assets = {k for k in graph.get_all_asset_keys() if k.path[0] != "additional_files"}
+    load_assets -= {ALL_FOLDERS_KEY, warehouse_key("additional_files")}
+    assert graph.get_check_keys_for_assets(load_assets) == set(
+        job.asset_layer.asset_graph.asset_check_keys
+    )
 
 
 def test_catalog_column_schemas_show_keys_and_references() -> None:
@@ -200,10 +215,19 @@ def test_configured_values_come_from_environment_variables_and_urls_are_masked(
     assert from_env.without_secrets("login failed for Env$ecret1") == "login failed for ***"
 
 
-SNAPSHOT_SCRIPT = (
-    "from msd_dagster.definitions import defs; "
-    "print(defs.resolve_job_def('msd_partition_job').get_job_snapshot_id())"
+SNAPSHOT_SCRIPT = """
+from msd_dagster.dagster_compat import job_subset_like_the_code_server
+from msd_dagster.definitions import (
+    CODE_LOCATION_NAME, asset_job, folder_load_selection, partition_job,
 )
+from msd_dagster.local_runs import job_origin
+
+assets, checks = folder_load_selection()
+job = asset_job()
+origin = job_origin(CODE_LOCATION_NAME, job.name)
+folder_runs = job_subset_like_the_code_server(job, assets, checks, origin)
+print(partition_job().get_job_snapshot_id(), folder_runs.get_job_snapshot_id())
+"""
 
 
 def test_the_definitions_do_not_depend_on_the_environment(tmp_path: Path) -> None:
@@ -227,7 +251,17 @@ def test_the_definitions_do_not_depend_on_the_environment(tmp_path: Path) -> Non
         }
     )
     assert bare == configured
-    assert bare == definitions.partition_job().get_job_snapshot_id()
+    from msd_dagster.dagster_compat import job_subset_like_the_code_server
+    from msd_dagster.local_runs import job_origin
+
+    assets, checks = definitions.folder_load_selection()
+    job = definitions.asset_job()
+    origin = job_origin(definitions.CODE_LOCATION_NAME, job.name)
+    folder_runs = job_subset_like_the_code_server(job, assets, checks, origin)
+    assert bare.split() == [
+        definitions.partition_job().get_job_snapshot_id(),
+        folder_runs.get_job_snapshot_id(),
+    ]
 
 
 def test_the_preview_and_internal_apis_we_rely_on_are_still_there() -> None:
@@ -246,10 +280,23 @@ def test_totals_sensor_requests_the_totals_job_after_a_partition_run() -> None:
     import dagster as dg
 
     from msd_dagster.definitions import defs
+    from msd_dagster.defs.sensors import loads_folders
 
     sensor = defs.resolve_sensor_def("msd_totals_after_loads")
     assert sensor.job_name == "msd_totals_job"
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    # Folder runs are runs of the load's assets in the implicit asset job, or of the job.
+    assets, checks = definitions.folder_load_selection()
+    folder_run = dg.DagsterRun(
+        job_name="__ASSET_JOB", asset_selection=assets, asset_check_selection=checks
+    )
+    assert loads_folders(folder_run)
+    assert loads_folders(dg.DagsterRun(job_name="msd_partition_job"))
+    totals_checks = frozenset({dg.AssetCheckKey(ALL_FOLDERS_KEY, TOTAL_TRACKS)})
+    assert not loads_folders(
+        dg.DagsterRun(job_name="__ASSET_JOB", asset_check_selection=totals_checks)
+    )
+    assert not loads_folders(dg.DagsterRun(job_name="msd_totals_job"))
 
 
 def test_database_errors_leave_masked_and_unchained() -> None:

@@ -1,16 +1,13 @@
 """The recommended Dagster instance (``msd_dagster.instance``): Dagster's SQLite storage with its
 connections kept open. Same files and records as the default storage, in both directions; safe
-across a fork; no lock taken twice; and the Dagster internals it overrides are pinned."""
+across a fork; no lock taken twice. What it needs of Dagster's internals is tested by its
+behaviour in test_dagster_compat.py."""
 
-import inspect
 import multiprocessing
 import os
 from pathlib import Path
 
 import dagster as dg
-import pytest
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
-from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 
 from msd_dagster.instance import (
     PooledSqliteEventLogStorage,
@@ -116,66 +113,3 @@ def test_a_forked_child_records_through_its_own_connections(tmp_path: Path) -> N
         records = _records(instance, [*first, *second])
     assert records["materialized"] == ["A/A", "B/B", "C/C"]
     assert len(records["runs"]) == 3
-
-
-@pytest.mark.parametrize(
-    ("cls", "name", "parameters"),
-    [
-        (SqliteEventLogStorage, "_connect", ["self", "shard"]),
-        (SqliteEventLogStorage, "_initdb", ["self", "engine", "for_index_shard"]),
-        (SqliteEventLogStorage, "has_table", ["self", "table_name"]),
-        (SqliteEventLogStorage, "conn_string_for_shard", ["self", "shard_name"]),
-        (SqliteRunStorage, "connect", ["self"]),
-    ],
-)
-def test_the_dagster_methods_it_overrides_are_unchanged(cls, name, parameters) -> None:
-    """msd_dagster.instance replaces these; a Dagster upgrade that changes them must be looked
-    at (the overrides would silently stop applying or break)."""
-    assert list(inspect.signature(getattr(cls, name)).parameters) == parameters
-    source = inspect.getsource(SqliteEventLogStorage.__init__)
-    assert "self._initialized_dbs = set()" in source and "self._db_lock" in source
-    assert issubclass(PooledSqliteEventLogStorage, SqliteEventLogStorage)
-    assert issubclass(PooledSqliteRunStorage, SqliteRunStorage)
-
-
-def test_the_dagster_internals_it_builds_on_are_unchanged() -> None:
-    """What PooledSqliteStorage and `msd-dagster load` use beyond Dagster's public API: an
-    upgrade that changes any of it fails here, not in a user's load."""
-    import re
-
-    from dagster._core.execution.api import execute_run
-    from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin
-    from dagster._core.storage.sqlite_storage import (
-        DagsterSqliteStorage,
-        _event_logs_directory,
-        _runs_directory,
-        _schedule_directory,
-    )
-
-    from msd_dagster.local_runs import code_location_origin, job_origin
-
-    # PooledSqliteStorage.__init__ replaces DagsterSqliteStorage's: same attributes, same folders.
-    assigned = set(re.findall(r"self\.(\w+) =", inspect.getsource(DagsterSqliteStorage.__init__)))
-    assert assigned == {
-        "base_dir",
-        "_run_storage",
-        "_event_log_storage",
-        "_schedule_storage",
-        "_inst_data",
-    }
-    assert (_runs_directory("/b"), _event_logs_directory("/b"), _schedule_directory("/b")) == (
-        "/b/history/",
-        "/b/history/runs/",
-        "/b/schedules",
-    )
-    # The run creation and execution of msd_dagster.local_runs.
-    assert list(inspect.signature(execute_run).parameters)[:3] == ["job", "dagster_run", "instance"]
-    create = inspect.signature(dg.DagsterInstance.create_run_for_job).parameters
-    assert {"job_def", "run_config", "tags", "remote_job_origin", "job_code_origin"} <= set(create)
-    origin = code_location_origin("msd_dagster")
-    assert isinstance(origin, ManagedGrpcPythonEnvCodeLocationOrigin)
-    assert origin.loadable_target_origin.module_name == "msd_dagster.definitions"
-    job = job_origin("msd_dagster", "msd_partition_job")
-    assert job.job_name == "msd_partition_job"
-    assert job.repository_origin.repository_name == "__repository__"
-    assert job.repository_origin.code_location_origin == origin

@@ -745,9 +745,10 @@ def test_cli_load_records_runs_and_fails_clearly_on_an_unusable_database(
         assert sorted(instance.get_dynamic_partitions(msd_folders.name)) == list(PIPELINE_FOLDERS)
         assert len(runs) == 3  # one per partition, then the totals check
         assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
+        # The folder runs are runs of the implicit asset job, as the asset graph launches them.
         assert sorted(r.job_name for r in runs) == [
-            "msd_partition_job",
-            "msd_partition_job",
+            "__ASSET_JOB",
+            "__ASSET_JOB",
             "msd_totals_job",
         ]
         partitions = [
@@ -829,8 +830,12 @@ def test_cli_runs_are_the_code_location_s_own(
     pipeline_dataset: GeneratedDataset, fast_tmp_path: Path
 ) -> None:
     """What the UI compares before "Re-execute": the run's repository origin (location and
-    repository names of workspace.yaml) and its job snapshot."""
-    from msd_dagster.definitions import partition_job
+    repository names of workspace.yaml) and its job snapshot, here the implicit asset job's
+    subset of the load's assets and checks (test_dagster_compat.py compares it with the runs
+    the UI launches)."""
+    from msd_dagster.dagster_compat import job_subset_like_the_code_server
+    from msd_dagster.definitions import CODE_LOCATION_NAME, asset_job, folder_load_selection
+    from msd_dagster.local_runs import job_origin
 
     source = fast_tmp_path / "dataset"
     shutil.copytree(pipeline_dataset.root / "data", source / "data")
@@ -843,14 +848,18 @@ def test_cli_runs_are_the_code_location_s_own(
     assert done.returncode == 0, done.stdout + done.stderr
     workspace = (REPO / "workspace.yaml").read_text()
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
-        runs = [r for r in instance.get_runs() if r.job_name == "msd_partition_job"]
+        assets, checks = folder_load_selection()
+        origin = job_origin(CODE_LOCATION_NAME, asset_job().name)
+        folder_runs = job_subset_like_the_code_server(asset_job(), assets, checks, origin)
+        runs = [r for r in instance.get_runs() if r.job_name == asset_job().name]
         assert runs
         for run in runs:
+            assert (run.asset_selection, run.asset_check_selection) == (assets, checks)
             origin = run.remote_job_origin.repository_origin
             assert origin.repository_name == "__repository__"
             location = origin.code_location_origin.location_name
             assert f"location_name: {location}" in workspace
-            assert run.job_snapshot_id == partition_job().get_job_snapshot_id()
+            assert run.job_snapshot_id == folder_runs.get_job_snapshot_id()
 
 
 def test_cli_reports_failed_folders_and_checks_with_their_numbers(

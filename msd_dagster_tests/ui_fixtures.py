@@ -43,6 +43,9 @@ LOCATION = "msd_dagster"
 REPOSITORY = "__repository__"
 PARTITIONS_DEF = "msd_folders"
 PARTITION_JOB = "msd_partition_job"
+# Dagster's implicit asset job: the asset graph's launches, asset backfills and the runs of
+# `msd-dagster load` are runs of it.
+ASSET_JOB = "__ASSET_JOB"
 # In this order in the instance, so a backfill of them all makes the ranges A/A..C/C and D/A.
 PARTITIONS = ("A/A", "A/B", "A/C", "B/A", "B/B", "B/C", "C/A", "C/B", "C/C", "D/A")
 SONGS = 40
@@ -94,6 +97,40 @@ run_coordinator:
 telemetry:
   enabled: false
 """
+
+
+def run_launch_mutation(field: str, argument: str, params_type: str, *errors: str) -> str:
+    """A GraphQL mutation that launches a run: the new run's id, or the error's type and text."""
+    error_lines = "".join(f"    ... on {error}\n" for error in errors)
+    return (
+        f"mutation Launch($params: {params_type}!) {{\n"
+        f"  {field}({argument}: $params) {{\n"
+        "    __typename\n"
+        "    ... on LaunchRunSuccess { run { runId } }\n"
+        f"{error_lines}"
+        "  }\n"
+        "}\n"
+    )
+
+
+# What the UI sends to re-execute a run ("From failure": strategy FROM_FAILURE) ...
+REEXECUTE = run_launch_mutation(
+    "launchRunReexecution",
+    "reexecutionParams",
+    "ReexecutionParams",
+    "PythonError { message }",
+    "InvalidStepError { invalidStepKey }",
+    "RunConflict { message }",
+)
+# ... and to launch a run (the asset graph's Materialize of one folder, the launchpad).
+LAUNCH_RUN = run_launch_mutation(
+    "launchPipelineExecution",
+    "executionParams",
+    "ExecutionParams",
+    "PythonError { message }",
+    "InvalidSubsetError { message }",
+    "RunConfigValidationInvalid { errors { message } }",
+)
 
 WORKSPACE_QUERY = """
 {
@@ -295,6 +332,17 @@ class DagsterUI:
             for trigger in (REFUSE_TRIGGER, LOSE_BAR_TRIGGER):
                 db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
 
+    @contextlib.contextmanager
+    def writes_held(self) -> Iterator[None]:
+        """Hold the warehouse database's write lock (readers go on, WAL): a load waits at its
+        first write, within SQLite's busy timeout, until the block ends."""
+        conn = sqlite3.connect(self.database, timeout=30, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            conn.close()  # rolls back: nothing was written
+
     def tracks_with_bars(self, partition: str) -> int:
         prefix = "TR" + partition.replace("/", "")
         return sum(
@@ -314,6 +362,18 @@ class DagsterUI:
             capture_output=True,
             text=True,
             timeout=timeout,
+        )
+
+    def cli_load_started(self, *args: str) -> subprocess.Popen:
+        """``msd-dagster load ARGS`` as :meth:`cli_load` runs it, started in the background."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "msd_dagster.cli", "load", *args],
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
 
     def log_tail(self, lines: int = 40) -> str:

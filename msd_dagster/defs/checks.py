@@ -1,94 +1,45 @@
-"""Asset checks on the warehouse tables.
+"""The whole-dataset asset check on the warehouse tables.
 
-* ``partition_rows_loaded``, one per table and folder: the folder's rows in the database equal
-  its normalized frame (track tables: and the rows its song files imply), every natural key
-  once, every reference resolved. Partition runs evaluate it inside each folder's load
-  transaction (:mod:`msd_dagster.defs.assets.folders`); the definition below runs the same
-  verification on its own, against the stored frames, e.g. for a check-only run.
+(``partition_rows_loaded``, one per table and folder, is a check of the load itself, evaluated
+in each folder's load transaction: :mod:`msd_dagster.defs.assets.folders`.)
+
 * ``total_tracks_match_partitions``, unpartitioned: ``msd_track`` holds one row per valid song
-  file over every folder loaded into this database.
+  file over every folder loaded into this database. It checks ``warehouse/all_folders``, the
+  warehouse over all its folders, which nothing materializes: a check of a table that
+  ``load_folders`` materializes would be part of every run that loads folders from the UI
+  (Dagster adds the checks of the assets it materializes), as a step that can never run
+  within a run of a few folders.
 """
-
-import warnings
-from collections.abc import Iterator
 
 import dagster as dg
 import sqlalchemy as sa
 
-from msd_dagster.defs.assets.folders import ROWS_CHECK, TABLE_ORDER, rows_check_evaluation
+from msd_dagster.defs.assets.folders import OWNERS, TABLE_ORDER
 from msd_dagster.defs.partitions import msd_folders
-from msd_dagster.defs.resources import FrameStoreResource, WarehouseResource
-from msd_dagster.defs.tables import NORMALIZED_FRAMES, normalized_key, warehouse_key
-from msd_dagster.frame_store import FramesNotStored
-from msd_dagster.warehouse.partition_load import prepare_frames
+from msd_dagster.defs.resources import WarehouseResource
+from msd_dagster.defs.tables import warehouse_key
 from msd_dagster.warehouse.queries import total_tracks
-from msd_dagster.warehouse.schema import TRACK_TABLE_NAMES
-from msd_dagster.warehouse.verify import verify_partition
 
 TOTAL_TRACKS = "total_tracks_match_partitions"
+ALL_FOLDERS_KEY = dg.AssetKey(["warehouse", "all_folders"])
 
-# Partitioned check specs are a preview feature in Dagster 1.13; we rely on them deliberately
-# (msd_dagster_tests/test_definitions.py pins it).
-warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*")
-
-ROWS_CHECK_SPECS = [
-    dg.AssetCheckSpec(
-        ROWS_CHECK,
-        asset=warehouse_key(table),
-        blocking=True,
-        partitions_def=msd_folders,
-        additional_deps=[normalized_key(name) for name in NORMALIZED_FRAMES],
-        description=(
-            "The folder's rows in the database == its normalized frame == the rows its song "
-            "files imply; every natural key once; every reference resolves. Evaluated in each "
-            "folder's load transaction: a folder that fails it is rolled back."
-            if table in TRACK_TABLE_NAMES
-            else "Every row of the folder's normalized frame is in the database (by natural "
-            "key), once, with its references resolved. The table is shared by folders, so the "
-            "database may hold more. Evaluated in each folder's load transaction."
-        ),
-    )
-    for table in TABLE_ORDER
-]
-
-
-@dg.multi_asset_check(
-    name="warehouse_checks",
-    specs=ROWS_CHECK_SPECS,
-    can_subset=True,
+ALL_FOLDERS = dg.AssetSpec(
+    ALL_FOLDERS_KEY,
+    group_name="warehouse",
+    deps=[warehouse_key(table) for table in TABLE_ORDER],
+    description=(
+        "The twelve msd_* tables over every folder loaded into this database. Nothing "
+        "materializes it (each folder's load materializes the tables): it carries the "
+        "whole-dataset check total_tracks_match_partitions."
+    ),
+    kinds={"sql"},
+    owners=OWNERS,
+    tags={"msd/layer": "warehouse"},
 )
-def warehouse_checks(
-    context: dg.AssetCheckExecutionContext,
-    warehouse: WarehouseResource,
-    frame_store: FrameStoreResource,
-) -> Iterator[dg.AssetCheckResult]:
-    """Verify a loaded folder again, against its stored normalized frames."""
-    partition = context.partition_key
-    store = frame_store.store()
-    try:
-        frames = {}
-        for name in NORMALIZED_FRAMES:
-            frames.update(store.read(normalized_key(name).path, partition, NORMALIZED_FRAMES[name]))
-    except FramesNotStored as exc:
-        raise dg.Failure(str(exc), allow_retries=False) from exc
-    with warehouse.errors_without_secrets(), warehouse.engine().connect() as conn:
-        verdicts = verify_partition(conn, partition, prepare_frames(frames, partition))
-    selected = context.selected_asset_check_keys
-    for verdict in verdicts:
-        evaluation = rows_check_evaluation(partition, verdict)
-        if dg.AssetCheckKey(evaluation.asset_key, ROWS_CHECK) in selected:
-            yield dg.AssetCheckResult(
-                asset_key=evaluation.asset_key,
-                check_name=ROWS_CHECK,
-                passed=evaluation.passed,
-                severity=dg.AssetCheckSeverity.ERROR,
-                description=evaluation.description,
-                metadata=evaluation.metadata,
-            )
 
 
 @dg.asset_check(
-    asset=warehouse_key("msd_track"),
+    asset=ALL_FOLDERS_KEY,
     name=TOTAL_TRACKS,
     description=(
         "Total tracks in msd_track == valid song files loaded over every folder (the row "

@@ -7,8 +7,8 @@ from msd_dagster.defs.checks import total_tracks_match_partitions
 
 msd_partition_job = dg.define_asset_job(
     name="msd_partition_job",
-    # The partition checks are evaluated by the load itself (see defs/assets/folders.py).
-    selection=dg.AssetSelection.assets(load_folders).without_checks(),
+    # The load and its own checks, one result per check and folder: one step.
+    selection=dg.AssetSelection.assets(load_folders),
     description=(
         "Load one second-level folder, or a range of them: list, parse, normalize, load and "
         "check each folder in its own transaction."

@@ -14,14 +14,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
+from msd_dagster.defs.assets.folders import load_folders
 from msd_dagster.defs.jobs import msd_partition_job, msd_totals_job
 from msd_dagster.defs.partitions import msd_folders
 from msd_dagster.defs.resources import MsdSourceResource
+from msd_dagster.defs.tables import warehouse_key
 from msd_dagster.source.discovery import DiscoveryState, discover
 
 FINGERPRINTS_PER_TICK = 25
 NEW_PARTITIONS_PER_TICK = 50
 FINGERPRINT_WORKERS = 8
+TRACK_KEY = warehouse_key("msd_track")
 
 
 def _prefetched(
@@ -61,7 +64,9 @@ def plan_tick(
 
 
 @dg.sensor(
-    job=msd_partition_job,
+    # The load's assets (and so their checks), as the asset graph launches them: Dagster runs
+    # each request in its implicit asset job, the run shape of every folder run.
+    asset_selection=dg.AssetSelection.assets(load_folders),
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.STOPPED,
     description=(
@@ -103,18 +108,29 @@ def msd_discovery_sensor(
     )
 
 
+def loads_folders(run: dg.DagsterRun) -> bool:
+    """Whether ``run`` loaded folders: a run of the load's assets in Dagster's implicit asset
+    job (the asset graph, asset backfills, the discovery sensor, ``msd-dagster load``) or a
+    run of ``msd_partition_job`` (its Jobs page)."""
+    if run.job_name == msd_partition_job.name:
+        return True
+    return bool(run.asset_selection) and TRACK_KEY in run.asset_selection
+
+
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.SUCCESS,
-    monitored_jobs=[msd_partition_job],
     request_job=msd_totals_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
     description=(
         "After partition runs succeed, re-evaluates the whole-dataset check "
-        "total_tracks_match_partitions on warehouse/msd_track (msd_totals_job, at most once a "
+        "total_tracks_match_partitions on warehouse/all_folders (msd_totals_job, at most once a "
         "minute). Running by default."
     ),
 )
-def msd_totals_after_loads(context: dg.RunStatusSensorContext) -> dg.RunRequest:
+def msd_totals_after_loads(context: dg.RunStatusSensorContext) -> dg.RunRequest | dg.SkipReason:
+    # Every job of the location is watched: folder runs are runs of the implicit asset job.
+    if not loads_folders(context.dagster_run):
+        return dg.SkipReason(f"run {context.dagster_run.run_id} loaded no folder")
     # One request per minute at most: the run key folds the loads of a minute together.
     return dg.RunRequest(run_key=f"totals:{int(time.time() // 60)}")

@@ -18,16 +18,15 @@ loaded already.
 """
 
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-    AssetCheckEvaluationTargetMaterializationData,
-)
 
 from msd_dagster import stopping
+from msd_dagster.dagster_compat import AssetCheckEvaluationTargetMaterializationData
 from msd_dagster.defs.partitions import FOLDER_BACKFILL_POLICY, msd_folders
 from msd_dagster.defs.resources import FrameStoreResource, MsdSourceResource, WarehouseResource
 from msd_dagster.defs.retries import SOURCE_RETRY_POLICY
@@ -51,7 +50,7 @@ from msd_dagster.source.layout import SourceError, SourceFile
 from msd_dagster.source.s3 import S3SourceError
 from msd_dagster.warehouse.checked_load import PartitionCheckFailed, load_and_verify
 from msd_dagster.warehouse.ddl import SchemaMismatchError, ensure_schema
-from msd_dagster.warehouse.schema import MSD_TABLES
+from msd_dagster.warehouse.schema import MSD_TABLES, TRACK_TABLE_NAMES
 from msd_dagster.warehouse.transactions import is_transient_database_error
 from msd_dagster.warehouse.verify import TableVerdict, table_row_counts
 
@@ -150,6 +149,32 @@ FOLDER_SPECS: list[dg.AssetSpec] = [
 ]
 
 
+# Partitioned check specs are a preview feature in Dagster 1.13; we rely on them deliberately
+# (msd_dagster_tests/test_definitions.py pins it).
+warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*")
+
+# Checks of the load itself: evaluated per folder inside its load transaction, one result per
+# check and folder; no separate step.
+ROWS_CHECK_SPECS = [
+    dg.AssetCheckSpec(
+        ROWS_CHECK,
+        asset=warehouse_key(table),
+        blocking=True,
+        partitions_def=msd_folders,
+        description=(
+            "The folder's rows in the database == its normalized frame == the rows its song "
+            "files imply; every natural key once; every reference resolves. Evaluated in each "
+            "folder's load transaction: a folder that fails it is rolled back."
+            if table in TRACK_TABLE_NAMES
+            else "Every row of the folder's normalized frame is in the database (by natural "
+            "key), once, with its references resolved. The table is shared by folders, so the "
+            "database may hold more. Evaluated in each folder's load transaction."
+        ),
+    )
+    for table in TABLE_ORDER
+]
+
+
 @dataclass
 class FolderFailure:
     """A folder the step could not load, why, and whether trying again may help."""
@@ -174,28 +199,56 @@ def _is_transient(exc: BaseException) -> bool:
     return is_transient_database_error(exc)
 
 
-def folders_loaded_already(context: dg.AssetExecutionContext) -> set[str]:
-    """Folders whose tables this run loaded already (a retried step), or, for a "From
-    failure" re-execution, that the runs it resumes loaded."""
-    instance = context.instance
+def resumed_run_ids(context: dg.AssetExecutionContext) -> list[str]:
+    """This run, and for a "From failure" re-execution the runs it resumes, newest first."""
     run_ids = [context.run.run_id]
     run = context.run
     while run.parent_run_id and run.is_resume_retry:
         run_ids.append(run.parent_run_id)
-        parent = instance.get_run_by_id(run.parent_run_id)
+        parent = context.instance.get_run_by_id(run.parent_run_id)
         if parent is None:
             break
         run = parent
+    return run_ids
+
+
+@dataclass
+class EarlierLoad:
+    """A folder loaded already: by which run, with the check results that load recorded."""
+
+    run_id: str
+    evaluations: list[dg.AssetCheckEvaluation]
+
+
+def folders_loaded_already(
+    instance: dg.DagsterInstance, run_ids: Sequence[str]
+) -> dict[str, EarlierLoad]:
+    """Folders whose tables these runs loaded already (a retried step, or the runs a "From
+    failure" re-execution resumes); the newest load of each."""
     track_key = warehouse_key("msd_track")
-    done: set[str] = set()
+    done: dict[str, EarlierLoad] = {}
     for run_id in run_ids:
+        loaded: set[str] = set()
+        evaluations: dict[str, list[dg.AssetCheckEvaluation]] = {}
         records = instance.get_records_for_run(
-            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+            run_id,
+            of_type={
+                dg.DagsterEventType.ASSET_MATERIALIZATION,
+                dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+            },
         ).records
         for record in records:
-            materialization = record.asset_materialization
-            if materialization and materialization.asset_key == track_key:
-                done.add(str(materialization.partition))
+            event = record.event_log_entry.dagster_event
+            if event is None:
+                continue
+            if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+                evaluation = event.asset_check_evaluation_data
+                if evaluation.partition and evaluation.check_name == ROWS_CHECK:
+                    evaluations.setdefault(evaluation.partition, []).append(evaluation)
+            elif event.step_materialization_data.materialization.asset_key == track_key:
+                loaded.add(str(event.step_materialization_data.materialization.partition))
+        for partition in loaded - done.keys():
+            done[partition] = EarlierLoad(run_id, evaluations.get(partition, []))
     return done
 
 
@@ -245,6 +298,29 @@ def rows_check_evaluation(
             "rows": dg.MetadataValue.json(row_counts(verdict)),
         },
     )
+
+
+def results_of_earlier_load(
+    instance: dg.DagsterInstance, partition: str, evaluations: Sequence[dg.AssetCheckEvaluation]
+) -> Iterator[dg.AssetCheckEvaluation]:
+    """A folder skipped as loaded already: the results its load recorded, again, for this run.
+
+    A run records a planned execution of every check for each folder of its range; a check
+    without a result in the run would read "Skipped" and hide the folder's passed result."""
+    for evaluation in evaluations:
+        yield dg.AssetCheckEvaluation(
+            asset_key=evaluation.asset_key,
+            check_name=evaluation.check_name,
+            passed=evaluation.passed,
+            partition=partition,
+            target_materialization_data=latest_materialization(
+                instance, evaluation.asset_key, partition
+            ),
+            severity=evaluation.severity,
+            blocking=evaluation.blocking,
+            description=f"{evaluation.description} (when it was loaded; not loaded again)",
+            metadata=evaluation.metadata,
+        )
 
 
 def row_counts(verdict: TableVerdict) -> dict[str, int]:
@@ -400,6 +476,7 @@ def _load_folder(
 @dg.multi_asset(
     name="load_folders",
     specs=FOLDER_SPECS,
+    check_specs=ROWS_CHECK_SPECS,
     partitions_def=msd_folders,
     backfill_policy=FOLDER_BACKFILL_POLICY,
     can_subset=False,
@@ -412,13 +489,19 @@ def load_folders(
     msd_source: MsdSourceResource,
     warehouse: WarehouseResource,
     frame_store: FrameStoreResource,
-) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output]:
     """List, parse, normalize, load and verify each folder of the run, one after the other."""
     partitions = list(context.partition_keys)
-    done = folders_loaded_already(context)
+    done = folders_loaded_already(context.instance, resumed_run_ids(context))
     todo = [p for p in partitions if p not in done]
-    if done & set(partitions):
-        context.log.info(f"loaded already, skipped: {', '.join(sorted(done & set(partitions)))}")
+    skipped = [p for p in partitions if p in done]
+    if skipped:
+        context.log.info(f"loaded already, skipped: {', '.join(skipped)}")
+    for partition in skipped:
+        if done[partition].run_id != context.run.run_id:  # a retried step has them already
+            yield from results_of_earlier_load(
+                context.instance, partition, done[partition].evaluations
+            )
     try:
         ensure_schema(warehouse.engine())
     except Exception as exc:  # noqa: BLE001 - every folder needs the schema: the step fails
@@ -460,3 +543,6 @@ def load_folders(
             # are skipped by the retry.
             allow_retries=any(f.transient for f in failures),
         )
+    # The checks' outputs (nothing flows through them: each folder's results are above).
+    for output_name in context.assets_def.check_specs_by_output_name:
+        yield dg.Output(None, output_name=output_name)
