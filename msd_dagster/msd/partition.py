@@ -8,7 +8,12 @@ from typing import Protocol
 
 from msd_dagster.msd.frames import ANALYSIS_KINDS, NormalizedBatch, RejectedFile, normalize_songs
 from msd_dagster.msd.reader import InvalidSongFile, Song, read_song
-from msd_dagster.source.layout import SourceError, UnreadableSourceFile, is_song_file_key
+from msd_dagster.source.layout import (
+    SourceError,
+    UnreadableSourceFile,
+    is_song_file_key,
+    not_a_song_file_reason,
+)
 
 
 class ReadableDataset(Protocol):
@@ -52,9 +57,7 @@ def normalize_partition(
     rejected: list[RejectedFile] = []
     song_keys = [k for k in keys if is_song_file_key(k)]
     rejected.extend(
-        RejectedFile(k, "not at data/<c3>/<c4>/<c5>/<TRACK_ID>.h5 for its track id")
-        for k in keys
-        if not is_song_file_key(k)
+        RejectedFile(k, not_a_song_file_reason(k)) for k in keys if not is_song_file_key(k)
     )
     modified_by_track: dict[str, datetime] = {}
     unreadable: list[UnreadableSourceFile] = []
