@@ -190,3 +190,30 @@ def test_files_outside_the_layout_are_named_with_their_reason(tmp_path: Path) ->
     found = {e.location: e for e in LocalDataset(root).files_outside_layout()}
     assert "directly under data/A/" in found["data/A/TRAAA000000000000.h5"].reason
     assert LocalDataset(root).list_partitions() == ["A/B", "B/Q"]
+
+
+def test_a_large_folder_outside_the_layout_is_counted_up_to_a_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from msd_dagster.source import layout
+    from msd_dagster.source.local import LocalDataset
+
+    root = tmp_path / "dataset"
+    for folder in ("data/lower/a", "data/lower/b"):
+        (root / folder).mkdir(parents=True)
+        for i in range(4):
+            (root / folder / f"{i}.h5").write_bytes(b"x")
+    (root / "data/A/B/C").mkdir(parents=True)
+    (root / "data/A/B/C/notes.txt").write_bytes(b"x")  # inside a partition: not outside
+    monkeypatch.setattr(layout, "OUTSIDE_COUNT_LIMIT", 5)
+    survey = LocalDataset(root).survey()
+    assert survey.partitions == ["A/B"]
+    (entry,) = survey.outside
+    assert (entry.location, entry.files, entry.at_least) == ("data/lower/", 5, True)
+    assert survey.outside_text() == "at least 5 file(s) under data/"
+    assert entry.describe() == (
+        "data/lower/ (at least 5 file(s)): 'lower' is not a first-level folder name (one "
+        "uppercase letter A-Z), so it is no partition and its files are not loaded; song files "
+        "are at data/<c3>/<c4>/<c5>/<TRACK_ID>.h5, folders named by one uppercase letter"
+    )
+    assert LocalDataset(root).survey(count_outside=False).outside == []
