@@ -445,7 +445,7 @@ def _load_folders(
         print(
             f"[{len(outcomes)}/{len(selected)}] {outcome.partition}: {status}, "
             f"{outcome.tracks} tracks, {sum(outcome.rows.values()):,} rows, "
-            f"{len(outcome.rejected)} rejected, {outcome.seconds:.1f} s",
+            f"{outcome.rejected_files} rejected, {outcome.seconds:.1f} s",
             flush=True,
         )
 
@@ -548,7 +548,8 @@ def _print_summary(
 
     loaded_folders = sum(o.success for o in outcomes)
     rejected = [(o.partition, name, reason) for o in outcomes for name, reason in o.rejected]
-    skipped = f"; {len(rejected):,} file(s) rejected" if rejected else ""
+    rejected_files = sum(o.rejected_files for o in outcomes)
+    skipped = f"; {rejected_files:,} file(s) rejected" if rejected_files else ""
     if outside:
         skipped += f"; {outside_total_text(outside)} outside the layout, not loaded"
     print(f"\nloaded {loaded_folders} of {len(outcomes)} folder(s) in {seconds:.1f} s{skipped}")
@@ -564,10 +565,17 @@ def _print_summary(
     print(f"{'table':<24}{'rows this load':>16}{'rows in database':>18}")
     for table, total in totals.items():
         print(f"{table:<24}{loaded.get(table, 0):>16,}{total:>18,}")
-    if rejected:
-        print(f"\nrejected files ({len(rejected)}):")
+    if rejected_files:
+        print(f"\nrejected files ({rejected_files:,}):")
         for _partition, name, reason in rejected:
             print(f"  {name}: {reason}")
+        for outcome in outcomes:
+            if outcome.rejected_files > len(outcome.rejected):
+                more = outcome.rejected_files - len(outcome.rejected)
+                print(
+                    f"  ... and {more:,} more in {outcome.partition} (the rejected_files frame "
+                    "of its normalized/songs materialization)"
+                )
     if outside:
         print(f"\noutside the layout, not loaded ({outside_total_text(outside)}):")
         for entry in outside:
