@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from msd_dagster.defs.resources import MsdSourceResource, WarehouseResource
     from msd_dagster.local_runs import FolderOutcome, LocalRunner
-    from msd_dagster.source.layout import OutsideLayout
+    from msd_dagster.source.layout import DatasetSurvey, OutsideLayout
     from msd_dagster.source.local import LocalDataset
     from msd_dagster.source.s3 import S3Dataset
     from msd_dagster.stopping import StopRequests
@@ -346,8 +346,10 @@ def database_problem(warehouse: WarehouseResource) -> str | None:
     return None
 
 
-def source_problem(source: MsdSourceResource) -> tuple[Dataset | None, list[str], str | None]:
-    """``(dataset, its partitions, None)``, or ``(None, [], what to print)`` in one line when
+def source_problem(
+    source: MsdSourceResource,
+) -> tuple[Dataset | None, DatasetSurvey | None, str | None]:
+    """``(dataset, its survey, None)``, or ``(None, None, what to print)`` in one line when
     the source cannot be used (missing bucket, wrong prefix, rejected credentials, endpoint
     down, unreadable folder), before any run starts."""
     import dagster as dg
@@ -357,11 +359,11 @@ def source_problem(source: MsdSourceResource) -> tuple[Dataset | None, list[str]
 
     try:
         dataset = source.dataset()
-        return dataset, dataset.list_partitions(), None
+        return dataset, dataset.survey(), None
     except dg.Failure as exc:
-        return None, [], exc.description or str(exc)
+        return None, None, exc.description or str(exc)
     except (S3SourceError, SourceError, OSError) as exc:
-        return None, [], str(exc)
+        return None, None, str(exc)
 
 
 def _load_folders(
@@ -374,6 +376,7 @@ def _load_folders(
     import dagster as dg
 
     from msd_dagster import stopping
+    from msd_dagster.defs.outside_layout import outside_layout_observation
     from msd_dagster.defs.partitions import msd_folders
     from msd_dagster.local_runs import (
         LoadInterrupted,
@@ -383,11 +386,11 @@ def _load_folders(
         plan_folder_runs,
     )
 
-    dataset, available, problem = source_problem(source)
+    dataset, survey, problem = source_problem(source)
     if problem:
         print(f"error: cannot read the source: {problem}", file=sys.stderr)
         return 2
-    outside = _outside_layout(dataset)
+    available, outside = survey.partitions, survey.outside
     selected = args.partition or available
     unknown = sorted(set(selected) - set(available))
     if unknown:
@@ -397,7 +400,7 @@ def _load_folders(
         )
         return 2
     if not selected:
-        skipped = f" ({_outside_count(outside)} outside the layout, not loaded)" if outside else ""
+        skipped = f" ({survey.outside_text()} outside the layout, not loaded)" if outside else ""
         print(f"error: no song files under {dataset.describe()}/data{skipped}", file=sys.stderr)
         return 2
     problem = database_problem(warehouse)
@@ -407,6 +410,7 @@ def _load_folders(
     # Runs execute in forked processes: none may inherit this process's connections.
     warehouse.engine().dispose()
     instance = dg.DagsterInstance.get()
+    instance.report_runless_asset_event(outside_layout_observation(outside, dataset.describe()))
     for run_id in fail_orphaned_runs(instance):
         print(f"marked run {run_id} failed: the msd-dagster load that ran it was killed")
     known = set(instance.get_dynamic_partitions(msd_folders.name))
@@ -441,7 +445,7 @@ def _load_folders(
         print(
             f"[{len(outcomes)}/{len(selected)}] {outcome.partition}: {status}, "
             f"{outcome.tracks} tracks, {sum(outcome.rows.values()):,} rows, "
-            f"{len(outcome.rejected)} rejected, {outcome.seconds:.1f} s",
+            f"{outcome.rejected_files} rejected, {outcome.seconds:.1f} s",
             flush=True,
         )
 
@@ -533,32 +537,21 @@ def _report_totals(
     return False
 
 
-def _outside_layout(dataset: Dataset) -> list[OutsideLayout]:
-    """What no partition takes under data/; a listing failure here only costs the report."""
-    from msd_dagster.source.layout import SourceError
-    from msd_dagster.source.s3 import S3SourceError
-
-    try:
-        return dataset.files_outside_layout()
-    except (S3SourceError, SourceError, OSError) as exc:
-        print(f"note: cannot list the files outside the layout: {exc}")
-        return []
-
-
-def _outside_count(outside: list[OutsideLayout]) -> str:
-    return f"{sum(entry.files for entry in outside)} file(s) under data/"
-
-
 def _print_summary(
     outcomes: list[FolderOutcome],
     warehouse: WarehouseResource,
     seconds: float,
     outside: list[OutsideLayout],
 ) -> None:
+    from msd_dagster.source.layout import outside_total_text
     from msd_dagster.warehouse.verify import table_totals
 
     loaded_folders = sum(o.success for o in outcomes)
-    skipped = f"; {_outside_count(outside)} outside the layout, not loaded" if outside else ""
+    rejected = [(o.partition, name, reason) for o in outcomes for name, reason in o.rejected]
+    rejected_files = sum(o.rejected_files for o in outcomes)
+    skipped = f"; {rejected_files:,} file(s) rejected" if rejected_files else ""
+    if outside:
+        skipped += f"; {outside_total_text(outside)} outside the layout, not loaded"
     print(f"\nloaded {loaded_folders} of {len(outcomes)} folder(s) in {seconds:.1f} s{skipped}")
     loaded: dict[str, int] = {}
     for outcome in outcomes:
@@ -572,13 +565,19 @@ def _print_summary(
     print(f"{'table':<24}{'rows this load':>16}{'rows in database':>18}")
     for table, total in totals.items():
         print(f"{table:<24}{loaded.get(table, 0):>16,}{total:>18,}")
-    rejected = [(o.partition, name, reason) for o in outcomes for name, reason in o.rejected]
-    if rejected:
-        print(f"\nrejected files ({len(rejected)}):")
+    if rejected_files:
+        print(f"\nrejected files ({rejected_files:,}):")
         for _partition, name, reason in rejected:
             print(f"  {name}: {reason}")
+        for outcome in outcomes:
+            if outcome.rejected_files > len(outcome.rejected):
+                more = outcome.rejected_files - len(outcome.rejected)
+                print(
+                    f"  ... and {more:,} more in {outcome.partition} (the rejected_files frame "
+                    "of its normalized/songs materialization)"
+                )
     if outside:
-        print(f"\noutside the layout, not loaded ({_outside_count(outside)}):")
+        print(f"\noutside the layout, not loaded ({outside_total_text(outside)}):")
         for entry in outside:
             print(f"  {entry.describe()}")
     failed = [o for o in outcomes if not o.success]

@@ -230,7 +230,8 @@ class FolderOutcome:
     seconds: float = 0.0
     tracks: int = 0
     rows: dict[str, int] = field(default_factory=dict)
-    rejected: list[tuple[str, str]] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # the first 1,000
+    rejected_files: int = 0  # all of them
     failed_checks: list[str] = field(default_factory=list)
     error: str = ""
     interrupted: bool = False  # stopped by Ctrl-C or SIGTERM before its commit
@@ -297,6 +298,7 @@ class RunProgress:
                     outcome.rejected = [
                         (item["name"], item["reason"]) for item in metadata["rejected_list"].value
                     ]
+                    outcome.rejected_files = int(metadata["rejected_files"].value)
                 elif key in _WAREHOUSE_TABLES:
                     outcome.rows[_WAREHOUSE_TABLES[key]] = int(metadata["rows_written"].value)
                     if len(outcome.rows) == len(_WAREHOUSE_TABLES):

@@ -190,3 +190,63 @@ def test_files_outside_the_layout_are_named_with_their_reason(tmp_path: Path) ->
     found = {e.location: e for e in LocalDataset(root).files_outside_layout()}
     assert "directly under data/A/" in found["data/A/TRAAA000000000000.h5"].reason
     assert LocalDataset(root).list_partitions() == ["A/B", "B/Q"]
+
+
+def test_a_large_folder_outside_the_layout_is_counted_up_to_a_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from msd_dagster.source import layout
+    from msd_dagster.source.local import LocalDataset
+
+    root = tmp_path / "dataset"
+    for folder in ("data/lower/a", "data/lower/b"):
+        (root / folder).mkdir(parents=True)
+        for i in range(4):
+            (root / folder / f"{i}.h5").write_bytes(b"x")
+    (root / "data/A/B/C").mkdir(parents=True)
+    (root / "data/A/B/C/notes.txt").write_bytes(b"x")  # inside a partition: not outside
+    monkeypatch.setattr(layout, "OUTSIDE_COUNT_LIMIT", 5)
+    survey = LocalDataset(root).survey()
+    assert survey.partitions == ["A/B"]
+    (entry,) = survey.outside
+    assert (entry.location, entry.files, entry.at_least) == ("data/lower/", 5, True)
+    assert survey.outside_text() == "at least 5 file(s) under data/"
+    assert entry.describe() == (
+        "data/lower/ (at least 5 file(s)): 'lower' is not a first-level folder name (one "
+        "uppercase letter A-Z), so it is no partition and its files are not loaded; song files "
+        "are at data/<c3>/<c4>/<c5>/<TRACK_ID>.h5, folders named by one uppercase letter"
+    )
+    assert LocalDataset(root).survey(count_outside=False).outside == []
+
+
+def test_the_summary_counts_every_rejected_file_beyond_the_listed_ones(tmp_path: Path) -> None:
+    """The metadata lists the first 1,000 rejected files of a folder; the counts are of all."""
+    import shutil
+
+    from msd_dagster_tests.shared_data import real_song_paths
+
+    root = tmp_path / "dataset"
+    leaf = root / "data/A/A/A"
+    leaf.mkdir(parents=True)
+    songs = real_song_paths()
+    for path in songs:
+        shutil.copyfile(path, leaf / path.name)
+    for i in range(1003):
+        (leaf / f"stray-{i:04}.txt").write_bytes(b"x")
+    database = f"sqlite:///{tmp_path / 'msd.sqlite'}"
+    result = subprocess.run(
+        [*_cli(), "load", "--source", str(root), "--database-url", database]
+        + ["--skip-additional-files", "--workers", "1"],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert f"[1/1] A/A: ok, {len(songs)} tracks, " in out and ", 1003 rejected, " in out
+    assert "; 1,003 file(s) rejected\n" in out
+    assert "\nrejected files (1,003):\n  data/A/A/A/stray-0000.txt: not a song file" in out
+    assert "  data/A/A/A/stray-0999.txt: not a song file" in out
+    assert "stray-1000.txt" not in out
+    assert "  ... and 3 more in A/A (the rejected_files frame of its normalized/songs" in out

@@ -230,6 +230,37 @@ def test_broken_entries_are_rejected_by_name_and_the_good_files_load(root: Path)
     ]
 
 
+def test_files_that_are_no_song_files_are_rejected_by_name_unread(root: Path) -> None:
+    """Every file of a partition folder is accounted for: one that is no song file is listed
+    and rejected by its name, never read (a pipe would block, a large file fill memory)."""
+    fifo, large, hidden, misplaced = (
+        "data/A/A/notes",
+        f"{LEAF}/backup.tar",
+        f"{LEAF}/.DS_Store",
+        "data/A/A/TRAAA0000000000001.h5",  # a song file one level too high
+    )
+    os.mkfifo(root / fifo)
+    with (root / large).open("wb") as handle:
+        handle.truncate(100 * 2**30)  # sparse: 100 GiB that reading would allocate
+    (root / hidden).write_bytes(b"\0\0\0\1Bud1")
+    copy_real(root / misplaced)
+
+    dataset = LocalDataset(root)
+    keys = keys_of(dataset)
+    assert {fifo, large, hidden, misplaced} <= set(keys)
+    batch, _ = normalize_partition(dataset, keys)
+    assert batch.track_count == real_counts()[0]
+    not_read = "not a song file (only <TRACK_ID>.h5 files are loaded); not read"
+    assert sorted((r.name, r.reason) for r in batch.rejected) == sorted(
+        [
+            (misplaced, "not at data/<c3>/<c4>/<c5>/<TRACK_ID>.h5 for its track id"),
+            (fifo, not_read),
+            (hidden, not_read),
+            (large, not_read),
+        ]
+    )
+
+
 def test_an_unreadable_file_is_rejected_by_name(root: Path) -> None:
     tracks, _ = real_counts()
     victim = f"{LEAF}/{real_song_paths()[3].name}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -278,6 +279,16 @@ def test_bad_files_are_rejected_with_a_reason_and_the_good_ones_load(
     for key, (content, _) in bad.items():
         assert not (root / key).exists()
         (root / key).write_bytes(content)
+    # Files that are no song files, at any depth of the folder: listed and rejected by name.
+    not_songs = ["data/A/A/notes.txt", "data/A/A/Z/.DS_Store", "data/A/A/Z/TRAAZZZ128F4200004"]
+    for key in not_songs:
+        (root / key).write_bytes(b"x")
+    bad.update(
+        {
+            key: (b"x", ["not a song file (only <TRACK_ID>.h5 files are loaded)"])
+            for key in not_songs
+        }
+    )
 
     target = PipelineTarget.create(
         root, sqlite_url(fast_tmp_path / "msd.sqlite"), fast_tmp_path / "parquet", ["A/A"]
@@ -287,6 +298,7 @@ def test_bad_files_are_rejected_with_a_reason_and_the_good_ones_load(
 
     raw = materialization_metadata(result, RAW_KEY)
     assert raw["dagster/partition_row_count"] == len(good) + len(bad)
+    assert raw["not_song_files"] == len(not_songs)
     songs = materialization_metadata(result, SONGS_KEY)
     assert songs["tracks"] == len(good)
     assert songs["rows"]["msd_track"] == len(good)
@@ -635,10 +647,30 @@ def test_discovery_sensor_adds_partitions_and_requests_new_and_changed_folders(
             instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
         return result
 
+    # Files that no partition takes: a misnamed second-level folder and a file too high up.
+    (root / "data/A/A B/C").mkdir(parents=True)
+    for name in ("TRAAC128F4200001.h5", "Ünïcode copy.h5"):
+        (root / "data/A/A B/C" / name).write_bytes(b"x")
+    (root / "data/TRAAA128F4200002.h5").write_bytes(b"x")
+
     first = tick(None)
     assert [
         (r.partitions_def_name, list(r.partition_keys)) for r in first.dynamic_partitions_requests
     ] == [(msd_folders.name, list(PIPELINE_FOLDERS))]
+    (observation,) = first.asset_events  # the first survey is recorded
+    assert observation.asset_key == RAW_KEY and observation.partition is None
+    metadata = {k: v.value for k, v in observation.metadata.items()}
+    assert observation.description == "3 file(s) under data/ outside the layout, not loaded"
+    assert metadata["files_outside_layout"] == 3 and metadata["entries_outside_layout"] == 2
+    assert [(e["location"], e["files"]) for e in metadata["outside_layout_list"]] == [
+        ("data/A/A B/", 2),
+        ("data/TRAAA128F4200002.h5", 1),
+    ]
+    assert metadata["outside_layout_list"][0]["reason"].startswith(
+        "'A B' is not a second-level folder name (one uppercase letter A-Z)"
+    )
+    assert metadata["outside_layout"].startswith("- `data/A/A B/` (2 file(s)): 'A B' is not")
+    assert metadata["source"] == str(root)
     assert [r.partition_key for r in first.run_requests] == list(PIPELINE_FOLDERS)
     assert {r.tags["msd/reason"] for r in first.run_requests} == {"new"}
     first_keys = {r.partition_key: r.run_key for r in first.run_requests}
@@ -649,6 +681,7 @@ def test_discovery_sensor_adds_partitions_and_requests_new_and_changed_folders(
     for _ in range(2):  # every known folder re-checked once: nothing changed
         quiet = tick(cursor)
         assert quiet.run_requests == [] and not quiet.dynamic_partitions_requests
+        assert quiet.asset_events == []  # the same files outside the layout: not again
         cursor = quiet.cursor
 
     changed_file = pipeline_dataset.track_path(partition_tracks(pipeline_dataset, "A/B")[0])
@@ -666,8 +699,13 @@ def test_discovery_sensor_adds_partitions_and_requests_new_and_changed_folders(
 
     (root / "data" / "B" / "C" / "D").mkdir(parents=True)
     shutil.copy(changed_file, root / "data" / "B" / "C" / "D" / "TRBCDAA128F4200001.h5")
+    (root / "data/TRAAA128F4200002.h5").unlink()
     result = tick(cursor)
     assert [list(r.partition_keys) for r in result.dynamic_partitions_requests] == [["B/C"]]
+    (observation,) = result.asset_events  # the list changed: recorded again
+    assert [e["location"] for e in observation.metadata["outside_layout_list"].value] == [
+        "data/A/A B/"
+    ]
     assert [(r.partition_key, r.tags["msd/reason"]) for r in result.run_requests] == [
         ("B/C", "new")
     ]
@@ -716,6 +754,10 @@ def test_cli_load_records_runs_and_fails_clearly_on_an_unusable_database(
     ds = pipeline_dataset
     source = fast_tmp_path / "dataset"  # song files only: no AdditionalFiles run
     shutil.copytree(ds.root / "data", source / "data")
+    # Not loaded, and said so: a folder outside the layout, a file that is no song file.
+    (source / "data/Ä/B/C").mkdir(parents=True)
+    (source / "data/Ä/B/C/TRÄBC128F4200001.h5").write_bytes(b"x")
+    (source / "data/A/A/notes.txt").write_bytes(b"x")
     env = _cli_env(fast_tmp_path)
     database = fast_tmp_path / "cli.sqlite"
 
@@ -726,6 +768,26 @@ def test_cli_load_records_runs_and_fails_clearly_on_an_unusable_database(
         fast_tmp_path,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    reason = (
+        "'Ä' is not a first-level folder name (one uppercase letter A-Z), so it is no partition "
+        "and its files are not loaded; song files are at data/<c3>/<c4>/<c5>/<TRACK_ID>.h5, "
+        "folders named by one uppercase letter"
+    )
+    outside = f"data/Ä/ (1 file(s)): {reason}"
+    assert f"not loaded: {outside}\n" in done.stdout
+    assert re.search(
+        r"^loaded 2 of 2 folder\(s\) in [\d.]+ s; 1 file\(s\) rejected; 1 file\(s\) under "
+        r"data/ outside the layout, not loaded$",
+        done.stdout,
+        flags=re.MULTILINE,
+    ), done.stdout
+    assert (
+        "\nrejected files (1):\n  data/A/A/notes.txt: not a song file (only <TRACK_ID>.h5 "
+        "files are loaded); not read\n"
+    ) in done.stdout
+    assert f"\noutside the layout, not loaded (1 file(s) under data/):\n  {outside}\n" in (
+        done.stdout
+    )
     # Both partitions into an empty database: rows written == rows in the database, also for
     # the shared tables, which both partitions' frames contain in part. msd_artist adds the
     # updates: a row (or stub) one partition wrote that an artist's song in the other wins.
@@ -755,6 +817,13 @@ def test_cli_load_records_runs_and_fails_clearly_on_an_unusable_database(
             r.tags.get("dagster/partition") for r in runs if r.job_name != "msd_totals_job"
         ]
         assert sorted(partitions) == list(PIPELINE_FOLDERS)
+        # What the UI shows on raw/song_files: the files outside the layout, with the reason.
+        (record,) = instance.fetch_observations(RAW_KEY, limit=5).records
+        observed = record.asset_observation
+        assert observed.description == "1 file(s) under data/ outside the layout, not loaded"
+        assert observed.metadata["files_outside_layout"].value == 1
+        assert observed.metadata["outside_layout"].value == f"- `data/Ä/` (1 file(s)): {reason}"
+        assert observed.metadata["source"].value == str(source)
 
     password = "hunter2"
     failed = _run_cli(

@@ -393,6 +393,27 @@ def test_discovery_sensor_on_s3_adds_partitions_and_requests_runs(
         assert cost == (7, 0)
         assert [r.partition_key for r in fifth.run_requests] == ["D/F"]
         assert instance.get_dynamic_partitions(msd_folders.name) == [*FOLDERS, "D/E", "D/F"]
+        assert [len(t.asset_events) for t in (second, third, fourth, fifth)] == [0] * 4
+
+        # Keys outside the layout, with a space and non-ASCII letters: one listing each to
+        # count them, named in one observation of raw/song_files.
+        for key in ("data/D/E F/A/TRDEA12903CD0001.h5", "data/Ö/A/B/TRÖAB12903CD0001.h5"):
+            client.put_object(Bucket=bucket, Key=f"{PREFIX}/{key}", Body=song)
+        sixth, cost = tick(fifth.cursor)
+        # 1 check + 4 delimiter listings + 1 known fingerprint + 1 listing per outside folder
+        assert cost == (8, 0)
+        assert not sixth.run_requests
+        (observation,) = sixth.asset_events
+        assert observation.asset_key == RAW_KEY
+        assert observation.metadata["files_outside_layout"].value == 2
+        listed = observation.metadata["outside_layout_list"].value
+        assert [(e["location"], e["files"]) for e in listed] == [
+            ("data/D/E F/", 1),
+            ("data/Ö/", 1),
+        ]
+        assert listed[0]["reason"].startswith("'E F' is not a second-level folder name")
+        assert listed[1]["reason"].startswith("'Ö' is not a first-level folder name")
+        assert observation.metadata["source"].value == f"{location}/"
 
 
 # --------------------------------------------------------------------------------------------

@@ -115,8 +115,9 @@ def test_list_files_paginates_over_a_thousand_objects(s3_bucket: tuple[Any, str]
     started = time.perf_counter()
     put_all(client, bucket, objects)
     put_seconds = time.perf_counter() - started
-    # Around the partition: not part of it, or not a song file.
+    # Around the partition: not part of it. Inside it but no song file: listed, to be rejected.
     client.put_object(Bucket=bucket, Key="root/data/A/B/notes.txt", Body=b"x")
+    client.put_object(Bucket=bucket, Key="root/data/A/B/C/", Body=b"")  # a folder marker
     client.put_object(Bucket=bucket, Key=f"root/{song_key('1', second='C')}", Body=b"other")
     client.put_object(Bucket=bucket, Key=f"elsewhere/{song_key('2')}", Body=b"other root")
 
@@ -125,7 +126,9 @@ def test_list_files_paginates_over_a_thousand_objects(s3_bucket: tuple[Any, str]
     files = dataset.list_files("A/B")
 
     assert len(calls) >= 2, "1,010 objects need at least two ListObjectsV2 pages"
-    assert [f.key for f in files] == sorted(k.removeprefix("root/") for k in objects)
+    listed = sorted([*(k.removeprefix("root/") for k in objects), "data/A/B/notes.txt"])
+    assert [f.key for f in files] == listed
+    files = [f for f in files if f.key.endswith(".h5")]
     by_key = {f.key: f for f in files}
     sample = "data/A/B/D/TRABD0000000000001.h5"
     assert by_key[sample].size == len(objects[f"root/{sample}"])
@@ -176,6 +179,86 @@ def test_list_partitions_uses_delimiter_listings_only(s3_bucket: tuple[Any, str]
         "some/root/data/Z/",
     ]
     assert dataset.list_files("C/C") == []  # an empty partition of a valid dataset
+
+    # The survey lists the same folders, plus each folder outside the layout (to count it).
+    calls.clear()
+    survey = dataset.survey()
+    assert survey.partitions == ["A/A", "A/B", "B/C", "Z/Z"]
+    assert [(e.location, e.files) for e in survey.outside] == [
+        ("data/A/notes.txt", 1),
+        ("data/README.txt", 1),
+        ("data/a/", 1),
+    ]
+    assert sorted((c["Prefix"], c.get("Delimiter")) for c in calls) == [
+        ("some/root/data/", "/"),
+        ("some/root/data/A/", "/"),
+        ("some/root/data/B/", "/"),
+        ("some/root/data/Z/", "/"),
+        ("some/root/data/a/", None),
+    ]
+
+
+# Folder names a copy or a hand-made folder can have, none of them one uppercase letter.
+OUTSIDE_FOLDERS = ["B/A B", "B/A'B", "B/A,B", "B/Ä", "B/" + "X" * 200, "C,D", "Ä", "a", "A B"]
+
+
+def test_survey_names_keys_outside_the_layout_with_spaces_and_non_ascii(
+    s3_bucket: tuple[Any, str],
+) -> None:
+    client, bucket = s3_bucket
+    objects = {f"msd/{song_key('1')}": b"song", f"msd/{song_key('2', 'B', 'A', 'C')}": b"song"}
+    for folder in OUTSIDE_FOLDERS:
+        for name in ("Z/TRBAZ000000000001.h5", "Z/Ünïcode name.h5"):
+            objects[f"msd/data/{folder}/{name}"] = b"x"
+    objects["msd/data/Über.h5"] = b"x"  # a file directly under data/
+    objects["msd/data/B/TRBAA000000000001 copy.h5"] = b"x"  # wrong depth, with a space
+    objects["msd/data/A/B/C/read me.txt"] = b"x"  # inside a partition: listed, not outside
+    objects["msd/data/a/"] = b""  # a folder marker holds no file
+    put_all(client, bucket, objects)
+
+    dataset = S3Dataset(client, bucket, "msd")
+    survey = dataset.survey()
+    assert survey.partitions == ["A/B", "B/A"]
+    found = {e.location: e for e in survey.outside}
+    assert found.keys() == {
+        "data/A B/",
+        "data/B/A B/",
+        "data/B/A'B/",
+        "data/B/A,B/",
+        "data/B/TRBAA000000000001 copy.h5",
+        f"data/B/{'X' * 200}/",
+        "data/B/Ä/",
+        "data/C,D/",
+        "data/a/",
+        "data/Ä/",
+        "data/Über.h5",
+    }
+    assert [e.files for e in survey.outside if e.location.endswith("/")] == [2] * 9
+    assert survey.outside_text() == "20 file(s) under data/"
+    assert found["data/B/Ä/"].reason.startswith(
+        "'Ä' is not a second-level folder name (one uppercase letter A-Z), so it is no "
+        "partition and its files are not loaded; "
+    )
+    assert found["data/A B/"].reason.startswith("'A B' is not a first-level folder name")
+    assert found["data/B/TRBAA000000000001 copy.h5"].reason.startswith(
+        "a file directly under data/B/, above any partition"
+    )
+    assert found["data/Über.h5"].reason.startswith("a file directly under data/, above any")
+    assert dataset.list_files("A/B")[-1].key == "data/A/B/C/read me.txt"
+
+
+def test_survey_counts_a_large_folder_outside_the_layout_up_to_a_limit(
+    s3_bucket: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, bucket = s3_bucket
+    put_all(client, bucket, {f"data/lower/{i}.h5": b"x" for i in range(7)})
+    monkeypatch.setattr(layout, "OUTSIDE_COUNT_LIMIT", 5)
+    calls = count_calls(client, "ListObjectsV2")
+    (entry,) = S3Dataset(client, bucket).files_outside_layout()
+    assert (entry.location, entry.files, entry.at_least) == ("data/lower/", 5, True)
+    assert entry.describe().startswith("data/lower/ (at least 5 file(s)): 'lower' is not")
+    # data/, the check that data/ is not empty (no letter folder), one page of data/lower/
+    assert [c["Prefix"] for c in calls] == ["data/", "data/", "data/lower/"]
 
 
 # --------------------------------------------------------------------------------------------

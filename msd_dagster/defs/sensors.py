@@ -2,7 +2,8 @@
 
 A tick must stay cheap on the full set (676 folders, a million objects) and within the sensor
 timeout: it lists only the second-level folders (on S3: 1 + <= 26 delimiter listings, no
-object listing), fingerprints at most ``NEW_PARTITIONS_PER_TICK`` new folders (the rest are
+object listing, plus one listing of each folder outside the layout, whose files it counts up
+to a limit), fingerprints at most ``NEW_PARTITIONS_PER_TICK`` new folders (the rest are
 picked up by the next ticks) and re-fingerprints ``FINGERPRINTS_PER_TICK`` known folders,
 round-robin (:mod:`msd_dagster.source.discovery`). A fingerprint is one listing of the folder
 (no reads); they run ``FINGERPRINT_WORKERS`` at a time.
@@ -16,6 +17,11 @@ import dagster as dg
 
 from msd_dagster.defs.assets.folders import load_folders
 from msd_dagster.defs.jobs import msd_partition_job, msd_totals_job
+from msd_dagster.defs.outside_layout import (
+    outside_layout_digest,
+    outside_layout_lines,
+    outside_layout_observation,
+)
 from msd_dagster.defs.partitions import msd_folders
 from msd_dagster.defs.resources import MsdSourceResource
 from msd_dagster.defs.tables import warehouse_key
@@ -73,7 +79,9 @@ def plan_tick(
         "Lists the dataset's second-level folders (data/<c3>/<c4>/), adds new ones as "
         f"partitions (up to {NEW_PARTITIONS_PER_TICK} per tick) and requests runs for new "
         f"folders and for folders whose files changed (up to {FINGERPRINTS_PER_TICK} known "
-        "folders re-fingerprinted per tick, round-robin)."
+        "folders re-fingerprinted per tick, round-robin). Files under data/ that no partition "
+        "takes are named in the tick's log and, when they change, in an observation of "
+        "raw/song_files."
     ),
 )
 def msd_discovery_sensor(
@@ -81,8 +89,9 @@ def msd_discovery_sensor(
 ) -> dg.SensorResult:
     dataset = msd_source.dataset()  # one client for the whole tick
     state = DiscoveryState.from_cursor(context.cursor)
+    survey = dataset.survey()
     visible, planned = plan_tick(
-        state, dataset.list_partitions(), NEW_PARTITIONS_PER_TICK, FINGERPRINTS_PER_TICK
+        state, survey.partitions, NEW_PARTITIONS_PER_TICK, FINGERPRINTS_PER_TICK
     )
     fingerprint = _prefetched(dataset.partition_fingerprint, planned, FINGERPRINT_WORKERS)
     result = discover(state, visible, fingerprint, FINGERPRINTS_PER_TICK)
@@ -101,10 +110,23 @@ def msd_discovery_sensor(
             f"{len(result.new_partitions)} new, {len(result.changed_partitions)} changed "
             f"partitions at {dataset.describe()}"
         )
+    if survey.outside:
+        context.log.warning(
+            f"{survey.outside_text()} outside the layout, not loaded:\n"
+            + "\n".join(outside_layout_lines(survey.outside))
+        )
+    # Recorded when the list changes (and on the first tick): the latest observation of
+    # raw/song_files is always the current list, without one event every tick.
+    digest = outside_layout_digest(survey.outside)
+    events = []
+    if digest != state.outside_digest:
+        events.append(outside_layout_observation(survey.outside, dataset.describe()))
+    result.state.outside_digest = digest
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[msd_folders.build_add_request(to_add)] if to_add else [],
         cursor=result.state.to_cursor(),
+        asset_events=events,
     )
 
 

@@ -19,7 +19,24 @@ from msd_dagster.msd.frames import (
     track_frames,
 )
 from msd_dagster.msd.reader import InvalidSongFile, Song, read_song
-from msd_dagster.source.layout import SourceError, UnreadableSourceFile, is_song_file_key
+from msd_dagster.source.layout import (
+    SourceError,
+    UnreadableSourceFile,
+    is_song_file_key,
+    not_a_song_file_reason,
+)
+
+
+def split_song_keys(keys: Iterable[str]) -> tuple[list[str], list[RejectedFile]]:
+    """The song file keys, in order, and every other key rejected by name (never read)."""
+    songs: list[str] = []
+    others: list[RejectedFile] = []
+    for key in keys:
+        if is_song_file_key(key):
+            songs.append(key)
+        else:
+            others.append(RejectedFile(key, not_a_song_file_reason(key)))
+    return songs, others
 
 
 class ReadableDataset(Protocol):
@@ -131,12 +148,9 @@ class FolderStream:
         return frames
 
     def _chunks(self) -> Iterator[dict[str, pd.DataFrame]]:
-        song_keys = sorted(k for k in self.keys if is_song_file_key(k))
-        self.rejected.extend(
-            RejectedFile(k, "not at data/<c3>/<c4>/<c5>/<TRACK_ID>.h5 for its track id")
-            for k in self.keys
-            if not is_song_file_key(k)
-        )
+        song_keys, not_songs = split_song_keys(self.keys)
+        song_keys.sort()
+        self.rejected.extend(not_songs)
         unreadable: list[UnreadableSourceFile] = []
         batch: list[Song] = []
         modified: dict[str, datetime] = {}
@@ -204,12 +218,8 @@ def normalize_partition(
     """
     songs: list[Song] = []
     rejected: list[RejectedFile] = []
-    song_keys = [k for k in keys if is_song_file_key(k)]
-    rejected.extend(
-        RejectedFile(k, "not at data/<c3>/<c4>/<c5>/<TRACK_ID>.h5 for its track id")
-        for k in keys
-        if not is_song_file_key(k)
-    )
+    song_keys, not_songs = split_song_keys(keys)
+    rejected.extend(not_songs)
     modified_by_track: dict[str, datetime] = {}
     unreadable: list[UnreadableSourceFile] = []
     for done, (key, data) in enumerate(dataset.read_many(song_keys, max_workers=max_workers), 1):

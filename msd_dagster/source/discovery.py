@@ -15,20 +15,32 @@ from dataclasses import dataclass, field
 
 @dataclass
 class DiscoveryState:
-    """The sensor cursor: fingerprints seen per partition and where the round-robin stands."""
+    """The sensor cursor: fingerprints seen per partition, where the round-robin stands, and
+    the digest of the files outside the layout last recorded."""
 
     fingerprints: dict[str, str] = field(default_factory=dict)
     next_index: int = 0
+    outside_digest: str = ""
 
     def to_cursor(self) -> str:
-        return json.dumps({"fingerprints": self.fingerprints, "next_index": self.next_index})
+        return json.dumps(
+            {
+                "fingerprints": self.fingerprints,
+                "next_index": self.next_index,
+                "outside_digest": self.outside_digest,
+            }
+        )
 
     @classmethod
     def from_cursor(cls, cursor: str | None) -> DiscoveryState:
         if not cursor:
             return cls()
         data = json.loads(cursor)
-        return cls(dict(data.get("fingerprints", {})), int(data.get("next_index", 0)))
+        return cls(
+            dict(data.get("fingerprints", {})),
+            int(data.get("next_index", 0)),
+            str(data.get("outside_digest", "")),
+        )
 
 
 @dataclass(frozen=True)
@@ -62,4 +74,6 @@ def discover(
                 changed.append(key)
                 fingerprints[key] = value
         next_index = (start + min(budget, len(known))) % len(known)
-    return DiscoveryResult(new, sorted(changed), DiscoveryState(fingerprints, next_index))
+    return DiscoveryResult(
+        new, sorted(changed), DiscoveryState(fingerprints, next_index, state.outside_digest)
+    )

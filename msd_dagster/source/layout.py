@@ -120,23 +120,72 @@ FIRST_LEVEL_PATTERN = re.compile(r"^[A-Z]$")
 _LAYOUT = (
     "song files are at data/<c3>/<c4>/<c5>/<TRACK_ID>.h5, folders named by one uppercase letter"
 )
+# Files below a folder outside the layout are counted up to this many: a survey runs on every
+# load and every sensor tick, and a large misnamed copy must not make it list everything.
+OUTSIDE_COUNT_LIMIT = 10_000
+
+
+def not_a_song_file_reason(key: str) -> str:
+    """Why a file listed in a partition folder is rejected by its name alone (never read)."""
+    if not key.endswith(".h5"):
+        return "not a song file (only <TRACK_ID>.h5 files are loaded); not read"
+    return "not at data/<c3>/<c4>/<c5>/<TRACK_ID>.h5 for its track id"
 
 
 @dataclass(frozen=True)
 class OutsideLayout:
     """Files under ``data/`` that no partition takes: a folder (``location`` ends with ``/``)
-    or a file, relative to the dataset root, how many files it holds and why it is left."""
+    or a file, relative to the dataset root, how many files it holds (``at_least``: counting
+    stopped at ``OUTSIDE_COUNT_LIMIT``) and why it is left."""
 
     location: str
     files: int
     reason: str
+    at_least: bool = False
+
+    def count_text(self) -> str:
+        if not self.location.endswith("/"):
+            return "file"
+        return f"{'at least ' if self.at_least else ''}{self.files:,} file(s)"
 
     def describe(self) -> str:
-        count = f"{self.files} file(s)" if self.location.endswith("/") else "file"
-        return f"{self.location} ({count}): {self.reason}"
+        return f"{self.location} ({self.count_text()}): {self.reason}"
 
 
-def outside_layout_entry(parts: Sequence[str], is_folder: bool, files: int) -> OutsideLayout:
+@dataclass(frozen=True)
+class DatasetSurvey:
+    """The top of ``data/`` seen in one pass: the partitions (``"A/B"``, sorted) and what no
+    partition takes."""
+
+    partitions: list[str]
+    outside: list[OutsideLayout]
+
+    def outside_text(self) -> str:
+        """``"8 file(s) under data/"`` (``"at least ..."`` when a count was capped)."""
+        return outside_total_text(self.outside)
+
+
+def outside_total_text(outside: Sequence[OutsideLayout]) -> str:
+    total = sum(entry.files for entry in outside)
+    capped = "at least " if any(entry.at_least for entry in outside) else ""
+    return f"{capped}{total:,} file(s) under data/"
+
+
+def count_up_to(items: Iterable[object], limit: int | None = None) -> tuple[int, bool]:
+    """``(count, True)`` once ``limit`` (default ``OUTSIDE_COUNT_LIMIT``) items were seen (the
+    rest are not consumed), else ``(count, False)``."""
+    limit = OUTSIDE_COUNT_LIMIT if limit is None else limit
+    count = 0
+    for _ in items:
+        count += 1
+        if count >= limit:
+            return count, True
+    return count, False
+
+
+def outside_layout_entry(
+    parts: Sequence[str], is_folder: bool, files: int, at_least: bool = False
+) -> OutsideLayout:
     """The entry ``data/<parts...>`` (one or two levels below ``data/``) that the layout leaves
     out, with its reason. Pure: the listings decide what to pass."""
     location = "data/" + "/".join(parts) + ("/" if is_folder else "")
@@ -150,7 +199,13 @@ def outside_layout_entry(parts: Sequence[str], is_folder: bool, files: int) -> O
         files,
         f"{name!r} is not a {level}-level folder name (one uppercase letter A-Z), so it is no "
         f"partition and its files are not loaded; {_LAYOUT}",
+        at_least,
     )
+
+
+def outside_layout_sorted(outside: Iterable[OutsideLayout]) -> list[OutsideLayout]:
+    """The entries that hold files, by location: the same order from every listing."""
+    return sorted((entry for entry in outside if entry.files), key=lambda e: e.location)
 
 
 def listing_fingerprint(entries: Iterable[tuple[str, int, str]]) -> str:

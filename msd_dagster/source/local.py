@@ -13,14 +13,16 @@ from pathlib import Path
 from msd_dagster.source.layout import (
     FIRST_LEVEL_PATTERN,
     MAX_SONG_FILE_BYTES,
-    PARTITION_KEY_PATTERN,
+    DatasetSurvey,
     OutsideLayout,
     SourceError,
     SourceFile,
     SourceListingError,
     UnreadableSourceFile,
+    count_up_to,
     listing_fingerprint,
     outside_layout_entry,
+    outside_layout_sorted,
     partition_prefix,
     too_large_reason,
 )
@@ -52,48 +54,50 @@ class LocalDataset:
         return str(self.root)
 
     def list_partitions(self) -> list[str]:
+        return self.survey(count_outside=False).partitions
+
+    def files_outside_layout(self) -> list[OutsideLayout]:
+        return self.survey().outside
+
+    def survey(self, *, count_outside: bool = True) -> DatasetSurvey:
+        """The partitions (second-level folders named by one uppercase letter each) and
+        everything under ``data/`` that no partition takes (files above the partition folders,
+        folders with other names), with the number of files each holds. Only those folders
+        are walked below the second level (the partitions' own files are not), and only when
+        ``count_outside`` (else ``outside`` is empty)."""
         data = self.root / "data"
         if not self.root.exists():
             raise SourceError(str(self.root), "the dataset folder does not exist", permanent=True)
         if not self.root.is_dir():
             raise SourceError(str(self.root), "not a folder: give the dataset root", permanent=True)
         if not data.is_dir():
-            return []
-        keys = [
-            f"{first.name}/{second.name}"
-            for first in data.iterdir()
-            if first.is_dir()
-            for second in first.iterdir()
-            if second.is_dir()
-        ]
-        return sorted(k for k in keys if PARTITION_KEY_PATTERN.match(k))
-
-    def files_outside_layout(self) -> list[OutsideLayout]:
-        """Everything under ``data/`` that no partition takes (files above the partition
-        folders, folders whose names are not one uppercase letter), with the number of files
-        each holds. Only those entries are walked: the partitions' own files are not."""
-        data = self.root / "data"
-        if not data.is_dir():
-            return []
-        found = []
+            return DatasetSurvey([], [])
+        partitions, files, folders = [], [], []
         for first in self._entries(data):
             if not first.is_dir():
-                found.append(outside_layout_entry([first.name], False, 1))
+                files.append([first.name])
             elif not FIRST_LEVEL_PATTERN.match(first.name):
-                found.append(outside_layout_entry([first.name], True, _count_files(first.path)))
+                folders.append(([first.name], first))
             else:
                 for second in self._entries(Path(first.path)):
                     parts = [first.name, second.name]
                     if not second.is_dir():
-                        found.append(outside_layout_entry(parts, False, 1))
-                    elif not FIRST_LEVEL_PATTERN.match(second.name):
-                        found.append(outside_layout_entry(parts, True, _count_files(second.path)))
-        return [entry for entry in found if entry.files]
+                        files.append(parts)
+                    elif FIRST_LEVEL_PATTERN.match(second.name):
+                        partitions.append("/".join(parts))
+                    else:
+                        folders.append((parts, second))
+        if not count_outside:
+            return DatasetSurvey(sorted(partitions), [])
+        outside = [outside_layout_entry(parts, False, 1) for parts in files] + [
+            outside_layout_entry(parts, True, *_count_files(entry)) for parts, entry in folders
+        ]
+        return DatasetSurvey(sorted(partitions), outside_layout_sorted(outside))
 
     def list_files(self, partition_key: str) -> list[SourceFile]:
-        """Every ``*.h5`` below the partition folder (also misplaced or misnamed ones, and
-        broken ones such as dangling symbolic links, so that the normalizer can reject them
-        with a reason instead of skipping them silently).
+        """Every file below the partition folder (also misplaced or misnamed song files, files
+        that are no song files, and broken ``*.h5`` ones such as dangling symbolic links), so
+        that the normalizer can reject them with a reason instead of skipping them silently.
 
         Raises :class:`SourceListingError` naming the folder when any folder below it cannot
         be read: a partial listing would make the partition's replace delete what it missed.
@@ -149,7 +153,7 @@ class LocalDataset:
                     elif identity not in seen:
                         seen.add(identity)
                         folders.append(path)
-                elif entry.name.endswith(".h5"):
+                else:
                     yield SourceFile(
                         key=self._rel(path), size=target.st_size, modified=_mtime(target)
                     )
@@ -274,9 +278,10 @@ class LocalDataset:
         )
 
 
-def _count_files(folder: str) -> int:
-    """Files below ``folder`` (symbolic links to folders are not followed)."""
-    return sum(len(files) for _dirs, _subdirs, files in os.walk(folder))
+def _count_files(folder: os.DirEntry[str]) -> tuple[int, bool]:
+    """Files below ``folder``, up to ``OUTSIDE_COUNT_LIMIT`` (see :func:`count_up_to`);
+    symbolic links to folders are not followed."""
+    return count_up_to(name for _dir, _subdirs, files in os.walk(folder.path) for name in files)
 
 
 def _mtime(info: os.stat_result) -> datetime:

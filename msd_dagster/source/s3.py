@@ -1,8 +1,9 @@
 """A dataset root in S3 (or an S3-compatible store): ``s3://bucket/prefix/data/X/Y/Z/TR....h5``.
 
-``S3Dataset`` offers the same interface as ``LocalDataset`` (describe, list_partitions,
-list_files, read, additional_file) plus ``read_many`` (concurrent, memory-bounded reads),
-``partition_fingerprint`` (change detection for the discovery sensor) and ``check``.
+``S3Dataset`` offers the same interface as ``LocalDataset`` (describe, survey,
+list_partitions, files_outside_layout, list_files, read, additional_file) plus ``read_many``
+(concurrent, memory-bounded reads), ``partition_fingerprint`` (change detection for the
+discovery sensor) and ``check``.
 :mod:`msd_dagster.source.s3_staging` uploads a local dataset root to S3, resumably.
 
 No Dagster imports here: the CLI and the tests use this module directly.
@@ -39,12 +40,14 @@ from msd_dagster.secrets import mask_text
 from msd_dagster.source.layout import (
     FIRST_LEVEL_PATTERN,
     MAX_SONG_FILE_BYTES,
-    PARTITION_KEY_PATTERN,
+    DatasetSurvey,
     OutsideLayout,
     SourceFile,
     SourceListingError,
     UnreadableSourceFile,
+    count_up_to,
     outside_layout_entry,
+    outside_layout_sorted,
     partition_prefix,
     too_large_reason,
 )
@@ -466,16 +469,10 @@ class S3Dataset:
         return error
 
     def _iter_objects(self, prefix: str) -> Iterator[dict]:
+        """The objects below ``prefix``, without folder markers (the empty ``name/`` objects
+        that consoles create): they hold no file."""
         for page in self._list_pages(prefix):
-            yield from page.get("Contents", [])
-
-    def _child_prefixes(self, prefix: str) -> list[str]:
-        """The "folders" directly below ``prefix`` (a Delimiter listing: cheap, no objects)."""
-        return [
-            p["Prefix"][len(prefix) :].rstrip("/")
-            for page in self._list_pages(prefix, delimiter="/")
-            for p in page.get("CommonPrefixes", [])
-        ]
+            yield from (obj for obj in page.get("Contents", []) if not obj["Key"].endswith("/"))
 
     def _children(self, prefix: str) -> tuple[list[str], list[str]]:
         """``(folder names, object names)`` directly below ``prefix`` (a Delimiter listing)."""
@@ -486,28 +483,6 @@ class S3Dataset:
             ]
             objects += [o["Key"][len(prefix) :] for o in page.get("Contents", [])]
         return folders, objects
-
-    def files_outside_layout(self) -> list[OutsideLayout]:
-        """Everything under ``data/`` that no partition takes (objects above the partition
-        folders, "folders" whose names are not one uppercase letter), with the number of
-        objects each holds. Costs 1 + (first-level folders) Delimiter listings, plus one
-        listing of each folder outside the layout."""
-        data = self.prefix + "data/"
-        found = []
-        firsts, objects = self._children(data)
-        found += [outside_layout_entry([name], False, 1) for name in objects if name]
-        for first in firsts:
-            if not FIRST_LEVEL_PATTERN.match(first):
-                count = sum(1 for _ in self._iter_objects(f"{data}{first}/"))
-                found.append(outside_layout_entry([first], True, count))
-                continue
-            seconds, objects = self._children(f"{data}{first}/")
-            found += [outside_layout_entry([first, name], False, 1) for name in objects if name]
-            for second in seconds:
-                if not FIRST_LEVEL_PATTERN.match(second):
-                    count = sum(1 for _ in self._iter_objects(f"{data}{first}/{second}/"))
-                    found.append(outside_layout_entry([first, second], True, count))
-        return [entry for entry in found if entry.files]
 
     def check(self) -> None:
         """Fail fast (``S3SourceError``) unless the bucket is reachable and holds ``data/``."""
@@ -521,30 +496,55 @@ class S3Dataset:
             raise self._no_data_error()
 
     def list_partitions(self) -> list[str]:
-        """Second-level folders ``"A/B"`` that exist under ``data/``.
+        return self.survey(count_outside=False).partitions
 
-        Cost: 1 + (number of first-level folders, <= 26) Delimiter listings, whatever the
-        number of objects. Raises ``S3SourceError`` when there is no ``data/`` at all (a wrong
-        prefix must not look like an empty dataset).
+    def files_outside_layout(self) -> list[OutsideLayout]:
+        return self.survey().outside
+
+    def survey(self, *, count_outside: bool = True) -> DatasetSurvey:
+        """The second-level folders ``"A/B"`` under ``data/`` and everything there that no
+        partition takes (objects above the partition folders, "folders" whose names are not
+        one uppercase letter), with the number of objects each holds.
+
+        Cost: 1 + (first-level folders named by a letter, <= 26) Delimiter listings, whatever
+        the number of objects, plus, when ``count_outside`` (else ``outside`` is empty), one
+        listing of each folder outside the layout (at most ``OUTSIDE_COUNT_LIMIT`` objects
+        counted). Raises ``S3SourceError`` when there is no ``data/`` at all (a wrong prefix
+        must not look like an empty dataset).
         """
         data = self.prefix + "data/"
-        firsts = [name for name in self._child_prefixes(data) if re.fullmatch(r"[A-Z]", name)]
+        names, objects = self._children(data)
+        firsts = [name for name in names if FIRST_LEVEL_PATTERN.match(name)]
         if not firsts:
             self.check()  # raises with a helpful message when data/ is missing or unreadable
-            return []
+        files = [[name] for name in objects if name]
+        folders = [[name] for name in names if name not in firsts]
         # The second-level listings are independent round trips: overlap them.
-        with ThreadPoolExecutor(max_workers=min(8, len(firsts))) as pool:
-            seconds = list(pool.map(lambda f: self._child_prefixes(f"{data}{f}/"), firsts))
-        keys = [
-            f"{first}/{second}"
-            for first, names in zip(firsts, seconds, strict=True)
-            for second in names
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(firsts)))) as pool:
+            below = list(pool.map(lambda f: self._children(f"{data}{f}/"), firsts))
+        partitions = []
+        for first, (seconds, objects) in zip(firsts, below, strict=True):
+            files += [[first, name] for name in objects if name]
+            for second in seconds:
+                if FIRST_LEVEL_PATTERN.match(second):
+                    partitions.append(f"{first}/{second}")
+                else:
+                    folders.append([first, second])
+        if not count_outside:
+            return DatasetSurvey(sorted(partitions), [])
+        outside = [outside_layout_entry(parts, False, 1) for parts in files] + [
+            self._outside_folder(data, parts) for parts in folders
         ]
-        return sorted(k for k in keys if PARTITION_KEY_PATTERN.match(k))
+        return DatasetSurvey(sorted(partitions), outside_layout_sorted(outside))
+
+    def _outside_folder(self, data: str, parts: list[str]) -> OutsideLayout:
+        listed = self._iter_objects(data + "".join(f"{part}/" for part in parts))
+        return outside_layout_entry(parts, True, *count_up_to(listed))
 
     def list_files(self, partition_key: str) -> list[SourceFile]:
-        """Every ``*.h5`` object below the partition folder (paginated; also misplaced or
-        misnamed ones, so that the normalizer can reject them with a reason)."""
+        """Every object below the partition folder (paginated; also misplaced or misnamed song
+        files and objects that are no song files, so that the normalizer can reject them with
+        a reason)."""
         folder = self.prefix + partition_prefix(partition_key)
         files = [
             SourceFile(
@@ -554,7 +554,6 @@ class S3Dataset:
                 etag=clean_etag(obj.get("ETag")),
             )
             for obj in self._iter_objects(folder)
-            if obj["Key"].endswith(".h5")
         ]
         if not files:
             # An empty partition is fine; an empty partition because the prefix is wrong is not.

@@ -46,7 +46,7 @@ from msd_dagster.defs.tables import (
 from msd_dagster.frame_store import FrameStore, GroupWriter
 from msd_dagster.msd.frames import RejectedFile
 from msd_dagster.msd.partition import FolderStream
-from msd_dagster.source.layout import SourceError, SourceFile
+from msd_dagster.source.layout import SourceError, SourceFile, is_song_file_key
 from msd_dagster.source.s3 import S3SourceError
 from msd_dagster.warehouse.checked_load import PartitionCheckFailed, load_and_verify
 from msd_dagster.warehouse.ddl import SchemaMismatchError, ensure_schema
@@ -106,7 +106,9 @@ FOLDER_SPECS: list[dg.AssetSpec] = [
         group_name="raw",
         description=(
             "The MSD song files (one HDF5 file per track) of one second-level folder, e.g. "
-            "`data/A/B/*/*.h5`: key, size, modification time and ETag as listed at the source."
+            "`data/A/B/*/*.h5`: key, size, modification time and ETag as listed at the source "
+            "(any other file there is listed too, and rejected by name). Its unpartitioned "
+            "observations name the files under data/ that no folder takes."
         ),
         kinds={"hdf5", "s3"},
         owners=OWNERS,
@@ -392,6 +394,8 @@ def _load_folder(
             partition=partition,
             metadata={
                 "dagster/partition_row_count": len(files),
+                # Rejected by name, with their reasons, in normalized/songs' rejected list.
+                "not_song_files": sum(not is_song_file_key(f.key) for f in files),
                 "bytes": dg.MetadataValue.int(sum(f.size for f in files)),
                 "source": dataset.describe(),
                 "list_seconds": round(listed - started, 3),
