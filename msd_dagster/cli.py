@@ -70,7 +70,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     azure.add_argument("--loads", type=_positive_int, default=2, help="loads of the partition")
     azure.add_argument("--wait-seconds", type=float, default=20.0)
 
+    profile = commands.add_parser(
+        "profile", help="write the dataset profile (plots, HTML page) without the UI"
+    )
+    profile.add_argument("--database-url", help="SQLAlchemy URL (default: as for load)")
+    profile.add_argument("--out", type=Path, help="folder (default: $MSD_HOME/profile)")
+
     args = parser.parse_args(argv)
+    if args.command == "profile":
+        return _profile(args)
     if args.command == "verify-azure-sql":
         return _verify_azure_sql(args)
     if args.command == "sample":
@@ -215,6 +223,7 @@ def _load_folders(
         fail_orphaned_runs,
         plan_folder_runs,
     )
+    from msd_dagster.profile_cli import profile_after_load
 
     dataset, available, problem = source_problem(source)
     if problem:
@@ -272,6 +281,7 @@ def _load_folders(
         totals = (
             runner.run_unpartitioned(_totals_job_fn) if any(o.success for o in outcomes) else None
         )
+        profiled = profile_after_load(runner, warehouse) if totals else None
     except LoadInterrupted as exc:
         loaded = [o.partition for o in outcomes if o.success]
         print(
@@ -282,6 +292,8 @@ def _load_folders(
         return 143 if str(exc) == "SIGTERM" else 130
     _print_summary(outcomes, warehouse, time.perf_counter() - started)
     totals_ok = _report_totals(runner, totals, warehouse)
+    if profiled:
+        print(profiled)
     failed = [o for o in outcomes if not o.success or o.failed_checks]
     return 1 if failed or not all(extra) or not totals_ok else 0
 
@@ -383,6 +395,13 @@ def _print_summary(
     if failed:
         folders = " ".join(o.partition for o in failed)
         print(f"\nrerun them with: msd-dagster load --partition {folders}")
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from msd_dagster.defs.resources import WarehouseResource
+    from msd_dagster.profile_cli import write_profile
+
+    return write_profile(WarehouseResource(url=args.database_url or ""), args.out)
 
 
 def _verify_azure_sql(args: argparse.Namespace) -> int:

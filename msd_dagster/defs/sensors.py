@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
+from msd_dagster.defs.assets.additional_files import msd_additional_files_job
+from msd_dagster.defs.assets.profile import msd_profile_job
 from msd_dagster.defs.jobs import msd_partition_job, msd_totals_job
 from msd_dagster.defs.partitions import msd_folders
 from msd_dagster.defs.resources import MsdSourceResource
@@ -105,16 +107,21 @@ def msd_discovery_sensor(
 
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.SUCCESS,
-    monitored_jobs=[msd_partition_job],
-    request_job=msd_totals_job,
+    monitored_jobs=[msd_partition_job, msd_additional_files_job],
+    request_jobs=[msd_totals_job, msd_profile_job],
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
     description=(
-        "After partition runs succeed, re-evaluates the whole-dataset check "
-        "total_tracks_match_partitions on warehouse/msd_track (msd_totals_job, at most once a "
-        "minute). Running by default."
+        "After partition (or AdditionalFiles) runs succeed, re-evaluates the whole-dataset "
+        "check total_tracks_match_partitions on warehouse/msd_track (msd_totals_job) and "
+        "refreshes the dataset profile profile/dataset (msd_profile_job), each at most once "
+        "a minute. Running by default."
     ),
 )
-def msd_totals_after_loads(context: dg.RunStatusSensorContext) -> dg.RunRequest:
-    # One request per minute at most: the run key folds the loads of a minute together.
-    return dg.RunRequest(run_key=f"totals:{int(time.time() // 60)}")
+def msd_totals_after_loads(context: dg.RunStatusSensorContext) -> list[dg.RunRequest]:
+    # One request per job and minute at most: the run key folds the loads of a minute together.
+    minute = int(time.time() // 60)
+    return [
+        dg.RunRequest(run_key=f"totals:{minute}", job_name=msd_totals_job.name),
+        dg.RunRequest(run_key=f"profile:{minute}", job_name=msd_profile_job.name),
+    ]
