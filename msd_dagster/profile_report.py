@@ -119,8 +119,18 @@ def _html_table(table: Table) -> str:
 # Plots
 
 
-def _png(draw: Callable[[Figure], None], size: tuple[float, float] = FIGURE_SIZE) -> bytes:
-    figure = Figure(figsize=size, dpi=FIGURE_DPI, layout="constrained")
+def _png(
+    draw: Callable[[Figure], None],
+    size: tuple[float, float] = FIGURE_SIZE,
+    left: float = 0.8,
+) -> bytes:
+    """A PNG of what ``draw`` puts on a new figure; ``left`` is the margin for the y labels,
+    in inches. Fixed margins: an automatic layout draws every figure twice."""
+    width, height = size
+    figure = Figure(figsize=size, dpi=FIGURE_DPI)
+    figure.subplots_adjust(
+        left=left / width, right=1 - 0.25 / width, bottom=0.6 / height, top=1 - 0.4 / height
+    )
     FigureCanvasAgg(figure)
     draw(figure)
     out = io.BytesIO()
@@ -162,10 +172,10 @@ def _labels_plot(labels: list[tuple[str, int]], title: str) -> bytes:
         axes.set_xlabel("artists")
         axes.set_title(title)
 
-    return _png(draw, (8.0, 0.22 * max(len(labels), 8) + 1.2))
+    return _png(draw, (8.0, 0.22 * max(len(labels), 8) + 1.2), left=2.3)
 
 
-def _short(label: str, length: int = 32) -> str:
+def _short(label: str, length: int = 28) -> str:
     """A label cut to ``length`` characters: a long tag would squeeze the bars to nothing."""
     return label if len(label) <= length else label[: length - 1] + "…"
 
