@@ -13,7 +13,8 @@ the real ``msd-dagster load`` (which ends with one profile run through Dagster),
 
 and once, from outside, ``msd-dagster profile`` as a user runs it (start-up included). The
 target (issue 23): the profile of the subset in PostgreSQL in <= 10 s. The result goes to
-``benchmarks/results/<time>-<songs>songs-profile-<backend>.json``.
+``benchmarks/results/profile/<time>-<songs>songs-<backend>.json`` (a folder of its own: the
+load results' report reads every file of ``benchmarks/results/``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from msd_dagster.warehouse.schema import MSD_TABLES
 from msd_dagster.warehouse.urls import create_engine_for_url
 
 TARGET_SECONDS = 10.0
+PROFILE_RESULTS = RESULTS / "profile"
 
 
 def _timed(repeat: int, work: Callable[[], Any]) -> tuple[list[float], Any]:
@@ -142,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS / f"{stamp}-{args.songs}songs-profile-{args.backend.replace(',', '-')}.json"
+    out = PROFILE_RESULTS / f"{stamp}-{args.songs}songs-{args.backend.replace(',', '-')}.json"
+    out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(_rounded(results), indent=2) + "\n")
     print(f"results: {out.relative_to(RESULTS.parent.parent)}")
     return 0

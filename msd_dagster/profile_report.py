@@ -18,6 +18,7 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from msd_dagster.warehouse.profile import Histogram, WarehouseProfile
 
@@ -48,7 +49,7 @@ class Report:
         """The report in Markdown; images embedded as data URIs unless ``image_ref`` gives
         each figure's reference."""
         ref = image_ref or (lambda name: data_uri(self.figures[name]))
-        parts = [f"# Dataset profile\n\nDatabase: `{self.database}`"]
+        parts = ["# Dataset profile"]  # the asset's metadata names the database beside it
         for section in self.sections:
             parts.append(f"## {section.title}")
             if section.text:
@@ -145,6 +146,7 @@ def _years_plot(profile: WarehouseProfile) -> bytes:
         axes.bar(years, [n for _, n in profile.songs_per_year], width=0.9, color=BAR_COLOR)
         axes.set_xlabel("year")
         axes.set_ylabel("songs")
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_title(f"Songs per year ({profile.unknown_year:,} of unknown year not shown)")
 
     return _png(draw)
@@ -157,6 +159,7 @@ def _histogram_plot(hist: Histogram) -> bytes:
         axes.stairs(hist.counts, edges, fill=True, color=BAR_COLOR)
         axes.set_xlabel(f"{hist.column} ({hist.bins.unit})")
         axes.set_ylabel("songs")
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
         outside = f"{hist.below:,} below {edges[0]:g}, {hist.above:,} from {edges[-1]:g} on"
         axes.set_title(f"{hist.column}: {hist.values:,} songs ({outside}), {hist.nulls:,} NULL")
 
@@ -170,6 +173,7 @@ def _labels_plot(labels: list[tuple[str, int]], title: str) -> bytes:
         axes.barh(range(len(names)), [n for _, n in labels][::-1], color=BAR_COLOR)
         axes.set_yticks(range(len(names)), names, fontsize=8)
         axes.set_xlabel("artists")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_title(title)
 
     return _png(draw, (8.0, 0.22 * max(len(labels), 8) + 1.2), left=2.3)
