@@ -32,7 +32,12 @@ def write_profile(warehouse: WarehouseResource, folder: Path | None = None) -> i
         print(f"error: cannot profile {warehouse.display_url()}: {warehouse.describe_error(exc)}")
         return 2
     report = build_report(profile, warehouse.display_url(), LOCATION_CELL_DEGREES)
-    page = write_report(report, folder or settings.default_profile_dir())
+    target = folder or settings.default_profile_dir()
+    try:
+        page = write_report(report, target)
+    except OSError as exc:
+        print(f"error: cannot write the profile to {target}: {exc.strerror or exc}")
+        return 2
     print(
         f"profiled {profile.tracks:,} songs and {profile.artists:,} artists in "
         f"{warehouse.display_url()} in {time.perf_counter() - started:.1f} s: {page}"

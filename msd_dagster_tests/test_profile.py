@@ -241,6 +241,12 @@ def test_cli_profile_writes_the_report_and_fails_in_one_line(
     )
     assert len(list(out.glob("*.png"))) == FIGURES
 
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    assert cli.main(["profile", "--database-url", url, "--out", str(blocked / "x")]) == 2
+    printed = capsys.readouterr().out
+    assert printed == f"error: cannot write the profile to {blocked / 'x'}: Not a directory\n"
+
     bad = "postgresql+psycopg://msd:hunter2@127.0.0.1:1/none"
     assert cli.main(["profile", "--database-url", bad, "--out", str(tmp_path / "no")]) == 2
     printed = capsys.readouterr().out
