@@ -90,8 +90,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     azure.add_argument("--loads", type=_positive_int, default=2, help="loads of the partition")
     azure.add_argument("--wait-seconds", type=_non_negative_float, default=20.0)
 
+    profile = commands.add_parser(
+        "profile", help="write the dataset profile (plots, HTML page) without the UI"
+    )
+    profile.add_argument("--database-url", help="SQLAlchemy URL (default: as for load)")
+    profile.add_argument("--out", type=Path, help="folder (default: $MSD_HOME/profile)")
+
     args = parser.parse_args(argv)
     commands_by_name = {
+        "profile": _profile,
         "verify-azure-sql": _verify_azure_sql,
         "sample": _sample,
         "load": _load,
@@ -385,6 +392,7 @@ def _load_folders(
         folder_runs_target,
         plan_folder_runs,
     )
+    from msd_dagster.profile_cli import profile_after_load
 
     dataset, survey, problem = source_problem(source)
     if problem:
@@ -463,11 +471,14 @@ def _load_folders(
                 if any(o.success for o in outcomes)
                 else None
             )
+            profiled = profile_after_load(runner, warehouse) if totals else None
     except LoadInterrupted as exc:
         print(f"\n{state.interrupted_line(str(exc))}")
         return stopping.exit_code(str(exc))
     _print_summary(outcomes, warehouse, time.perf_counter() - started, outside)
     totals_ok = _report_totals(runner, totals, warehouse)
+    if profiled:
+        print(profiled)
     failed = [o for o in outcomes if not o.success or o.failed_checks]
     return 1 if failed or not all(extra) or not totals_ok else 0
 
@@ -588,6 +599,13 @@ def _print_summary(
     if failed:
         folders = " ".join(o.partition for o in failed)
         print(f"\nrerun them with: msd-dagster load --partition {folders}")
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from msd_dagster.defs.resources import WarehouseResource
+    from msd_dagster.profile_cli import write_profile
+
+    return write_profile(WarehouseResource(url=args.database_url or ""), args.out)
 
 
 def _verify_azure_sql(args: argparse.Namespace) -> int:

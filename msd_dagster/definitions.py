@@ -14,6 +14,7 @@ from msd_dagster.defs.assets.additional_files import (
     msd_additional_files_job,
 )
 from msd_dagster.defs.assets.folders import load_folders
+from msd_dagster.defs.assets.profile import msd_profile_job, warehouse_profile
 from msd_dagster.defs.checks import ALL_FOLDERS, total_tracks_match_partitions
 from msd_dagster.defs.jobs import msd_partition_job, msd_totals_job
 from msd_dagster.defs.resources import (
@@ -38,9 +39,15 @@ def build_definitions(executor: dg.ExecutorDefinition) -> dg.Definitions:
     :mod:`msd_dagster.distributed`); everything else is the same objects. A function: a code
     location module may hold one Definitions object only."""
     location = dg.Definitions(
-        assets=[load_folders, additional_files_frames, additional_files_warehouse, ALL_FOLDERS],
+        assets=[
+            load_folders,
+            additional_files_frames,
+            additional_files_warehouse,
+            ALL_FOLDERS,
+            warehouse_profile,
+        ],
         asset_checks=[total_tracks_match_partitions],
-        jobs=[msd_partition_job, msd_totals_job, msd_additional_files_job],
+        jobs=[msd_partition_job, msd_totals_job, msd_additional_files_job, msd_profile_job],
         sensors=[msd_discovery_sensor, msd_totals_after_loads],
         resources=RESOURCES,
     )
@@ -80,3 +87,7 @@ def totals_job() -> dg.JobDefinition:
 
 def additional_files_job() -> dg.JobDefinition:
     return defs.resolve_job_def(msd_additional_files_job.name)
+
+
+def profile_job() -> dg.JobDefinition:
+    return defs.resolve_job_def(msd_profile_job.name)

@@ -51,3 +51,8 @@ def default_database_url() -> str:
 
 def default_parquet_dir() -> Path:
     return msd_home() / "parquet"
+
+
+def default_profile_dir() -> Path:
+    """Where the dataset profile's page and plots are written."""
+    return msd_home() / "profile"

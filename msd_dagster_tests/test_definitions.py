@@ -283,7 +283,7 @@ def test_totals_sensor_requests_the_totals_job_after_a_partition_run() -> None:
     from msd_dagster.defs.sensors import loads_folders
 
     sensor = defs.resolve_sensor_def("msd_totals_after_loads")
-    assert sensor.job_name == "msd_totals_job"
+    assert {job.name for job in sensor.jobs} == {"msd_totals_job", "msd_profile_job"}
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     # Folder runs are runs of the load's assets in the implicit asset job, or of the job.
     assets, checks = definitions.folder_load_selection()

@@ -805,17 +805,16 @@ def test_cli_load_records_runs_and_fails_clearly_on_an_unusable_database(
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         runs = instance.get_runs()
         assert sorted(instance.get_dynamic_partitions(msd_folders.name)) == list(PIPELINE_FOLDERS)
-        assert len(runs) == 3  # one per partition, then the totals check
+        assert len(runs) == 4  # one per partition, then the totals check and the profile
         assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
         # The folder runs are runs of the implicit asset job, as the asset graph launches them.
         assert sorted(r.job_name for r in runs) == [
             "__ASSET_JOB",
             "__ASSET_JOB",
+            "msd_profile_job",
             "msd_totals_job",
         ]
-        partitions = [
-            r.tags.get("dagster/partition") for r in runs if r.job_name != "msd_totals_job"
-        ]
+        partitions = [r.tags.get("dagster/partition") for r in runs if r.job_name == "__ASSET_JOB"]
         assert sorted(partitions) == list(PIPELINE_FOLDERS)
         # What the UI shows on raw/song_files: the files outside the layout, with the reason.
         (record,) = instance.fetch_observations(RAW_KEY, limit=5).records
@@ -824,6 +823,10 @@ def test_cli_load_records_runs_and_fails_clearly_on_an_unusable_database(
         assert observed.metadata["files_outside_layout"].value == 1
         assert observed.metadata["outside_layout"].value == f"- `data/Ä/` (1 file(s)): {reason}"
         assert observed.metadata["source"].value == str(source)
+    # The last line: where the dataset profile's page is (MSD_HOME/profile).
+    page = Path(env["MSD_HOME"]) / "profile" / "index.html"
+    assert done.stdout.strip().splitlines()[-1] == f"dataset profile: {page}", done.stdout
+    assert page.is_file()
 
     password = "hunter2"
     failed = _run_cli(
@@ -838,7 +841,7 @@ def test_cli_load_records_runs_and_fails_clearly_on_an_unusable_database(
     assert "postgresql+psycopg://u:***@127.0.0.1:1/x" in output  # the password, masked
     assert "cannot connect" in output.lower(), output
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
-        assert len(instance.get_runs()) == 3  # no run was started
+        assert len(instance.get_runs()) == 4  # no run was started
 
 
 def test_cli_load_writes_the_recommended_instance_configuration_once(

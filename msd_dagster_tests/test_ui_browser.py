@@ -24,9 +24,11 @@ from urllib.parse import urlencode
 import pytest
 
 from msd_dagster.defs.assets.folders import ROWS_CHECK, TABLE_ORDER
+from msd_dagster.defs.assets.profile import PROFILE_KEY
 from msd_dagster.defs.checks import TOTAL_TRACKS
 from msd_dagster.defs.jobs import msd_totals_job
 from msd_dagster.defs.sensors import msd_totals_after_loads
+from msd_dagster.profile_report import PAGE_NAME
 from msd_dagster_tests.ui_fixtures import (
     ASSET_JOB,
     E2E_MARKS,
@@ -71,6 +73,7 @@ GROUPS = ("raw", "normalized", "warehouse", "additional_files")
 # What the run page says when it cannot vouch for the run's code location or job version.
 LOCATION_WARNING = re.compile(r"different code location|may be (a )?different")
 PLOTTED = ("missing_keys", "duplicate_keys", "unresolved_references")
+PROFILE_FIGURES = 7  # songs per year, three histograms, terms, tags, locations
 
 NEWEST_BACKFILL = """
 query { partitionBackfillsOrError(limit: 1) { ... on PartitionBackfills { results { id } } } }
@@ -847,3 +850,54 @@ def test_asset_graph_shows_the_four_groups(page, screenshots: Path):
     for asset in ("song_files", "songs", "genres", "msd_track", "msd_segment", "msd_artist"):
         expect(page.get_by_text(asset, exact=True).first).to_be_visible()
     docs_shot(page, screenshots, "19-asset-graph", "asset-graph.png")
+
+
+LATEST_MATERIALIZATION = """
+query Latest($key: AssetKeyInput!) {
+  assetOrError(assetKey: $key) {
+    ... on Asset { assetMaterializations(limit: 1) { runId timestamp } }
+  }
+}
+"""
+
+
+def latest_materialization(ui: DagsterUI, key: list[str]) -> dict[str, Any] | None:
+    found = ui.graphql(LATEST_MATERIALIZATION, {"key": {"path": key}})["assetOrError"]
+    records = found.get("assetMaterializations") or []
+    return records[0] if records else None
+
+
+def test_the_dataset_profile_is_materialized_with_a_click_and_shows_its_plots(
+    page, dagster_ui: DagsterUI, screenshots: Path
+):
+    """The profile asset's page: Materialize, then its Markdown metadata shows every plot."""
+    with dagster_ui.db() as db:
+        loaded = db.execute(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'msd_track'"
+        ).fetchone()[0]
+    if not loaded:  # this test alone: load one folder first (the load profiles it too)
+        done = dagster_ui.cli_load("--partition", "A/A")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "dataset profile: " in done.stdout
+    key = list(PROFILE_KEY.path)
+    before = latest_materialization(dagster_ui, key)
+    page.goto(f"/assets/{'/'.join(key)}")
+    page.get_by_role("button", name=re.compile(r"Materialize$")).click()  # icon + text
+    deadline = time.monotonic() + 120
+    while (latest := latest_materialization(dagster_ui, key)) in (None, before):
+        assert time.monotonic() < deadline, "the click materialized nothing"
+        time.sleep(1)
+    assert dagster_ui.run(latest["runId"])["status"] in ("STARTED", "SUCCESS")
+    assert (dagster_ui.root / "msd_home" / "profile" / PAGE_NAME).is_file()
+
+    page.reload()
+    page.get_by_text("[Show Markdown]").first.click()
+    images = page.locator('[role="dialog"] img[src^="data:image/png;base64,"]')
+    expect(images).to_have_count(PROFILE_FIGURES)
+    expect(images.first).to_be_visible()
+    widths = images.evaluate_all("images => images.map(image => image.naturalWidth)")
+    assert all(width >= 400 for width in widths), widths  # decoded by the browser
+    heading = page.get_by_role("heading", name="Songs per year")
+    heading.scroll_into_view_if_needed()  # the dialog opens scrolled to its Close button
+    expect(heading).to_be_visible()
+    docs_shot(page, screenshots, "20-dataset-profile", "profile.png")

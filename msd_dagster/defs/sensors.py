@@ -15,7 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
+from msd_dagster.defs.assets.additional_files import msd_additional_files_job
 from msd_dagster.defs.assets.folders import load_folders
+from msd_dagster.defs.assets.profile import msd_profile_job
 from msd_dagster.defs.jobs import msd_partition_job, msd_totals_job
 from msd_dagster.defs.outside_layout import (
     outside_layout_digest,
@@ -141,18 +143,27 @@ def loads_folders(run: dg.DagsterRun) -> bool:
 
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.SUCCESS,
-    request_job=msd_totals_job,
+    request_jobs=[msd_totals_job, msd_profile_job],
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
     description=(
         "After partition runs succeed, re-evaluates the whole-dataset check "
-        "total_tracks_match_partitions on warehouse/all_folders (msd_totals_job, at most once a "
-        "minute). Running by default."
+        "total_tracks_match_partitions on warehouse/all_folders (msd_totals_job); after those "
+        "and after AdditionalFiles runs, refreshes the dataset profile profile/dataset "
+        "(msd_profile_job). Each at most once a minute. Running by default."
     ),
 )
-def msd_totals_after_loads(context: dg.RunStatusSensorContext) -> dg.RunRequest | dg.SkipReason:
+def msd_totals_after_loads(
+    context: dg.RunStatusSensorContext,
+) -> list[dg.RunRequest] | dg.SkipReason:
     # Every job of the location is watched: folder runs are runs of the implicit asset job.
-    if not loads_folders(context.dagster_run):
-        return dg.SkipReason(f"run {context.dagster_run.run_id} loaded no folder")
-    # One request per minute at most: the run key folds the loads of a minute together.
-    return dg.RunRequest(run_key=f"totals:{int(time.time() // 60)}")
+    run = context.dagster_run
+    folders = loads_folders(run)
+    if not folders and run.job_name != msd_additional_files_job.name:
+        return dg.SkipReason(f"run {run.run_id} loaded no folder and no AdditionalFiles")
+    # One request per job and minute at most: the run key folds the loads of a minute together.
+    minute = int(time.time() // 60)
+    profile = dg.RunRequest(run_key=f"profile:{minute}", job_name=msd_profile_job.name)
+    if not folders:
+        return [profile]
+    return [dg.RunRequest(run_key=f"totals:{minute}", job_name=msd_totals_job.name), profile]
