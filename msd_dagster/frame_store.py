@@ -83,11 +83,15 @@ class FrameStore:
                 else sorted(path.glob("*.parquet"))
             )
             try:
-                return {file.stem: pd.read_parquet(file) for file in files}
+                got = {file.stem: pd.read_parquet(file) for file in files}
             except FileNotFoundError:
-                # Two writes since CURRENT was read removed that version: read the new one.
                 if self.current(asset, partition) == path:
                     raise
+                continue
+            # Two writes since CURRENT was read may have removed that version while it was
+            # listed or read (a partial listing, no error): only an unchanged CURRENT is whole.
+            if self.current(asset, partition) == path:
+                return got
 
 
 class VersionWriter:
