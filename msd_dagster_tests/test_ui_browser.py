@@ -778,7 +778,7 @@ def test_warehouse_group_page_is_the_entry_point(page, dagster_ui: DagsterUI, sc
     page.set_viewport_size({"width": 1400, "height": 1000})
     page.goto(f"/locations/{LOCATION}/asset-groups/warehouse")
     # The graph draws the nodes in view only: a few tables, each with these rows.
-    expect(page.get_by_text("100% filled").first).to_be_visible()
+    expect(page.get_by_text("100% filled").first).to_be_visible(timeout=60_000)  # "Loading..."
     expect(page.get_by_text(re.compile(r"^1 / 1 Passed$")).first).to_be_visible()
     expect(page.get_by_text("SQL", exact=True).first).to_be_visible()
     expect(page.get_by_text("10 partitions").first).to_be_visible()
