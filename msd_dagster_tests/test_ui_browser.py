@@ -622,7 +622,7 @@ def test_a_failed_cli_run_is_reexecuted_from_failure_like_a_ui_run(
                             {"key": "msd/launched_by", "value": "cli"},
                             {"key": RANGE_START, "value": CLI_FAILING_LOAD[0]},
                         ],
-                        "createdAfter": started - 5,
+                        "createdAfter": started,  # not the earlier load's B/B run
                     },
                 )
                 follow_run_page_live(
