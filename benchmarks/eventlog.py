@@ -1,6 +1,7 @@
 """Per-stage times of a ``msd-dagster load``, read back from the Dagster event log.
 
-A load executes ``msd_partition_job`` runs over ranges of folders; each run has one step that
+A load executes folder runs (the load's assets in Dagster's implicit asset job) over ranges of
+folders; each run has one step that
 takes its folders one after the other and reports every folder with its own materializations
 (``raw/song_files``, ``normalized/*``, the twelve ``warehouse/msd_*`` tables) and check
 results. Per run:
@@ -34,7 +35,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-PARTITION_JOB = "msd_partition_job"
 RAW = "raw/song_files"
 SONGS = "normalized/songs"
 TRACK = "warehouse/msd_track"
@@ -42,15 +42,17 @@ FOLDER_STAGES = ("list", "parse", "store", "write")
 
 
 def run_stages(dagster_home: Path) -> dict[str, Any]:
-    """Stage seconds per run and per folder of the ``msd_partition_job`` runs recorded in
-    ``dagster_home``, and their sums (``totals``)."""
+    """Stage seconds per run and per folder of the folder runs recorded in ``dagster_home``,
+    and their sums (``totals``)."""
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     import dagster as dg
+
+    from msd_dagster.defs.sensors import loads_folders
 
     runs: list[dict[str, Any]] = []
     folders: list[dict[str, Any]] = []
     with dg.DagsterInstance.get() as instance:
-        for run in instance.get_runs(filters=dg.RunsFilter(job_name=PARTITION_JOB)):
+        for run in filter(loads_folders, instance.get_runs()):
             record = instance.get_run_record_by_id(run.run_id)
             created = record.create_timestamp.timestamp() if record else None
             one_run, its_folders = _one_run(instance.all_logs(run.run_id), created)

@@ -625,7 +625,7 @@ def test_a_failed_cli_run_is_reexecuted_from_failure_like_a_ui_run(
                             {"key": "msd/launched_by", "value": "cli"},
                             {"key": RANGE_START, "value": CLI_FAILING_LOAD[0]},
                         ],
-                        "createdAfter": started - 5,
+                        "createdAfter": started,  # not the earlier load's B/B run
                     },
                 )
                 follow_run_page_live(
@@ -781,7 +781,7 @@ def test_warehouse_group_page_is_the_entry_point(page, dagster_ui: DagsterUI, sc
     page.set_viewport_size({"width": 1400, "height": 1000})
     page.goto(f"/locations/{LOCATION}/asset-groups/warehouse")
     # The graph draws the nodes in view only: a few tables, each with these rows.
-    expect(page.get_by_text("100% filled").first).to_be_visible()
+    expect(page.get_by_text("100% filled").first).to_be_visible(timeout=60_000)  # "Loading..."
     expect(page.get_by_text(re.compile(r"^1 / 1 Passed$")).first).to_be_visible()
     expect(page.get_by_text("SQL", exact=True).first).to_be_visible()
     expect(page.get_by_text("10 partitions").first).to_be_visible()
