@@ -48,19 +48,6 @@ def _start(dataset: GeneratedDataset, database: Path, env: dict[str, str], worke
     )
 
 
-def _wait_for_first_folder(process: subprocess.Popen) -> list[str]:
-    lines = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith("[1/"):
-            return lines
-    pytest.fail("no folder finished:\n" + "".join(lines))
-
-
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -118,7 +105,7 @@ def test_a_signal_stops_the_load_and_keeps_what_finished(
     env = _env(tmp_path)
     database = tmp_path / "msd.sqlite"
     process = _start(dataset, database, env, workers=2)
-    lines = _wait_for_first_folder(process)
+    lines = _wait_for_line(process, "[1/")
     workers = _children(process.pid)
     assert workers, "the runs execute in child processes"
     sent = time.monotonic()
@@ -159,6 +146,17 @@ def _wait_for_line(process: subprocess.Popen, prefix: str) -> list[str]:
     pytest.fail(f"no line {prefix!r}:\n" + "".join(lines))
 
 
+def _stop_and_wait(process: subprocess.Popen, signum: signal.Signals, lines: list[str]) -> str:
+    """Send ``signum``: the command ends within 5 s with the signal's exit code."""
+    sent = time.monotonic()
+    process.send_signal(signum)
+    out, _ = process.communicate(timeout=30)
+    output = "".join(lines) + out
+    assert time.monotonic() - sent < 5, output
+    assert process.returncode == (143 if signum == signal.SIGTERM else 130), output
+    return output
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_in_the_startup_window_stops_the_load_at_once(
     dataset: GeneratedDataset, tmp_path: Path, signum: signal.Signals
@@ -176,12 +174,7 @@ def test_a_signal_in_the_startup_window_stops_the_load_at_once(
     process = _start(dataset, database, env, workers=2)
     lines = _wait_for_line(process, "wrote the recommended Dagster instance configuration")
     lines += _wait_for_line(process, "paused at startup")
-    sent = time.monotonic()
-    process.send_signal(signum)
-    out, _ = process.communicate(timeout=30)
-    output = "".join(lines) + out
-    assert time.monotonic() - sent < 5, output
-    assert process.returncode == (143 if signum == signal.SIGTERM else 130), output
+    output = _stop_and_wait(process, signum, lines)
     assert f"interrupted ({signum.name}) before any folder was loaded" in output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output
     assert not database.exists() or _tracks(database) == []
@@ -201,12 +194,7 @@ def test_a_stop_right_after_a_commit_reports_and_records_that_folder_loaded(
     process = _start(dataset, database, env, workers=1)
     lines = _wait_for_line(process, "paused at after-commit")
     committed = lines[-1].split()[-1]
-    sent = time.monotonic()
-    process.send_signal(signum)
-    out, _ = process.communicate(timeout=30)
-    output = "".join(lines) + out
-    assert time.monotonic() - sent < 5, output
-    assert process.returncode == (143 if signum == signal.SIGTERM else 130), output
+    output = _stop_and_wait(process, signum, lines)
     loaded = _loaded_folders(dataset, _tracks(database))
     assert loaded == [committed] == [FOLDERS[0]]
     assert f"{committed}: ok," in output
@@ -227,7 +215,7 @@ def test_a_killed_load_leaves_no_worker_and_the_next_load_cleans_up(
     env = _env(tmp_path)
     database = tmp_path / "msd.sqlite"
     process = _start(dataset, database, env, workers=2)
-    _wait_for_first_folder(process)
+    _wait_for_line(process, "[1/")
     workers = _children(process.pid)
     assert workers
     process.kill()
@@ -267,7 +255,7 @@ def test_a_killed_worker_fails_its_folders_and_the_load_goes_on(
     env = _env(tmp_path)
     database = tmp_path / "msd.sqlite"
     process = _start(dataset, database, env, workers=1)
-    lines = _wait_for_first_folder(process)
+    lines = _wait_for_line(process, "[1/")
     victims = _children(process.pid)
     assert len(victims) == 1
     os.kill(victims[0], signal.SIGKILL)
