@@ -28,7 +28,7 @@ import pytest
 import sqlalchemy as sa
 from dagster._core.events import DagsterEventType
 
-from msd_dagster.defs.tables import NORMALIZED_FRAMES, normalized_key
+from msd_dagster.defs.assets.folders import RAW_KEY
 from msd_dagster.warehouse.schema import MSD_TABLES, NATURAL_KEYS, load_columns
 from msd_dagster.warehouse.urls import create_engine_for_url
 from msd_dagster_tests.celery_fixtures import (
@@ -46,7 +46,6 @@ from msd_dagster_tests.celery_fixtures import (
 STEP = "load_folders"  # the partition job's one step: list, parse, load and check each folder
 WAREHOUSE_POOL = "msd_warehouse"
 # The folder's frames are stored in this order, the last one just before the load begins.
-LAST_NORMALIZED = normalized_key(list(NORMALIZED_FRAMES)[-1])
 HOLDER_RUN_ID = "held-by-test"
 DICTIONARIES = {"msd_r_term", "msd_r_mbtag"}
 START, SUCCESS = DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS
@@ -316,19 +315,19 @@ def test_pool_limit_keeps_warehouse_steps_of_concurrent_runs_apart(
 
 
 def _loading(instance: dg.DagsterInstance, tag: str, count: int) -> tuple[str, int]:
-    """(run id, pid) once the tagged run's step, started ``count`` times, has stored the
-    folder's normalized frames that many times: it is then in the load, waiting for the
-    database inside its transaction."""
+    """(run id, pid) once the tagged run's step, started ``count`` times, has listed the folder
+    that many times: it then goes into the load, which streams the songs into the folder's
+    transaction and waits there for the database (held by the test)."""
 
     def loading() -> tuple[str, int] | None:
         for run in runs_tagged(instance, "msd/test", tag):
             starts = step_entries(instance, run.run_id, START, STEP)
-            normalized = [
+            listed = [
                 e
                 for e in events(instance, run.run_id, DagsterEventType.ASSET_MATERIALIZATION)
-                if e.dagster_event.asset_key == LAST_NORMALIZED
+                if e.dagster_event.asset_key == RAW_KEY
             ]
-            if len(starts) >= count and len(normalized) >= count:
+            if len(starts) >= count and len(listed) >= count:
                 return run.run_id, starts[count - 1].dagster_event.pid
         return None
 

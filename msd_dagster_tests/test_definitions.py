@@ -299,6 +299,40 @@ def test_totals_sensor_requests_the_totals_job_after_a_partition_run() -> None:
     assert not loads_folders(dg.DagsterRun(job_name="msd_totals_job"))
 
 
+def test_totals_sensor_waits_while_another_folder_run_is_in_progress() -> None:
+    """A folder still loading may have committed rows it has not recorded: no totals then."""
+    import dagster as dg
+
+    from msd_dagster.defs.sensors import msd_totals_after_loads
+
+    assets, checks = definitions.folder_load_selection()
+    selection = {"asset_selection": assets, "asset_check_selection": checks}
+    with dg.instance_for_test() as instance:
+        done = instance.add_run(
+            dg.DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.SUCCESS, **selection)
+        )
+        going = instance.add_run(
+            dg.DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED, **selection)
+        )
+
+        def evaluate() -> object:
+            context = dg.build_run_status_sensor_context(
+                sensor_name=msd_totals_after_loads.name,
+                dagster_event=dg.DagsterEvent(
+                    event_type_value="PIPELINE_SUCCESS", job_name="__ASSET_JOB"
+                ),
+                dagster_instance=instance,
+                dagster_run=done,
+            )
+            return msd_totals_after_loads(context)
+
+        skipped = evaluate()
+        assert isinstance(skipped, dg.SkipReason) and "in progress" in skipped.skip_message
+        instance.delete_run(going.run_id)  # it ended: its own success comes here
+        requested = evaluate()
+        assert [r.job_name for r in requested] == ["msd_totals_job", "msd_profile_job"]
+
+
 def test_database_errors_leave_masked_and_unchained() -> None:
     """The event log keeps an exception's cause: a masked description must not carry the
     driver's own text behind it."""

@@ -132,6 +132,14 @@ def msd_discovery_sensor(
     )
 
 
+_IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
 def loads_folders(run: dg.DagsterRun) -> bool:
     """Whether ``run`` loaded folders: a run of the load's assets in Dagster's implicit asset
     job (the asset graph, asset backfills, the discovery sensor, ``msd-dagster load``) or a
@@ -161,6 +169,11 @@ def msd_totals_after_loads(
     folders = loads_folders(run)
     if not folders and run.job_name != msd_additional_files_job.name:
         return dg.SkipReason(f"run {run.run_id} loaded no folder and no AdditionalFiles")
+    # A folder still loading may have committed rows it has not recorded yet: totals taken now
+    # would disagree. The success of the last of them comes here again.
+    going = context.instance.get_runs(filters=dg.RunsFilter(statuses=_IN_PROGRESS))
+    if folders and any(loads_folders(r) for r in going if r.run_id != run.run_id):
+        return dg.SkipReason("folder runs are still in progress: the last of them triggers this")
     # One request per job and minute at most: the run key folds the loads of a minute together.
     minute = int(time.time() // 60)
     profile = dg.RunRequest(run_key=f"profile:{minute}", job_name=msd_profile_job.name)
