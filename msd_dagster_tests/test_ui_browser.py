@@ -651,9 +651,9 @@ def test_a_failed_cli_run_is_reexecuted_from_failure_like_a_ui_run(
         {"key": RANGE_START, "value": CLI_FAILED_RANGE[0]},
         {"key": RANGE_END, "value": CLI_FAILED_RANGE[-1]},
     ]
-    [cli_run] = dagster_ui.graphql(RUNS, {"filter": {"pipelineName": ASSET_JOB, "tags": tags}})[
-        "runsOrError"
-    ]["results"]
+    # This load's own run: earlier tests on the same server may have loaded the same range.
+    filter_ = {"pipelineName": ASSET_JOB, "tags": tags, "createdAfter": started}
+    [cli_run] = dagster_ui.graphql(RUNS, {"filter": filter_})["runsOrError"]["results"]
     failed_id = cli_run["runId"]
     assert dagster_ui.run(failed_id)["status"] == "FAILURE"
 
