@@ -116,7 +116,7 @@ def runtime_error_line(exc: BaseException) -> str:
     read-only folder under ``DAGSTER_HOME`` names the folder."""
     from msd_dagster.secrets import error_line, mask_text
 
-    line = error_line(exc)
+    line = mask_text(error_line(exc))  # on every path below
     home = os.environ.get("DAGSTER_HOME", "")
     text = line.lower()
     if "disk is full" in text or "no space left" in text:
@@ -125,7 +125,7 @@ def runtime_error_line(exc: BaseException) -> str:
         )
     if "readonly database" in text or "read-only file system" in text:
         return f"cannot write to DAGSTER_HOME={home}: {line}"
-    return mask_text(line)
+    return line
 
 
 def _full_folder() -> str:

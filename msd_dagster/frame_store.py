@@ -226,9 +226,3 @@ def _read_pointer(folder: Path) -> str | None:
         return (folder / CURRENT).read_text().strip() or None
     except FileNotFoundError:
         return None
-
-
-def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """One frame as one Parquet file, with the store's options (:func:`_options`)."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    pq.write_table(table, path, **_options(table))

@@ -414,7 +414,6 @@ class LocalRunner:
     """Creates runs as the code location's own and executes them, ``workers`` at a time."""
 
     POLL_SECONDS = 0.25
-    STOP_GRACE_SECONDS = STOP_GRACE_SECONDS
 
     def __init__(
         self,
@@ -454,7 +453,7 @@ class LocalRunner:
         for _run, process in runs:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, stopping.WORKER_STOP_SIGNAL)
-        deadline = time.monotonic() + self.STOP_GRACE_SECONDS
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
         waiting = [process.sentinel for _run, process in runs if process.is_alive()]
         while waiting and time.monotonic() < deadline:
             ended = multiprocessing.connection.wait(waiting, deadline - time.monotonic())

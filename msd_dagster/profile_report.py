@@ -45,17 +45,15 @@ class Report:
     figures: dict[str, bytes]  # name -> PNG
     facts: dict[str, int | float] = field(default_factory=dict)
 
-    def markdown(self, image_ref: Callable[[str], str] | None = None) -> str:
-        """The report in Markdown; images embedded as data URIs unless ``image_ref`` gives
-        each figure's reference."""
-        ref = image_ref or (lambda name: data_uri(self.figures[name]))
+    def markdown(self) -> str:
+        """The report in Markdown, its images embedded as data URIs."""
         parts = ["# Dataset profile"]  # the asset's metadata names the database beside it
         for section in self.sections:
             parts.append(f"## {section.title}")
             if section.text:
                 parts.append(section.text)
             if section.image:
-                parts.append(f"![{section.title}]({ref(section.image)})")
+                parts.append(f"![{section.title}]({data_uri(self.figures[section.image])})")
             if section.table:
                 parts.append(_markdown_table(section.table))
         return "\n\n".join(parts) + "\n"

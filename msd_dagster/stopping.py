@@ -85,14 +85,11 @@ class StopRequests:
         with self._lock:
             self._supervised += 1
         try:
-            yield
-        except BaseException:  # e.g. the runner's LoadInterrupted: the caller reports it
+            yield  # an exception (e.g. the runner's LoadInterrupted) is the caller's to report
+        finally:
             with self._lock:
                 self._supervised -= 1
-            raise
-        with self._lock:
-            self._supervised -= 1
-            late = self.signal_name if not self._supervised else None
+                late = self.signal_name if not self._supervised else None
         if late is not None:  # asked for while the runner was returning: act on it here
             self.on_idle_stop(late)
 
@@ -104,7 +101,7 @@ def exit_code(signal_name: str) -> int:
 # -- a worker
 
 
-_worker = {"installed": False, "committing": False, "stop_pending": False}
+_worker = {"committing": False, "stop_pending": False}
 
 
 def _worker_stop(_signum: int, _frame: object) -> None:
@@ -126,7 +123,6 @@ def install_worker_handler() -> None:
     are unblocked (a forked process inherits the mask)."""
     signal.signal(WORKER_STOP_SIGNAL, _worker_stop)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {*STOP_SIGNALS, _WAKE, WORKER_STOP_SIGNAL})
-    _worker["installed"] = True
 
 
 def committing() -> None:

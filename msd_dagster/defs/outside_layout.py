@@ -2,7 +2,7 @@
 of ``raw/song_files`` per survey of the dataset (by ``msd-dagster load`` and, when the list
 changes, by the discovery sensor), so the asset's Events tab says what was left out and why."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import dagster as dg
 
@@ -13,15 +13,20 @@ from msd_dagster.source.layout import OutsideLayout, listing_fingerprint, outsid
 OUTSIDE_LISTED = 100
 
 
-def outside_layout_lines(
-    outside: Sequence[OutsideLayout], limit: int = OUTSIDE_LISTED
+def _first_listed(
+    outside: Sequence[OutsideLayout], line: Callable[[OutsideLayout], str], more: str
 ) -> list[str]:
-    """One line per entry (``location (n file(s)): reason``), at most ``limit``, then how many
-    more there are."""
-    lines = [entry.describe() for entry in outside[:limit]]
-    if len(outside) > limit:
-        lines.append(f"... and {len(outside) - limit} more folder(s) or file(s)")
+    """``line`` of the first ``OUTSIDE_LISTED`` entries, then ``more`` with how many are left."""
+    lines = [line(entry) for entry in outside[:OUTSIDE_LISTED]]
+    if len(outside) > OUTSIDE_LISTED:
+        lines.append(more.format(len(outside) - OUTSIDE_LISTED))
     return lines
+
+
+def outside_layout_lines(outside: Sequence[OutsideLayout]) -> list[str]:
+    """One line per entry (``location (n file(s)): reason``), at most ``OUTSIDE_LISTED``, then
+    how many more there are."""
+    return _first_listed(outside, OutsideLayout.describe, "... and {} more folder(s) or file(s)")
 
 
 def outside_layout_digest(outside: Sequence[OutsideLayout]) -> str:
@@ -34,9 +39,11 @@ def outside_layout_observation(
 ) -> dg.AssetObservation:
     """What no partition takes under ``source``'s ``data/``: the file count (plotted by the UI),
     and the first ``OUTSIDE_LISTED`` entries with their reasons."""
-    listed = [f"- `{e.location}` ({e.count_text()}): {e.reason}" for e in outside[:OUTSIDE_LISTED]]
-    if len(outside) > OUTSIDE_LISTED:
-        listed.append(f"- ... and {len(outside) - OUTSIDE_LISTED} more (counted above)")
+    listed = _first_listed(
+        outside,
+        lambda e: f"- `{e.location}` ({e.count_text()}): {e.reason}",
+        "- ... and {} more (counted above)",
+    )
     return dg.AssetObservation(
         RAW_KEY,
         description=f"{outside_total_text(outside)} outside the layout, not loaded",

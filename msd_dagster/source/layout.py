@@ -171,10 +171,10 @@ def outside_total_text(outside: Sequence[OutsideLayout]) -> str:
     return f"{capped}{total:,} file(s) under data/"
 
 
-def count_up_to(items: Iterable[object], limit: int | None = None) -> tuple[int, bool]:
-    """``(count, True)`` once ``limit`` (default ``OUTSIDE_COUNT_LIMIT``) items were seen (the
-    rest are not consumed), else ``(count, False)``."""
-    limit = OUTSIDE_COUNT_LIMIT if limit is None else limit
+def count_up_to(items: Iterable[object]) -> tuple[int, bool]:
+    """``(count, True)`` once ``OUTSIDE_COUNT_LIMIT`` items were seen (the rest are not
+    consumed), else ``(count, False)``."""
+    limit = OUTSIDE_COUNT_LIMIT  # read at each call: the tests lower it
     count = 0
     for _ in items:
         count += 1

@@ -11,14 +11,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-import pandas as pd
 import sqlalchemy as sa
 
 from msd_dagster import stopping
 from msd_dagster.warehouse.partition_load import (
     PartitionFrames,
     WrittenPartition,
-    load_partition,
     load_partition_stream,
 )
 from msd_dagster.warehouse.verify import TableVerdict, verify_partition
@@ -49,13 +47,12 @@ class CheckedLoad:
 def load_and_verify(
     engine: sa.Engine,
     partition_key: str,
-    frames: Mapping[str, pd.DataFrame] | PartitionFrames,
-    source_rows: Mapping[str, int] | Callable[[], Mapping[str, int]] | None = None,
+    frames: PartitionFrames,
+    source_rows: Callable[[], Mapping[str, int]] | None = None,
 ) -> CheckedLoad:
-    """Load one partition and verify it in the same transaction: its twelve frames
-    (:func:`load_partition`), or a pass over them in chunks (:func:`load_partition_stream`;
-    each retry of the transaction reads them again). ``source_rows``: the rows its files imply,
-    or what gives them once the frames are read.
+    """Load one partition and verify it in the same transaction: a pass over its frames in
+    chunks (:func:`load_partition_stream`; each retry of the transaction reads them again).
+    ``source_rows``: what gives the rows its files imply, once the frames are read.
 
     Raises :class:`PartitionCheckFailed` (after the rollback) when a verdict fails.
     """
@@ -63,7 +60,7 @@ def load_and_verify(
     verdicts: list[TableVerdict] = []
 
     def verify(conn: sa.Connection, written: WrittenPartition) -> None:
-        expected = source_rows() if callable(source_rows) else source_rows
+        expected = source_rows() if source_rows else None
         verdicts[:] = verify_partition(
             conn, partition_key, written.frames, expected, written.shared_missing
         )
@@ -71,10 +68,6 @@ def load_and_verify(
             raise PartitionCheckFailed(partition_key, list(verdicts))
         stopping.committing()  # from here a stop waits until the folder's records are stored
 
-    if isinstance(frames, Mapping):
-        written = load_partition(engine, partition_key, frames, before_commit=verify)
-    else:
-        stream = frames
-        written = load_partition_stream(engine, partition_key, lambda: stream, before_commit=verify)
+    written = load_partition_stream(engine, partition_key, lambda: frames, before_commit=verify)
     stopping.pause_at("after-commit", partition_key)
     return CheckedLoad(written, verdicts, time.perf_counter() - started)

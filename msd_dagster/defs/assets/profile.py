@@ -17,7 +17,6 @@ from msd_dagster.defs.assets.additional_files import LOAD_KEY
 from msd_dagster.defs.assets.folders import OWNERS, TABLE_ORDER
 from msd_dagster.defs.resources import WarehouseResource
 from msd_dagster.defs.tables import warehouse_key
-from msd_dagster.profile_report import build_report, write_report
 from msd_dagster.warehouse.profile import LOCATION_CELL_DEGREES, TOP_LABELS, profile_warehouse
 
 PROFILE_GROUP = "profile"
@@ -51,6 +50,9 @@ def warehouse_profile(
     with warehouse.errors_without_secrets(), warehouse.engine().connect() as conn:
         profile = profile_warehouse(conn)
     query_seconds = time.perf_counter() - started
+    # Imported here: matplotlib would otherwise load with every import of the definitions.
+    from msd_dagster.profile_report import build_report, write_report
+
     report = build_report(profile, warehouse.display_url(), LOCATION_CELL_DEGREES)
     page = write_report(report, settings.default_profile_dir())
     context.log.info(
