@@ -10,8 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
-scripts/setup_venv.sh >/dev/null # brings the pinned uv into .tools/uv/
-uv="$repo/.tools/uv/bin/uv"
+uv=$(scripts/install_uv.sh) # the pinned uv; .venv/ is left as it is
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/msd-upgrade.XXXXXX")
 cleanup() { [ "${MSD_KEEP_UPGRADE:-0}" = 1 ] && echo "kept $work" || rm -rf "$work"; }
