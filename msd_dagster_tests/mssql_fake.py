@@ -69,6 +69,7 @@ class FakeServer:
     bulkcopy_options: list[dict[str, Any]] = field(default_factory=list)
     sessions: list[Session] = field(default_factory=list)
     has_bulkcopy: bool = True
+    applock_result: int = 0  # sp_getapplock's return code: 0 granted, -1 timed out
 
     # -- DB-API module ------------------------------------------------------------------------
 
@@ -140,6 +141,8 @@ class FakeServer:
                 if not self.visible(session, match[1]):
                     raise ProgrammingError(f"Invalid object name '{match[1]}'.")
                 return [], len(self.staged_rows.get(match[1], []))
+        if "sp_getapplock" in low:
+            return [(self.applock_result,)], -1
         return self._answer(low), -1
 
     @staticmethod

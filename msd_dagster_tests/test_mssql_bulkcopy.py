@@ -55,6 +55,15 @@ def positions(events: list[tuple[str, str]], pattern: str) -> list[int]:
     return [i for i, (e, d) in enumerate(events) if re.match(pattern, f"{e} {d}")]
 
 
+def test_a_partition_lock_that_times_out_stops_the_load_before_it_writes() -> None:
+    """sp_getapplock raises nothing on a timeout: it returns -1, and the load must not go on."""
+    server = FakeServer(applock_result=-1)
+    with pytest.raises(Exception) as raised:
+        load_with(server, frames_aa(), lock_timeout_s=1)
+    assert "sp_getapplock returned -1" in str(raised.value)
+    assert server.committed == []  # no dbo table was written
+
+
 def test_statement_sequence_and_transaction_boundaries() -> None:
     server = FakeServer()
     frames = frames_aa()

@@ -59,6 +59,11 @@ class PartitionLockTimeout(TimeoutError):
     timeout: the transaction is rolled back and retried)."""
 
 
+def partition_lock_name(partition_key: str) -> str:
+    """The name of a partition's lock between loads (MySQL's GET_LOCK: up to 64 characters)."""
+    return f"msd_dagster_partition_{partition_key}"
+
+
 class StagedCopy(Protocol):
     """Rows bulk-copied before the load transaction (see
     :meth:`Backend.copy_outside_transaction`), moved into their table inside it."""

@@ -31,7 +31,9 @@ from msd_dagster.warehouse.dialects.base import (
     BulkJob,
     BulkPath,
     LockErrorKind,
+    PartitionLockTimeout,
     StagedCopy,
+    partition_lock_name,
     pop_query,
     query_value,
 )
@@ -290,6 +292,24 @@ def mssql_merge_sql(dialect: sa.Dialect, target: sa.Table, stage: sa.Table) -> s
     )
 
 
+def _app_lock(conn: sa.Connection, resource: str, what: str, wait_ms: int | None = None) -> None:
+    """An exclusive application lock held until the transaction ends. sp_getapplock raises
+    nothing when it times out (``wait_ms``, else the session's LOCK_TIMEOUT) or is chosen as a
+    deadlock victim: it returns -1 or -3, and the caller must not go on without the lock."""
+    timeout = f", @LockTimeout = {int(wait_ms)}" if wait_ms is not None else ""
+    got = conn.execute(
+        sa.text(
+            "DECLARE @result int; EXEC @result = sp_getapplock @Resource = :resource, "
+            f"@LockMode = 'Exclusive', @LockOwner = 'Transaction'{timeout}; SELECT @result"
+        ),
+        {"resource": resource},
+    ).scalar()
+    if got is None or got < 0:
+        raise PartitionLockTimeout(
+            f"{what}: another load held its lock (sp_getapplock returned {got})"
+        )
+
+
 @dataclass(frozen=True)
 class SQLServerBackend(Backend):
     name = "mssql"
@@ -356,19 +376,10 @@ class SQLServerBackend(Backend):
                 cursor.close()
 
     def lock_schema(self, conn: sa.Connection) -> None:
-        conn.exec_driver_sql(
-            "EXEC sp_getapplock @Resource = 'msd_dagster_schema', @LockMode = 'Exclusive', "
-            f"@LockOwner = 'Transaction', @LockTimeout = {_SCHEMA_LOCK_WAIT_MS}"
-        )
+        _app_lock(conn, "msd_dagster_schema", "the schema", _SCHEMA_LOCK_WAIT_MS)
 
     def lock_partition(self, conn: sa.Connection, partition_key: str) -> None:
-        conn.execute(
-            sa.text(
-                "EXEC sp_getapplock @Resource = :resource, @LockMode = 'Exclusive', "
-                "@LockOwner = 'Transaction'"
-            ),
-            {"resource": f"msd_dagster_partition_{partition_key}"},
-        )
+        _app_lock(conn, partition_lock_name(partition_key), f"partition {partition_key}")
 
     def bulk_path(self, conn: sa.Connection) -> BulkPath:
         if self.driver == "pyodbc" and getattr(conn.dialect, "fast_executemany", False):

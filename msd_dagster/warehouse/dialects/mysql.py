@@ -25,6 +25,7 @@ from msd_dagster.warehouse.dialects.base import (
     DatabaseEncodingError,
     LockErrorKind,
     PartitionLockTimeout,
+    partition_lock_name,
     query_value,
 )
 from msd_dagster.warehouse.merge_rules import SOURCE_COLUMN, merge_columns
@@ -42,10 +43,6 @@ _MYSQL_LOCAL_INFILE_KEY = "msd_mysql_local_infile"
 _MYSQL_MAX_PACKET_KEY = "msd_mysql_max_allowed_packet"
 _SCHEMA_LOCK_NAME = "msd_dagster_schema"
 _SCHEMA_LOCK_WAIT_S = 600
-
-
-def _partition_lock_name(partition_key: str) -> str:
-    return f"msd_dagster_partition_{partition_key}"  # GET_LOCK names: up to 64 characters
 
 
 def mysql_upsert_sql(dialect: sa.Dialect, target: sa.Table, stage: sa.Table) -> str:
@@ -246,7 +243,7 @@ class MySQLBackend(Backend):
         # release_partition after the transaction (or by the server with the session).
         wait = max(1, round(self.lock_timeout_s or 60))
         got = conn.execute(
-            sa.select(sa.func.get_lock(_partition_lock_name(partition_key), wait))
+            sa.select(sa.func.get_lock(partition_lock_name(partition_key), wait))
         ).scalar()
         if got != 1:
             raise PartitionLockTimeout(
@@ -258,7 +255,7 @@ class MySQLBackend(Backend):
         if conn.invalidated or conn.closed:
             return
         with contextlib.suppress(sa.exc.DBAPIError):
-            conn.execute(sa.select(sa.func.release_lock(_partition_lock_name(partition_key))))
+            conn.execute(sa.select(sa.func.release_lock(partition_lock_name(partition_key))))
             conn.commit()
 
     @contextlib.contextmanager
