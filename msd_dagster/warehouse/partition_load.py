@@ -237,11 +237,14 @@ def _load_once(
     with open_load_connection(engine) as conn:
         try:
             source = open_frames()
-            chunks: Iterable[Mapping[str, pd.DataFrame]] = source.track_chunks()
+            # Each chunk validated once, as it is read (a concatenation stays valid).
+            chunks: Iterable[Mapping[str, pd.DataFrame]] = (
+                prepare_track_chunk(chunk, partition_key) for chunk in source.track_chunks()
+            )
             outside: dict[sa.Table, pd.DataFrame] = {}
             if backend.stages_outside_transaction:
                 # Its bulk copy cannot join the transaction: the whole partition is staged first.
-                whole = prepare_track_chunk(_whole(chunks), partition_key)
+                whole = _whole(chunks)
                 chunks = [whole]
                 outside = {warehouse_table(dialect, t): whole[t.name] for t in ANALYSIS_TABLES}
             with (
@@ -258,8 +261,7 @@ def _load_once(
                 # rows need their artists first), the small frames once every chunk is read.
                 keys = FrameKeys()
                 tracks: list[pd.DataFrame] = []
-                for chunk in chunks:
-                    prepared = prepare_track_chunk(chunk, partition_key)
+                for prepared in chunks:
                     for table in ANALYSIS_TABLES:
                         target = warehouse_table(dialect, table)
                         if table.name in staged:
@@ -270,15 +272,15 @@ def _load_once(
                             )
                     keys.add_track_chunk(prepared)
                     tracks.append(prepared["msd_track"])
-                    del chunk, prepared  # the next chunk is built without this one in memory
+                    del prepared  # the next chunk is built without this one in memory
                 shared = prepare_shared(source.shared_frames(), partition_key)
                 for table in SHARED_TABLES:
                     target = warehouse_table(dialect, table)
                     upserted = upsert_shared(conn, target, shared[table.name], chunk_rows)
                     counts[table.name], missing[table.name] = upserted
-                track_frame = pd.concat(tracks, ignore_index=True) if tracks else None
-                if track_frame is not None:
+                if tracks:
                     track_table = warehouse_table(dialect, "msd_track")
+                    track_frame = pd.concat(tracks, ignore_index=True)
                     counts["msd_track"] = bulk_insert(
                         conn, track_table, track_frame, chunk_rows=chunk_rows
                     )

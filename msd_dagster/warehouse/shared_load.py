@@ -26,12 +26,10 @@ import sqlalchemy as sa
 from msd_dagster.warehouse.ddl import warehouse_table
 from msd_dagster.warehouse.dialects import backend_for
 from msd_dagster.warehouse.merge_rules import SOURCE_COLUMN, key_match
-from msd_dagster.warehouse.partition_load import prepare_frames
+from msd_dagster.warehouse.partition_load import prepare_shared
 from msd_dagster.warehouse.schema import (
     NATURAL_KEYS,
-    SHARED_TABLE_NAMES,
     SHARED_TABLES,
-    TRACK_TABLES,
     load_columns,
 )
 from msd_dagster.warehouse.staging import create_stage, drop_stage, upsert_shared
@@ -61,22 +59,6 @@ class SharedLoadResult:
     @property
     def written(self) -> dict[str, int]:
         return {t: self.inserted.get(t, 0) + self.filled.get(t, 0) for t in self.inserted}
-
-
-def _prepare(frames: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """Validate the six frames with partition_load's rules (columns, NULL keys, dedup)."""
-    missing = sorted(set(SHARED_TABLE_NAMES) - set(frames))
-    unknown = sorted(set(frames) - set(SHARED_TABLE_NAMES))
-    if missing or unknown:
-        raise ValueError(
-            f"frames must be keyed by the six shared msd_* tables: missing {missing or 'none'}, "
-            f"unknown {unknown or 'none'}"
-        )
-    # prepare_frames validates all twelve tables; the track tables are given empty, so the
-    # partition key (which only bounds track ids) plays no role.
-    empty_tracks = {t.name: pd.DataFrame(columns=load_columns(t)) for t in TRACK_TABLES}
-    prepared = prepare_frames({**frames, **empty_tracks}, "A/A")
-    return {name: prepared[name] for name in SHARED_TABLE_NAMES}
 
 
 def _fill_columns(target: sa.Table, df: pd.DataFrame) -> list[str]:
@@ -175,7 +157,7 @@ def load_shared_tables(
     ``compare`` (e.g. :func:`msd_dagster.msd.additional_files.compare_with_songs`) is given the
     incoming artists and the song files' artists before anything is written.
     """
-    prepared = _prepare(frames)
+    prepared = prepare_shared(frames, "A/A")  # the key only bounds track ids: none here
     return retry_deadlocks(
         lambda: _load_once(engine, prepared, chunk_rows, compare),
         "shared tables",

@@ -192,6 +192,8 @@ class FrameKeys:
         if not spans.index.is_unique:
             repeated = sorted(set(spans.index[spans.index.duplicated()]))[:3]
             raise ValueError(f"frame {name}: track(s) {repeated} in more than one chunk")
+        if name in self.spans:
+            self.spans[name] = [spans]  # concatenated once: keys_of asks per batch of tracks
         return spans
 
     def keys_of(self, name: str, tracks: Sequence[str]) -> set[tuple]:
