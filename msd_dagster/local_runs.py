@@ -26,7 +26,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,10 +130,6 @@ class RunTarget:
         return code_location_job(DEFINITIONS_MODULE, DEFINITIONS_ATTRIBUTE, self.job_fn().name)
 
 
-def as_target(target: RunTarget | Callable[[], dg.JobDefinition]) -> RunTarget:
-    return target if isinstance(target, RunTarget) else RunTarget(target)
-
-
 def folder_runs_target() -> RunTarget:
     """Folder runs: ``load_folders``' assets and checks in the implicit asset job, exactly as
     the asset graph (global, or the warehouse group) and asset backfills launch them."""
@@ -150,12 +145,11 @@ CLI_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 def create_run(
     instance: dg.DagsterInstance,
-    target: RunTarget | Callable[[], dg.JobDefinition],
+    target: RunTarget,
     location_name: str,
     tags: dict[str, str],
 ) -> dg.DagsterRun:
     """A run of ``target`` recorded as the code location's own (origin and snapshot)."""
-    target = as_target(target)
     job = target.job_fn()
     remote_origin = job_origin(location_name, job.name)
     code_origin = target.reconstructable().get_python_origin()
@@ -209,13 +203,11 @@ def _execute(target: RunTarget, run_id: str, parent: int) -> None:
     os._exit(0 if result.success else 1)
 
 
-def start_run_process(
-    target: RunTarget | Callable[[], dg.JobDefinition], run: dg.DagsterRun
-) -> multiprocessing.process.BaseProcess:
+def start_run_process(target: RunTarget, run: dg.DagsterRun) -> multiprocessing.process.BaseProcess:
     """Execute ``run`` in a forked child process; returns the started process. (Dagster
     subsets the job by the run's asset and check selection.)"""
     process = multiprocessing.get_context("fork").Process(
-        target=_execute, args=(as_target(target), run.run_id, os.getpid()), daemon=True
+        target=_execute, args=(target, run.run_id, os.getpid()), daemon=True
     )
     process.start()
     return process
@@ -396,7 +388,6 @@ class _ActiveRun:
     progress: RunProgress
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # A stopped worker finishes the records of a folder it has just committed; then it is killed.
 STOP_GRACE_SECONDS = 3.0
 INTERRUPTED = "interrupted: rolled back"
@@ -420,15 +411,15 @@ class LocalRunner:
         instance: dg.DagsterInstance,
         workers: int,
         load_id: str,
+        stop_requested: Callable[[], str | None],
         location_name: str = "msd_dagster",
-        stop_requested: Callable[[], str | None] | None = None,
     ) -> None:
         self.instance = instance
         self.workers = max(1, workers)
         self.load_id = load_id
         self.location_name = location_name
-        self._stop_signal: str | None = None  # set by the handlers of _interruptible
-        self._stop_requested = stop_requested  # or asked for here (the command's signals)
+        # The command's stop requests (msd_dagster.stopping): the signal's name, once asked.
+        self._stop_requested = stop_requested
 
     def _tags(self, extra: dict[str, str]) -> dict[str, str]:
         return {
@@ -439,7 +430,7 @@ class LocalRunner:
         }
 
     def _start(
-        self, target: RunTarget | Callable[[], dg.JobDefinition], tags: dict[str, str]
+        self, target: RunTarget, tags: dict[str, str]
     ) -> tuple[dg.DagsterRun, multiprocessing.process.BaseProcess]:
         run = create_run(self.instance, target, self.location_name, self._tags(tags))
         return run, start_run_process(target, run)
@@ -479,85 +470,65 @@ class LocalRunner:
             current = self.instance.get_run_by_id(run.run_id)
         return current or run
 
-    @contextmanager
-    def _interruptible(self) -> Iterator[None]:
-        """Ctrl-C and SIGTERM only note the request; :meth:`_check_stop` acts on it at the
-        runner's own check points, at most ``POLL_SECONDS`` later. (An exception raised by the
-        handler could land in a finalizer or a library's cleanup, where Python swallows it,
-        and the load would go on.)"""
-
-        def note(signum: int, _frame: Any) -> None:
-            self._stop_signal = signal.Signals(signum).name
-
-        previous = {signum: signal.signal(signum, note) for signum in STOP_SIGNALS}
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
     def _check_stop(self) -> None:
-        if self._stop_signal is None and self._stop_requested is not None:
-            self._stop_signal = self._stop_requested()
-        if self._stop_signal is not None:
-            raise LoadInterrupted(self._stop_signal)
+        """Act on a stop at the runner's own check points, at most ``POLL_SECONDS`` after it
+        was asked for (never from a signal handler, whose exception could land in a finalizer
+        or a library's cleanup, where Python swallows it)."""
+        if name := self._stop_requested():
+            raise LoadInterrupted(name)
 
     def run_folders(
         self,
         plan: Sequence[Sequence[str]],
-        target: RunTarget | Callable[[], dg.JobDefinition],
+        target: RunTarget,
         report: Callable[[FolderOutcome], None],
     ) -> None:
         """Execute one run per planned folder list; ``report`` each folder when it is done."""
         pending = list(plan)
         active: dict[Any, _ActiveRun] = {}
-        with self._interruptible():
-            try:
-                while pending or active:
-                    while pending and len(active) < self.workers:
-                        self._check_stop()
-                        folders = pending.pop(0)
-                        run, process = self._start(target, partition_tags(folders))
-                        progress = RunProgress(self.instance, run.run_id, folders)
-                        active[process.sentinel] = _ActiveRun(run, process, progress)
-                    ready = multiprocessing.connection.wait(list(active), timeout=self.POLL_SECONDS)
+        try:
+            while pending or active:
+                while pending and len(active) < self.workers:
                     self._check_stop()
-                    for entry in active.values():
-                        for outcome in entry.progress.poll():
-                            report(outcome)
-                    for sentinel in ready:
-                        entry = active.pop(sentinel)
-                        entry.process.join()
-                        code = entry.process.exitcode
-                        ended = f"its process ended with exit code {code}"
-                        note = "" if code in (0, 1) else ended
-                        self._record_unfinished(entry.run, ended)
-                        for outcome in entry.progress.finish(note):
-                            report(outcome)
-                self._check_stop()  # a stop asked for while the last folders were reported
-            except LoadInterrupted:
-                killed = self._stop([(entry.run, entry.process) for entry in active.values()])
+                    folders = pending.pop(0)
+                    run, process = self._start(target, partition_tags(folders))
+                    progress = RunProgress(self.instance, run.run_id, folders)
+                    active[process.sentinel] = _ActiveRun(run, process, progress)
+                ready = multiprocessing.connection.wait(list(active), timeout=self.POLL_SECONDS)
+                self._check_stop()
                 for entry in active.values():
-                    forced = entry.run.run_id in killed
-                    for outcome in entry.progress.finish(
-                        INTERRUPTED_KILLED if forced else INTERRUPTED
-                    ):
-                        outcome.interrupted = not forced and not outcome.success
+                    for outcome in entry.progress.poll():
                         report(outcome)
-                raise
+                for sentinel in ready:
+                    entry = active.pop(sentinel)
+                    entry.process.join()
+                    code = entry.process.exitcode
+                    ended = f"its process ended with exit code {code}"
+                    note = "" if code in (0, 1) else ended
+                    self._record_unfinished(entry.run, ended)
+                    for outcome in entry.progress.finish(note):
+                        report(outcome)
+            self._check_stop()  # a stop asked for while the last folders were reported
+        except LoadInterrupted:
+            killed = self._stop([(entry.run, entry.process) for entry in active.values()])
+            for entry in active.values():
+                forced = entry.run.run_id in killed
+                for outcome in entry.progress.finish(INTERRUPTED_KILLED if forced else INTERRUPTED):
+                    outcome.interrupted = not forced and not outcome.success
+                    report(outcome)
+            raise
 
     def run_unpartitioned(self, job_fn: Callable[[], dg.JobDefinition]) -> dg.DagsterRun:
         """Execute one run of an unpartitioned job and wait for it; the finished run."""
-        with self._interruptible():
-            run, process = self._start(job_fn, {})
-            try:
-                while process.is_alive():
-                    process.join(self.POLL_SECONDS)
-                    self._check_stop()
+        run, process = self._start(RunTarget(job_fn), {})
+        try:
+            while process.is_alive():
+                process.join(self.POLL_SECONDS)
                 self._check_stop()
-            except LoadInterrupted:
-                self._stop([(run, process)])
-                raise
+            self._check_stop()
+        except LoadInterrupted:
+            self._stop([(run, process)])
+            raise
         return self._record_unfinished(run, f"its process ended with exit code {process.exitcode}")
 
     def run_error(self, run: dg.DagsterRun) -> str:
