@@ -34,10 +34,9 @@ from typing import Any
 from benchmarks.dataset import DEFAULT_SEED, cached_dataset
 from benchmarks.run import BACKENDS, RESULTS, _median, _pythonpath, _rounded, fresh_database
 from msd_dagster.profile_report import build_report, write_report
-from msd_dagster.warehouse.profile import LOCATION_CELL_DEGREES, profile_warehouse
-from msd_dagster.warehouse.queries import count_rows
-from msd_dagster.warehouse.schema import MSD_TABLES
+from msd_dagster.warehouse.profile import profile_warehouse
 from msd_dagster.warehouse.urls import create_engine_for_url
+from msd_dagster.warehouse.verify import table_totals
 
 TARGET_SECONDS = 10.0
 PROFILE_RESULTS = RESULTS / "profile"
@@ -81,17 +80,13 @@ def measure(backend: str, songs: int, repeat: int, workdir: Path) -> dict[str, A
         engine = create_engine_for_url(url)
         try:
             with engine.connect() as conn:
-                counts_s, counts = _timed(
-                    repeat, lambda: {t.name: count_rows(conn, t.name) for t in MSD_TABLES}
-                )
+                counts_s, counts = _timed(repeat, lambda: table_totals(conn))
                 queries_s, profile = _timed(repeat, lambda: profile_warehouse(conn))
         finally:
             engine.dispose()
         report_s, _ = _timed(
             repeat,
-            lambda: write_report(
-                build_report(profile, backend, LOCATION_CELL_DEGREES), home / "bench-profile"
-            ),
+            lambda: write_report(build_report(profile, backend), home / "bench-profile"),
         )
         started = time.perf_counter()
         command = subprocess.run(

@@ -22,7 +22,7 @@ def write_profile(warehouse: WarehouseResource, folder: Path | None = None) -> i
     """Profile the warehouse's database into ``folder`` (default ``$MSD_HOME/profile``) and
     print the page's path; the exit status (2, with one line, when the database fails)."""
     from msd_dagster.profile_report import build_report, write_report
-    from msd_dagster.warehouse.profile import LOCATION_CELL_DEGREES, profile_warehouse
+    from msd_dagster.warehouse.profile import profile_warehouse
 
     started = time.perf_counter()
     try:
@@ -31,7 +31,7 @@ def write_profile(warehouse: WarehouseResource, folder: Path | None = None) -> i
     except Exception as exc:  # noqa: BLE001 - any driver, network or URL error, in one line
         print(f"error: cannot profile {warehouse.display_url()}: {warehouse.describe_error(exc)}")
         return 2
-    report = build_report(profile, warehouse.display_url(), LOCATION_CELL_DEGREES)
+    report = build_report(profile, warehouse.display_url())
     target = folder or settings.default_profile_dir()
     try:
         page = write_report(report, target)

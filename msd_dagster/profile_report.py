@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from msd_dagster.warehouse.profile import Histogram, WarehouseProfile
+from msd_dagster.warehouse.profile import LOCATION_CELL_DEGREES, Histogram, WarehouseProfile
 
 PAGE_NAME = "index.html"
 FIGURE_SIZE = (8.0, 3.6)  # inches
@@ -240,9 +240,11 @@ def numeric_facts(profile: WarehouseProfile) -> dict[str, int | float]:
     return facts
 
 
-def build_report(profile: WarehouseProfile, database: str, cell: float) -> Report:
+def build_report(
+    profile: WarehouseProfile, database: str, cell: float = LOCATION_CELL_DEGREES
+) -> Report:
     """Plots and sections of ``profile``; ``database`` is shown as is (pass a masked URL),
-    ``cell`` is the location grid's cell size in degrees."""
+    ``cell`` is the location grid's cell size in degrees (:func:`location_grid`'s)."""
     figures = {
         "songs_per_year": _years_plot(profile),
         **{f"{c}_histogram": _histogram_plot(h) for c, h in profile.histograms.items()},

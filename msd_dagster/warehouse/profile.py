@@ -13,6 +13,7 @@ turns it into plots and a page.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -20,8 +21,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from msd_dagster.warehouse.ddl import warehouse_table
-from msd_dagster.warehouse.queries import count_rows
-from msd_dagster.warehouse.schema import MSD_TABLES
+from msd_dagster.warehouse.verify import table_totals
 
 TOP_LABELS = 25
 # Profiled for missing values: every column of these tables.
@@ -38,6 +38,10 @@ class Bins:
     hi: float
     width: float
     unit: str
+
+    def __post_init__(self) -> None:
+        if not math.isclose(self.lo + self.count * self.width, self.hi):
+            raise ValueError(f"bins of {self.width} do not divide [{self.lo}, {self.hi})")
 
     @property
     def count(self) -> int:
@@ -159,8 +163,15 @@ def _grouped_bins(
     return [tuple(row) for row in conn.execute(statement)]
 
 
-def histogram(conn: sa.Connection, track: sa.Table, column: str, bins: Bins) -> Histogram:
-    """Counts of ``msd_track.column`` per bin, below, above and NULL; min, max and mean."""
+def histogram(
+    conn: sa.Connection,
+    track: sa.Table,
+    column: str,
+    bins: Bins,
+    summary: tuple[object, object, object],
+) -> Histogram:
+    """Counts of ``msd_track.column`` per bin, below, above and NULL; with ``summary``, its
+    min, max and mean (:func:`column_summaries`)."""
     value = track.c[column]
     counts = [0] * bins.count
     below = above = nulls = 0
@@ -174,9 +185,7 @@ def histogram(conn: sa.Connection, track: sa.Table, column: str, bins: Bins) -> 
             above += songs
         else:
             counts[int(index)] += songs
-    minimum, maximum, mean = conn.execute(
-        sa.select(sa.func.min(value), sa.func.max(value), sa.func.avg(value))
-    ).one()
+    minimum, maximum, mean = summary
     return Histogram(
         column=column,
         bins=bins,
@@ -188,6 +197,17 @@ def histogram(conn: sa.Connection, track: sa.Table, column: str, bins: Bins) -> 
         maximum=_float(maximum),
         mean=_float(mean),
     )
+
+
+def column_summaries(
+    conn: sa.Connection, table: sa.Table, columns: Sequence[str]
+) -> dict[str, tuple[object, object, object]]:
+    """Min, max and mean of each of ``columns``, in one scan."""
+    aggregates = [
+        f(table.c[column]) for column in columns for f in (sa.func.min, sa.func.max, sa.func.avg)
+    ]
+    values = conn.execute(sa.select(*aggregates)).one()
+    return {column: tuple(values[3 * i : 3 * i + 3]) for i, column in enumerate(columns)}
 
 
 def _float(value: object) -> float | None:
@@ -231,14 +251,12 @@ def location_grid(
         bin_index(lat, -90.0, cell, lat_cells).label("lat_bin"),
         bin_index(long, -180.0, cell, long_cells).label("long_bin"),
     ).where(lat.is_not(None), long.is_not(None))
-    cells = []
+    merged: dict[tuple[float, float], int] = {}  # clamped cells may repeat
     for lat_bin, long_bin, artists in _grouped_bins(conn, located, ["lat_bin", "long_bin"]):
         lat_bin = min(max(int(lat_bin), 0), lat_cells - 1)
         long_bin = min(max(int(long_bin), 0), long_cells - 1)
-        cells.append(LocationCell(-90.0 + lat_bin * cell, -180.0 + long_bin * cell, int(artists)))
-    merged: dict[tuple[float, float], int] = {}
-    for c in cells:  # clamped cells may repeat
-        merged[(c.latitude, c.longitude)] = merged.get((c.latitude, c.longitude), 0) + c.artists
+        corner = (-90.0 + lat_bin * cell, -180.0 + long_bin * cell)
+        merged[corner] = merged.get(corner, 0) + int(artists)
     return [LocationCell(lat_, long_, n) for (lat_, long_), n in sorted(merged.items())]
 
 
@@ -265,12 +283,14 @@ def profile_warehouse(conn: sa.Connection) -> WarehouseProfile:
         conn, warehouse_table(conn, "msd_artist_mbtag"), "mbtag_name"
     )
     locations = location_grid(conn, artist)
+    summaries = column_summaries(conn, track, list(HISTOGRAM_BINS))
     return WarehouseProfile(
-        row_counts={t.name: count_rows(conn, t.name) for t in MSD_TABLES},
+        row_counts=table_totals(conn),
         songs_per_year=years,
         unknown_year=unknown,
         histograms={
-            column: histogram(conn, track, column, bins) for column, bins in HISTOGRAM_BINS.items()
+            column: histogram(conn, track, column, bins, summaries[column])
+            for column, bins in HISTOGRAM_BINS.items()
         },
         top_terms=terms,
         top_mbtags=mbtags,
@@ -284,6 +304,3 @@ def profile_warehouse(conn: sa.Connection) -> WarehouseProfile:
             for entry in column_nulls(conn, warehouse_table(conn, name))
         ],
     )
-
-
-assert all(math.isclose(b.lo + b.count * b.width, b.hi) for b in HISTOGRAM_BINS.values())

@@ -321,10 +321,12 @@ def verify_partition(
     return verdicts
 
 
-def table_totals(engine: sa.Engine) -> dict[str, int]:
+def table_totals(bind: sa.Engine | sa.Connection) -> dict[str, int]:
     """Rows per msd_* table in the whole database, counted exactly."""
-    with engine.connect() as conn:
-        return {table.name: count_rows(conn, table.name) for table in MSD_TABLES}
+    if isinstance(bind, sa.Engine):
+        with bind.connect() as conn:
+            return table_totals(conn)
+    return {table.name: count_rows(bind, table.name) for table in MSD_TABLES}
 
 
 def table_row_counts(engine: sa.Engine) -> tuple[dict[str, int], str]:

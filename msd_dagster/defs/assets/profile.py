@@ -17,7 +17,7 @@ from msd_dagster.defs.assets.additional_files import LOAD_KEY
 from msd_dagster.defs.assets.folders import OWNERS, TABLE_ORDER
 from msd_dagster.defs.resources import WarehouseResource
 from msd_dagster.defs.tables import warehouse_key
-from msd_dagster.warehouse.profile import LOCATION_CELL_DEGREES, TOP_LABELS, profile_warehouse
+from msd_dagster.warehouse.profile import TOP_LABELS, profile_warehouse
 
 PROFILE_GROUP = "profile"
 PROFILE_KEY = dg.AssetKey([PROFILE_GROUP, "dataset"])
@@ -53,7 +53,7 @@ def warehouse_profile(
     # Imported here: matplotlib would otherwise load with every import of the definitions.
     from msd_dagster.profile_report import build_report, write_report
 
-    report = build_report(profile, warehouse.display_url(), LOCATION_CELL_DEGREES)
+    report = build_report(profile, warehouse.display_url())
     page = write_report(report, settings.default_profile_dir())
     context.log.info(
         f"profiled {profile.tracks:,} songs and {profile.artists:,} artists in "
