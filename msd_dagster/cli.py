@@ -471,11 +471,11 @@ def _load_folders(
                 if any(o.success for o in outcomes)
                 else None
             )
-            profiled = profile_after_load(runner, warehouse) if totals else None
+            profiled, counted = profile_after_load(runner, warehouse) if totals else (None, None)
     except LoadInterrupted as exc:
         print(f"\n{state.interrupted_line(str(exc))}")
         return stopping.exit_code(str(exc))
-    _print_summary(outcomes, warehouse, time.perf_counter() - started, outside)
+    _print_summary(outcomes, warehouse, time.perf_counter() - started, outside, counted)
     totals_ok = _report_totals(runner, totals, warehouse)
     if profiled:
         print(profiled)
@@ -553,7 +553,9 @@ def _print_summary(
     warehouse: WarehouseResource,
     seconds: float,
     outside: list[OutsideLayout],
+    totals: dict[str, int] | None = None,
 ) -> None:
+    """The load's summary; ``totals``: the rows per table, if the profile just counted them."""
     from msd_dagster.source.layout import outside_total_text
     from msd_dagster.warehouse.verify import table_totals
 
@@ -569,7 +571,7 @@ def _print_summary(
         for table, rows in outcome.rows.items():
             loaded[table] = loaded.get(table, 0) + rows
     try:
-        totals = table_totals(warehouse.engine())
+        totals = totals if totals is not None else table_totals(warehouse.engine())
     except Exception as exc:  # noqa: BLE001 - e.g. the database went away during the load
         print(f"cannot count the rows: {warehouse.describe_error(exc)}")
         totals = {}

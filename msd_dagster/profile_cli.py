@@ -45,16 +45,22 @@ def write_profile(warehouse: WarehouseResource, folder: Path | None = None) -> i
     return 0
 
 
-def profile_after_load(runner: LocalRunner, warehouse: WarehouseResource) -> str:
-    """Run ``msd_profile_job`` (one unpartitioned run); the line to print: where its page is,
-    or why it failed. A failed profile does not fail the load: the data is loaded and checked."""
+def profile_after_load(
+    runner: LocalRunner, warehouse: WarehouseResource
+) -> tuple[str, dict[str, int] | None]:
+    """Run ``msd_profile_job`` (one unpartitioned run). Returns the line to print (where its
+    page is, or why it failed) and the rows per table it counted (``None`` if it failed). A
+    failed profile does not fail the load: the data is loaded and checked."""
     from msd_dagster.defs.assets.profile import PROFILE_KEY, REPORT_PATH
+    from msd_dagster.warehouse.schema import MSD_TABLES
 
     run = runner.run_unpartitioned(_profile_job_fn)
     for materialization in runner.materializations(run):
-        if materialization.asset_key == PROFILE_KEY and REPORT_PATH in materialization.metadata:
-            return f"dataset profile: {materialization.metadata[REPORT_PATH].value}"
-    return f"dataset profile FAILED: {warehouse.without_secrets(runner.run_error(run))}"
+        metadata = materialization.metadata
+        if materialization.asset_key == PROFILE_KEY and REPORT_PATH in metadata:
+            counts = {t.name: metadata[f"rows/{t.name}"].value for t in MSD_TABLES}
+            return f"dataset profile: {metadata[REPORT_PATH].value}", counts
+    return f"dataset profile FAILED: {warehouse.without_secrets(runner.run_error(run))}", None
 
 
 def _profile_job_fn():
