@@ -20,51 +20,53 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from benchmarks.memory import ADMIN_URL, _database, _drop
+from benchmarks.bulk_insert_bench import fresh_engine
 from msd_dagster.msd.partition import FolderStream
 from msd_dagster.source.local import LocalDataset
-from msd_dagster.warehouse.checked_load import load_and_verify
+from msd_dagster.warehouse.checked_load import CheckedLoad, load_and_verify
 from msd_dagster.warehouse.ddl import ensure_schema
-from msd_dagster.warehouse.urls import create_engine_for_url
 
 
-def _size(engine: sa.Engine) -> int:
+def database_size(engine: sa.Engine) -> int:
     with engine.connect() as conn:
         return int(conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar())
 
 
+def load_folder(
+    engine: sa.Engine, dataset: LocalDataset, folder: str
+) -> tuple[CheckedLoad, FolderStream, int, float]:
+    """One folder as ``load_folders`` loads it: ``(load, stream, songs, seconds of the load)``."""
+    files = dataset.list_files(folder)
+    stream = FolderStream(dataset, [f.key for f in files])
+    started = time.perf_counter()
+    loaded = load_and_verify(engine, folder, stream, lambda: stream.source_rows)
+    seconds = time.perf_counter() - started
+    assert all(v.passed for v in loaded.verdicts), folder
+    return loaded, stream, len(files), seconds
+
+
 def run(source: str, log) -> list[dict[str, object]]:
     dataset = LocalDataset(source)
-    name = _database()
-    engine = create_engine_for_url(sa.make_url(ADMIN_URL).set(database=name))
     rows_before = 0
     folders: list[dict[str, object]] = []
-    try:
+    with fresh_engine("postgresql") as engine:
         ensure_schema(engine)
         for folder in dataset.list_partitions():
-            files = dataset.list_files(folder)
-            stream = FolderStream(dataset, [f.key for f in files])
-            started = time.perf_counter()
-            loaded = load_and_verify(engine, folder, stream, lambda s=stream: s.source_rows)
-            seconds = time.perf_counter() - started
-            assert all(v.passed for v in loaded.verdicts), folder
+            loaded, stream, songs, seconds = load_folder(engine, dataset, folder)
             written = sum(loaded.written.values())
             row = {
                 "folder": folder,
-                "songs": len(files),
+                "songs": songs,
                 "rows_before": rows_before,
                 "rows_written": written,
                 "seconds": round(seconds, 2),
                 "parse_seconds": round(stream.seconds, 2),
                 "seconds_per_million_rows": round(seconds / written * 1e6, 2),
-                "database_bytes": _size(engine),
+                "database_bytes": database_size(engine),
             }
             rows_before += written
             folders.append(row)
             print(json.dumps(row), file=log, flush=True)
-    finally:
-        engine.dispose()
-        _drop(name)
     return folders
 
 

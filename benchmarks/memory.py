@@ -15,46 +15,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from benchmarks.proctree import run_tree
+from benchmarks.run import fresh_database
 
-ADMIN_URL = os.environ.get(
-    "MSD_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 MIB = 2**20
-
-
-def _database() -> str:
-    name = f"msd_mem_{secrets.token_hex(4)}"
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0")
-    admin.dispose()
-    return name
-
-
-def _drop(name: str) -> None:
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.dispose()
 
 
 def measure(songs: str, source: str, code: str | None) -> dict[str, object]:
     """One load of ``source`` with one worker into a new database; peaks in MiB."""
-    name = _database()
-    url = sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     env = dict(os.environ)
     if code:
         env["PYTHONPATH"] = code
-    with tempfile.TemporaryDirectory() as home:
+    with (
+        tempfile.TemporaryDirectory() as home,
+        fresh_database("postgresql", Path(home)) as url,
+    ):
         env["MSD_HOME"] = home
         env["DAGSTER_HOME"] = str(Path(home) / "dagster_home")
         cmd = [sys.executable, "-m", "msd_dagster.cli", "load", "--source", source]
@@ -62,7 +42,6 @@ def measure(songs: str, source: str, code: str | None) -> dict[str, object]:
         log = str(Path(home) / "load.log")
         # ``python -m`` puts the working folder first on sys.path: run in the code's own.
         result = run_tree(cmd, env, log, cwd=code)
-    _drop(name)
     if result.returncode != 0:
         raise SystemExit(f"load of {source} failed ({result.returncode}): {result.stdout[-2000:]}")
     return {
