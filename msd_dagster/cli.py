@@ -331,12 +331,13 @@ def database_problem(warehouse: WarehouseResource) -> str | None:
     Checked before any run starts: an unusable URL would otherwise fail every folder's load
     only after its retries (minutes), then end in a traceback.
     """
+    from msd_dagster.defs.resources import sqlite_folder
     from msd_dagster.warehouse.dialects import UnsupportedDatabaseError
 
-    url = warehouse.sqlalchemy_url()
-    if isinstance(url, str) and url.startswith("sqlite:///"):
-        folder = Path(url.removeprefix("sqlite:///")).parent
-        if not folder.is_dir() and not folder.resolve().is_relative_to(settings.msd_home()):
+    found = sqlite_folder(warehouse.sqlalchemy_url())
+    if found is not None:
+        folder, may_create = found
+        if not folder.is_dir() and not may_create:
             return (
                 f"cannot open the database {warehouse.display_url()}: the folder {folder} does "
                 "not exist; create it first"

@@ -57,12 +57,10 @@ def partition_frames(source: Path | None, partition: str | None, songs: int) -> 
 
 def bulk_path(engine: sa.Engine) -> str:
     backend = backend_for(engine)
+    if backend.stages_outside_transaction:
+        return "cursor.bulkcopy() into ## staging"
     if backend.driver == "mssqlpython":
-        return (
-            "cursor.bulkcopy() into ## staging"
-            if getattr(backend, "bulkcopy", False)
-            else ("multi-row VALUES")
-        )
+        return "multi-row VALUES"
     return "pyodbc fast_executemany" if backend.driver == "pyodbc" else "SQLAlchemy executemany"
 
 

@@ -251,13 +251,19 @@ class FrameStoreResource(dg.ConfigurableResource):
         return FrameStore(base or settings.default_parquet_dir())
 
 
+def sqlite_folder(url: str | sa.URL) -> tuple[Path, bool] | None:
+    """A SQLite file URL's folder, and whether it may be created: only the default location
+    under ``MSD_HOME`` is; a URL's own folder must exist (a mistyped one must not create
+    folders elsewhere, e.g. at the file system's root). ``None`` for other URLs."""
+    if not (isinstance(url, str) and url.startswith("sqlite:///")):
+        return None
+    folder = Path(url.removeprefix("sqlite:///")).parent
+    return folder, folder.resolve().is_relative_to(settings.msd_home())
+
+
 @functools.cache
 def _engine(url: str | sa.URL, **pool_options: int) -> sa.Engine:
     # One engine (and pool) per process and URL: steps of the same process share it.
-    if isinstance(url, str) and url.startswith("sqlite:///"):
-        folder = Path(url.removeprefix("sqlite:///")).parent
-        # Only the default location is created; a URL's own folder must exist (a mistyped one
-        # must not create folders elsewhere, e.g. at the file system's root).
-        if folder.resolve().is_relative_to(settings.msd_home()):
-            folder.mkdir(parents=True, exist_ok=True)
+    if (found := sqlite_folder(url)) is not None and found[1]:
+        found[0].mkdir(parents=True, exist_ok=True)
     return create_engine_for_url(url, **pool_options)

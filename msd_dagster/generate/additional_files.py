@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..msd.additional_files import ADDITIONAL_DIR, SEP
+from ..msd.additional_files import SEP
+from ..source.layout import ADDITIONAL_DIR
 from . import distributions as dist
 
 if TYPE_CHECKING:  # the plan's types live with the plan; dataset.py imports this module

@@ -80,7 +80,7 @@ TABLES: tuple[TableSpec, ...] = (
         "table of data coming from MusicBrainz",
     ),
 )
-_TABLE_FIELDS = {spec.path.split("/")[0]: spec.fields for spec in TABLES}
+_TABLES_BY_GROUP = {spec.path.split("/")[0]: spec for spec in TABLES}
 
 
 @dataclass(frozen=True)
@@ -323,12 +323,9 @@ def write_song_file(path: str | Path, song: SongData) -> None:
         _attr_num(root, "FILTERS", FILTERS_ATTR, "<i8")
 
         groups = {}
-        tables = {t.path.split("/")[0]: t for t in TABLES}
-        rows = {
-            "metadata": _table_row(_TABLE_FIELDS["metadata"], song.metadata),
-            "analysis": _table_row(_TABLE_FIELDS["analysis"], song.analysis),
-            "musicbrainz": _table_row(_TABLE_FIELDS["musicbrainz"], {"year": song.year}),
-        }
+        values = {"metadata": song.metadata, "analysis": song.analysis}
+        values["musicbrainz"] = {"year": song.year}
+        rows = {g: _table_row(_TABLES_BY_GROUP[g].fields, v) for g, v in values.items()}
         # PyTables created each group and then its table, before any array.
         for gname, gtitle in GROUPS:
             g = f.create_group(gname)
@@ -337,7 +334,7 @@ def write_song_file(path: str | Path, song: SongData) -> None:
             _attr_str(g.id, "CLASS", "GROUP", nul=False)
             _attr_str(g.id, "VERSION", "1.0", nul=False)
             _attr_num(g.id, "FILTERS", FILTERS_ATTR, "<i8")
-            spec = tables[gname]
+            spec = _TABLES_BY_GROUP[gname]
             ctype = _compound_type(spec.fields)
             ds = _create_dataset(g.id, "songs", ctype, (1,), spec.chunks, rows[gname])
             header_addrs.append(h5py.h5o.get_info(ds).addr)

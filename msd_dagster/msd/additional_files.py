@@ -35,8 +35,6 @@ from msd_dagster.msd.nulls import null_if_unknown
 from msd_dagster.warehouse import schema
 
 SEP = "<SEP>"
-# The folder beside data/ that holds them.
-ADDITIONAL_DIR = "AdditionalFiles"
 
 TEXT_FILES: tuple[str, ...] = (
     "unique_artists",

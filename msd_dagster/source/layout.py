@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+# The folder beside data/ that holds the AdditionalFiles.
+ADDITIONAL_DIR = "AdditionalFiles"
 PARTITION_KEY_PATTERN = re.compile(r"^[A-Z]/[A-Z]$")
 # Real song files are 0.2-0.4 MB (the largest a few MB): a file above this is not a song, and is
 # rejected before it is read into memory (each read holds the whole file).

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from msd_dagster.source.layout import (
+    ADDITIONAL_DIR,
     FIRST_LEVEL_PATTERN,
     MAX_SONG_FILE_BYTES,
     DatasetSurvey,
@@ -267,7 +268,7 @@ class LocalDataset:
                 yield key, problem
 
     def additional_file(self, name: str) -> bytes | None:
-        path = self.root / "AdditionalFiles" / name
+        path = self.root / ADDITIONAL_DIR / name
         return path.read_bytes() if path.is_file() else None
 
     def partition_fingerprint(self, partition_key: str) -> str:

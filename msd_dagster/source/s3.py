@@ -38,6 +38,7 @@ from botocore.exceptions import (
 
 from msd_dagster.secrets import mask_text
 from msd_dagster.source.layout import (
+    ADDITIONAL_DIR,
     FIRST_LEVEL_PATTERN,
     MAX_SONG_FILE_BYTES,
     DatasetSurvey,
@@ -668,7 +669,7 @@ class S3Dataset:
     def additional_file(self, name: str) -> bytes | None:
         """``AdditionalFiles/<name>``, or None when there is no such object."""
         try:
-            return self._get(f"AdditionalFiles/{name}")
+            return self._get(f"{ADDITIONAL_DIR}/{name}")
         except S3ObjectNotFound:
             return None
 

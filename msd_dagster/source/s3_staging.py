@@ -19,6 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from msd_dagster.source.layout import ADDITIONAL_DIR
 from msd_dagster.source.s3 import (
     BOTO_ERRORS,
     NOT_FOUND_CODES,
@@ -89,9 +90,9 @@ def _stage_groups(root: Path) -> list[_Group]:
             groups.append(_Group(f"data/{first.name}/", first, recursive=False))
             for second in sorted(p for p in first.iterdir() if p.is_dir() and _visible(p.name)):
                 groups.append(_Group(f"data/{first.name}/{second.name}/", second, recursive=True))
-    extra = root / "AdditionalFiles"
+    extra = root / ADDITIONAL_DIR
     if extra.is_dir():
-        groups.append(_Group("AdditionalFiles/", extra, recursive=True))
+        groups.append(_Group(f"{ADDITIONAL_DIR}/", extra, recursive=True))
     return groups
 
 

@@ -37,13 +37,13 @@ from msd_dagster.defs.tables import (
     warehouse_key,
 )
 from msd_dagster.msd.additional_files import (
-    ADDITIONAL_DIR,
     ADDITIONAL_FILE_NAMES,
     additional_frames,
     candidate_file_names,
     compare_with_songs,
     match_file_names,
 )
+from msd_dagster.source.layout import ADDITIONAL_DIR
 from msd_dagster.source.local import LocalDataset
 from msd_dagster.source.s3 import S3Dataset, S3SourceError
 from msd_dagster.warehouse.ddl import ensure_schema
