@@ -11,7 +11,7 @@ wins; the loader applies the same rule across partitions through ``msd_artist.so
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -180,13 +180,21 @@ def songs_frame(songs: Sequence[Song], modified: dict[str, datetime] | None = No
     return df.sort_values("track_id", ignore_index=True)
 
 
-def _artist_representatives(songs: Sequence[Song]) -> list[Song]:
-    """One song per artist: the one with the smallest track id (deterministic)."""
-    chosen: dict[str, Song] = {}
+def choose_representatives(
+    chosen: dict[str, Song], songs: Iterable[Song], keep: Callable[[Song], Song] = lambda s: s
+) -> None:
+    """Keep in ``chosen``, per artist, its song with the smallest track id (deterministic), as
+    ``keep(song)`` (which must keep its ids)."""
     for song in songs:
         current = chosen.get(song.artist_id)
         if current is None or song.track_id < current.track_id:
-            chosen[song.artist_id] = song
+            chosen[song.artist_id] = keep(song)
+
+
+def _artist_representatives(songs: Sequence[Song]) -> list[Song]:
+    """One song per artist: the one with the smallest track id."""
+    chosen: dict[str, Song] = {}
+    choose_representatives(chosen, songs)
     return [chosen[a] for a in sorted(chosen)]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -14,7 +14,7 @@ from msd_dagster.msd.frames import (
     NormalizedBatch,
     RejectedFile,
     artist_part,
-    normalize_songs,
+    choose_representatives,
     shared_frames,
     track_frames,
 )
@@ -179,13 +179,10 @@ class FolderStream:
 
     def _chunk(self, songs: list[Song], modified: dict[str, datetime]) -> dict[str, pd.DataFrame]:
         songs.sort(key=lambda s: s.track_id)
-        for table, count in source_row_counts(songs).items():
-            if table in self.source_rows:
-                self.source_rows[table] += count
-        for song in songs:
-            current = self._representatives.get(song.artist_id)
-            if current is None or song.track_id < current.track_id:
-                self._representatives[song.artist_id] = artist_part(song)
+        counts = source_row_counts(songs)
+        for table in ("msd_track", *ANALYSIS_KINDS):
+            self.source_rows[table] += counts[table]
+        choose_representatives(self._representatives, songs, keep=artist_part)
         self.source_rows["msd_artist"] = len(self._representatives)
         frames = track_frames(songs, modified)
         self._tracks.append(frames["msd_track"])
@@ -200,12 +197,12 @@ def normalize_partition(
     modified: dict[str, datetime] | None = None,
     *,
     max_workers: int = 8,
-    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[NormalizedBatch, dict[str, int]]:
     """Parse every file of a partition and build its frames; bad files are rejected, not raised.
 
     ``modified`` maps keys to their source modification time (becomes ``upload_timestamp``).
-    Returns the frames and the row counts implied by the source files.
+    Returns the frames and the row counts implied by the source files: a
+    :class:`FolderStream` of one chunk, with its rejections and errors.
 
     A file that cannot be read for a reason of its own (``UnreadableSourceFile``: permissions,
     a broken symbolic link, gone since the listing, denied by S3) or parsed
@@ -216,30 +213,12 @@ def normalize_partition(
     instead of a partition without tracks, which would delete the partition's rows. So it is
     when not one file is a valid song file (a folder truncated by a failed copy).
     """
-    songs: list[Song] = []
-    rejected: list[RejectedFile] = []
-    song_keys, not_songs = split_song_keys(keys)
-    rejected.extend(not_songs)
-    modified_by_track: dict[str, datetime] = {}
-    unreadable: list[UnreadableSourceFile] = []
-    for done, (key, data) in enumerate(dataset.read_many(song_keys, max_workers=max_workers), 1):
-        if isinstance(data, UnreadableSourceFile):
-            unreadable.append(data)
-        song = _parse(key, data)
-        if isinstance(song, RejectedFile):
-            rejected.append(song)
-        else:
-            songs.append(song)
-            if modified and modified.get(key) is not None:
-                modified_by_track[song.track_id] = modified[key]
-        if progress:
-            progress(done, len(song_keys))
-    if song_keys and len(unreadable) == len(song_keys):
-        raise none_readable_error(song_keys, unreadable)
-    if keys and not songs:
-        raise none_valid_error(keys, rejected)
-    batch = normalize_songs(songs, rejected, modified_by_track)
-    return batch, source_row_counts(songs)
+    stream = FolderStream(
+        dataset, keys, modified, chunk_songs=max(1, len(keys)), max_workers=max_workers
+    )
+    (frames,) = stream.track_chunks()
+    frames.update(stream.shared_frames())
+    return NormalizedBatch(frames, stream.rejected), stream.source_rows
 
 
 def _parse(key: str, data: bytes | UnreadableSourceFile) -> Song | RejectedFile:
