@@ -344,12 +344,12 @@ def frame_rows(name: str, df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def expected_state(*loads: Mapping[str, pd.DataFrame], partitions: Iterable[str]) -> Snapshot:
-    """What the tables must hold after ``loads`` (in order) of ``partitions``: the README's rules
-    spelled out independently of the loader's SQL. Track rows of a partition are replaced;
-    shared keys are inserted when missing; an artist row whose source track id is not larger
-    than the stored one (a rerun of the winner included) wins, and its non-NULL values
-    replace; any other incoming row only fills the stored row's NULL columns; pairs (terms,
-    tags, similarity) gain values only where theirs are NULL."""
+    """What the tables must hold after ``loads`` (in order) of ``partitions``: the rules of
+    docs/partitions-and-reruns.md and docs/data-model.md spelled out independently of the loader's
+    SQL. Track rows of a partition are replaced; shared keys are inserted when missing; an artist
+    row whose source track id is not larger than the stored one (a rerun of the winner included)
+    wins, and its non-NULL values replace; any other incoming row only fills the stored row's NULL
+    columns; pairs (terms, tags, similarity) gain values only where theirs are NULL."""
     state: Snapshot = {name: {} for name in TABLES_BY_NAME}
     for frames, partition in zip(loads, partitions, strict=True):
         lo, hi = partition_track_range(partition)
@@ -940,7 +940,7 @@ def test_concurrent_loads_of_one_folder_and_another(engine: sa.Engine) -> None:
     for thread in threads:
         thread.join(timeout=300)
     assert not errors, errors
-    # The README's rules make the result independent of the order the loads committed in.
+    # The documented rules make the result independent of the order the loads committed in.
     expected = expected_state(aa, ab, partitions=["A/A", "A/B"])
     assert expected == expected_state(ab, aa, partitions=["A/B", "A/A"])
     assert_same(snapshot(engine), expected)
