@@ -19,7 +19,7 @@ with the same frames gives the same contents. Deadlocks and lock timeouts betwee
 loads are retried (the whole transaction, which is safe because it is all-or-nothing).
 
 With ``mssql+mssqlpython`` the analysis rows are bulk-copied before the transaction and moved
-in it (:mod:`msd_dagster.warehouse.dialects.mssql_bulkcopy`), so the same holds.
+in it (:mod:`msd_dagster.warehouse.dialects.mssql.bulkcopy`), so the same holds.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ paths:
 * ``mssql+mssqlpython``: multi-row ``VALUES`` statements with fewer than 2,100 parameters and
   at most 1,000 rows each, inside the load transaction; and for a partition's analysis rows,
   ``cursor.bulkcopy()`` into per-load staging tables before the transaction
-  (:mod:`.mssql_bulkcopy`, which explains how the partition stays atomic).
+  (:mod:`.bulkcopy`, which explains how the partition stays atomic).
 
 Nothing here imports pyodbc or mssql-python at import time: ``import pyodbc`` fails on machines
 without the unixODBC library, so it is imported when an ``mssql+pyodbc`` engine is created.
@@ -37,7 +37,7 @@ from msd_dagster.warehouse.dialects.base import (
     pop_query,
     query_value,
 )
-from msd_dagster.warehouse.dialects.mssql_bulkcopy import bulk_copy_to_staging, drop_temp_table_sql
+from msd_dagster.warehouse.dialects.mssql.bulkcopy import bulk_copy_to_staging, drop_temp_table_sql
 from msd_dagster.warehouse.merge_rules import SOURCE_COLUMN, merge_columns
 from msd_dagster.warehouse.rows import (
     column_kind,
@@ -330,7 +330,7 @@ class SQLServerBackend(Backend):
         "AND OBJECT_NAME(object_id) IN :names GROUP BY object_id"
     )
 
-    # mssql+mssqlpython: analysis rows through cursor.bulkcopy() (mssql_bulkcopy); False keeps
+    # mssql+mssqlpython: analysis rows through cursor.bulkcopy() (.bulkcopy); False keeps
     # them on the multi-row VALUES path inside the transaction.
     bulkcopy: bool = True
     bulkcopy_timeout_s: int = DEFAULT_BULKCOPY_TIMEOUT_S
