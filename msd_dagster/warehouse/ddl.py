@@ -19,12 +19,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mssql, mysql, postgresql, sqlite
 
-from msd_dagster.warehouse.dialects import Backend, backend_for
+from msd_dagster.warehouse.dialects import BACKENDS, Backend, backend_for
 from msd_dagster.warehouse.schema import (
     MSD_TABLES,
     NATURAL_KEYS,
@@ -105,24 +105,23 @@ def warehouse_table(
 # --------------------------------------------------------------------------------------------
 # Fingerprint
 
-# Offline dialects: the fingerprint is the same whatever database it is computed for.
-_FINGERPRINT_DIALECTS: tuple[sa.Dialect, ...] = (
-    mssql.dialect(),
-    mysql.dialect(),
-    postgresql.dialect(),
-    sqlite.dialect(),
-)
+
+def fingerprint_dialects(backends: Iterable[type[Backend]]) -> list[sa.Dialect]:
+    """The offline dialects whose compiled column types the fingerprint holds: those of the
+    backends that opted in (``Backend.fingerprint_dialect``), by name. Offline: the fingerprint
+    is the same whatever database it is computed for."""
+    dialects = (b.fingerprint_dialect for b in backends if b.fingerprint_dialect is not None)
+    return sorted(dialects, key=lambda d: d.name)
 
 
-@functools.cache  # the definitions are fixed at import; every ensure_schema call needs it
-def schema_fingerprint() -> str:
-    """SHA-256 of the table definitions (columns, compiled types per dialect, keys, indexes)."""
+def tables_fingerprint(tables: Iterable[sa.Table], dialects: Sequence[sa.Dialect]) -> str:
+    """SHA-256 of table definitions (columns, compiled types per dialect, keys, indexes)."""
     description = []
-    for table in sorted(ALL_TABLES, key=lambda t: t.name):
+    for table in sorted(tables, key=lambda t: t.name):
         columns = [
             [
                 c.name,
-                [c.type.compile(dialect=d) for d in _FINGERPRINT_DIALECTS],
+                [c.type.compile(dialect=d) for d in dialects],
                 bool(c.nullable),
                 bool(c.primary_key),
                 c.identity is not None,
@@ -141,6 +140,12 @@ def schema_fingerprint() -> str:
         description.append([table.name, columns, uniques, indexes])
     blob = json.dumps(description, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@functools.cache  # the definitions are fixed at import; every ensure_schema call needs it
+def schema_fingerprint() -> str:
+    """The fingerprint of the ``msd_*`` tables that ``msd_schema_version`` records."""
+    return tables_fingerprint(ALL_TABLES, fingerprint_dialects(BACKENDS))
 
 
 # --------------------------------------------------------------------------------------------

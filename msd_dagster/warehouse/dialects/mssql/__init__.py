@@ -20,16 +20,19 @@ import contextlib
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import mssql as mssql_dialect
 
 from msd_dagster.warehouse.dialects.base import (
     Backend,
     BulkJob,
     BulkPath,
+    ColumnKind,
+    ColumnVariant,
     LockErrorKind,
     PartitionLockTimeout,
     StagedCopy,
@@ -49,6 +52,9 @@ from msd_dagster.warehouse.rows import (
 
 # Every warehouse table lives in this schema (``SELECT COUNT(1) FROM dbo.msd_bar``).
 MSSQL_SCHEMA = "dbo"
+# Key text compares by code point: also between the tables and the #temp staging tables, which
+# live in tempdb, whose default collation may differ (no collation conflict).
+MSSQL_BINARY_COLLATION = "Latin1_General_100_BIN2"
 
 # SQL Server limits: 2,100 parameters per statement, 1,000 row constructors per VALUES.
 MSSQL_MAX_PARAMETERS = 2_099
@@ -322,6 +328,13 @@ class SQLServerBackend(Backend):
     default_lock_timeout_s = 60.0
     lock_timeout_setting = "LOCK_TIMEOUT"
     distinct_national_text = True
+    column_types: ClassVar[Mapping[ColumnKind, ColumnVariant]] = {
+        "key_text": lambda t: mssql_dialect.NVARCHAR(t.length, collation=MSSQL_BINARY_COLLATION),
+        "msd_id": lambda t: mssql_dialect.CHAR(t.length, collation=MSSQL_BINARY_COLLATION),
+        # DATETIME would round microseconds away.
+        "timestamp": lambda _: mssql_dialect.DATETIME2(precision=6),
+    }
+    fingerprint_dialect = mssql_dialect.dialect()
     # The storage engine's own row count (heap or clustered index): exact, no scan.
     row_count_method = "exact: sys.dm_db_partition_stats"
     row_count_query = (

@@ -7,8 +7,8 @@ Floats travel as IEEE doubles in COPY BINARY, so they are bit-exact.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import sqlalchemy as sa
@@ -18,6 +18,8 @@ from msd_dagster.warehouse.dialects.base import (
     Backend,
     BulkJob,
     BulkPath,
+    ColumnKind,
+    ColumnVariant,
     DatabaseEncodingError,
     LockErrorKind,
 )
@@ -169,6 +171,12 @@ class PostgreSQLBackend(Backend):
     lock_timeout_setting = "lock_timeout"
     temp_schema = "pg_temp."
     on_conflict_insert = staticmethod(postgresql.insert)
+    # Collation "C": keys compare byte for byte, never in the database locale's order.
+    column_types: ClassVar[Mapping[ColumnKind, ColumnVariant]] = {
+        "key_text": lambda t: postgresql.VARCHAR(t.length, collation="C"),
+        "msd_id": lambda t: postgresql.CHAR(t.length, collation="C"),
+    }
+    fingerprint_dialect = postgresql.dialect()
     # The statistics collector's live-row count: one catalog read, updated as transactions
     # commit (may lag a committed load by a moment).
     row_count_method = "estimate: pg_stat_user_tables.n_live_tup"

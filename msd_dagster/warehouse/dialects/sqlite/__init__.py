@@ -7,15 +7,22 @@ The lock timeout is SQLite's busy timeout: a second loader waits that long for t
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from msd_dagster.warehouse.dialects.base import Backend, BulkJob, BulkPath, LockErrorKind
+from msd_dagster.warehouse.dialects.base import (
+    Backend,
+    BulkJob,
+    BulkPath,
+    ColumnKind,
+    ColumnVariant,
+    LockErrorKind,
+)
 from msd_dagster.warehouse.rows import insert_sql, row_batches
 
 # Connection execution option read by the SQLite "begin" listener: "IMMEDIATE" takes the write
@@ -111,6 +118,11 @@ class SQLiteBackend(Backend):
     lock_timeout_setting = "busy_timeout"
     temp_schema = "temp."
     on_conflict_insert = staticmethod(sqlite_dialect.insert)
+    # An INTEGER PRIMARY KEY is the rowid alias: BIGINT would not autoincrement.
+    column_types: ClassVar[Mapping[ColumnKind, ColumnVariant]] = {
+        "surrogate_key": lambda _: sa.Integer()
+    }
+    fingerprint_dialect = sqlite_dialect.dialect()
 
     row_count_method = "upper bound: the highest row id (exact until rows are deleted)"
 
@@ -123,9 +135,15 @@ class SQLiteBackend(Backend):
             counts[table.name] = int(conn.execute(statement).scalar() or 0)
         return counts
 
+    def database_folder(self, url: sa.URL) -> Path | None:
+        if url.database in (None, "", ":memory:"):
+            return None
+        return Path(url.database).parent
+
     def engine_options(
         self, url: sa.URL, options: dict[str, Any], connect_args: dict[str, Any]
     ) -> sa.URL:
+        # The busy timeout; foreign keys and WAL come with configure_engine.
         connect_args.setdefault("timeout", self.lock_timeout_s)
         return url
 
