@@ -20,7 +20,7 @@ import contextlib
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -31,8 +31,6 @@ from msd_dagster.warehouse.dialects.base import (
     Backend,
     BulkJob,
     BulkPath,
-    ColumnKind,
-    ColumnVariant,
     LockErrorKind,
     PartitionLockTimeout,
     StagedCopy,
@@ -328,7 +326,7 @@ class SQLServerBackend(Backend):
     default_lock_timeout_s = 60.0
     lock_timeout_setting = "LOCK_TIMEOUT"
     distinct_national_text = True
-    column_types: ClassVar[Mapping[ColumnKind, ColumnVariant]] = {
+    column_types = {
         "key_text": lambda t: mssql_dialect.NVARCHAR(t.length, collation=MSSQL_BINARY_COLLATION),
         "msd_id": lambda t: mssql_dialect.CHAR(t.length, collation=MSSQL_BINARY_COLLATION),
         # DATETIME would round microseconds away.

@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql as mysql_dialect
@@ -24,8 +24,6 @@ from msd_dagster.warehouse.dialects.base import (
     Backend,
     BulkJob,
     BulkPath,
-    ColumnKind,
-    ColumnVariant,
     DatabaseEncodingError,
     LockErrorKind,
     PartitionLockTimeout,
@@ -223,7 +221,7 @@ class MySQLBackend(Backend):
     max_bind_parameters = 30_000
     default_lock_timeout_s = 60.0
     lock_timeout_setting = "innodb_lock_wait_timeout"
-    column_types: ClassVar[Mapping[ColumnKind, ColumnVariant]] = {
+    column_types = {
         "key_text": lambda t: KeyUnicode(t.length),
         # FLOAT is single precision, DATETIME rounds microseconds away.
         "double": lambda _: mysql_dialect.DOUBLE(asdecimal=False),

@@ -7,8 +7,8 @@ Floats travel as IEEE doubles in COPY BINARY, so they are bit-exact.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -18,8 +18,6 @@ from msd_dagster.warehouse.dialects.base import (
     Backend,
     BulkJob,
     BulkPath,
-    ColumnKind,
-    ColumnVariant,
     DatabaseEncodingError,
     LockErrorKind,
 )
@@ -172,7 +170,7 @@ class PostgreSQLBackend(Backend):
     temp_schema = "pg_temp."
     on_conflict_insert = staticmethod(postgresql.insert)
     # Collation "C": keys compare byte for byte, never in the database locale's order.
-    column_types: ClassVar[Mapping[ColumnKind, ColumnVariant]] = {
+    column_types = {
         "key_text": lambda t: postgresql.VARCHAR(t.length, collation="C"),
         "msd_id": lambda t: postgresql.CHAR(t.length, collation="C"),
     }

@@ -7,9 +7,9 @@ The lock timeout is SQLite's busy timeout: a second loader waits that long for t
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -19,8 +19,6 @@ from msd_dagster.warehouse.dialects.base import (
     Backend,
     BulkJob,
     BulkPath,
-    ColumnKind,
-    ColumnVariant,
     LockErrorKind,
 )
 from msd_dagster.warehouse.rows import insert_sql, row_batches
@@ -119,9 +117,7 @@ class SQLiteBackend(Backend):
     temp_schema = "temp."
     on_conflict_insert = staticmethod(sqlite_dialect.insert)
     # An INTEGER PRIMARY KEY is the rowid alias: BIGINT would not autoincrement.
-    column_types: ClassVar[Mapping[ColumnKind, ColumnVariant]] = {
-        "surrogate_key": lambda _: sa.Integer()
-    }
+    column_types = {"surrogate_key": lambda _: sa.Integer()}
     fingerprint_dialect = sqlite_dialect.dialect()
 
     row_count_method = "upper bound: the highest row id (exact until rows are deleted)"
