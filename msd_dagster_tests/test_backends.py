@@ -13,6 +13,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
+from msd_dagster import cli, settings
+from msd_dagster.defs.resources import WarehouseResource
 from msd_dagster.warehouse.ddl import (
     ALL_TABLES,
     fingerprint_dialects,
@@ -96,3 +98,16 @@ def test_only_a_sqlite_file_has_a_folder_created_only_under_the_default_root(
     assert database_folder(f"sqlite:///{outside}", home) == DatabaseFolder(outside.parent, False)
     for url in ("sqlite://", "sqlite:///:memory:", "postgresql://u:p@h/db", "not a url"):
         assert database_folder(url, home) is None
+
+
+def test_the_cli_refuses_a_missing_folder_and_the_engine_creates_the_default_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(settings.MSD_HOME, str(tmp_path / "home"))
+    mistyped = WarehouseResource(url=f"sqlite:///{tmp_path}/no/such/folder/msd.sqlite")
+    problem = cli.database_problem(mistyped)
+    assert problem is not None and problem.endswith("does not exist; create it first")
+    assert not (tmp_path / "no").exists()
+    default = WarehouseResource(url=f"sqlite:///{tmp_path}/home/db/msd.sqlite")
+    assert cli.database_problem(default) is None
+    assert (tmp_path / "home" / "db").is_dir()

@@ -4,7 +4,8 @@
 serialize on a database lock). It
 
 * creates missing tables (``checkfirst``) and records ``SCHEMA_VERSION`` and a fingerprint of
-  the table definitions in ``msd_schema_version``;
+  the table definitions (their types compiled for each backend that opted in, so registering
+  a new backend leaves it as it is) in ``msd_schema_version``;
 * compares tables that already exist with the definitions (missing, extra or retyped columns,
   missing natural-key uniqueness, recorded version/fingerprint) and raises
   :class:`SchemaMismatchError` naming every difference instead of silently mixing layouts.
