@@ -4,7 +4,7 @@ Columns are stated once, with portable types; where a backend stores a kind of c
 way (``ColumnKind``: ids, key text, timestamps ...), the registered backends
 (:mod:`msd_dagster.warehouse.dialects`) contribute their type as a variant, and their table
 options (MySQL's charset) to every table. Names and columns follow the earlier pipeline's ERD
-(see the README's data model); the additions keep every field of the song files that the ERD
+(see docs/data-model.md); the additions keep every field of the song files that the ERD
 dropped. Decisions that matter:
 
 * Surrogate keys (``bar_id``, ``artist_term_id`` ...) are identity columns; the natural keys
