@@ -331,17 +331,15 @@ def database_problem(warehouse: WarehouseResource) -> str | None:
     Checked before any run starts: an unusable URL would otherwise fail every folder's load
     only after its retries (minutes), then end in a traceback.
     """
-    from msd_dagster.defs.resources import sqlite_folder
     from msd_dagster.warehouse.dialects import UnsupportedDatabaseError
+    from msd_dagster.warehouse.urls import database_folder
 
-    found = sqlite_folder(warehouse.sqlalchemy_url())
-    if found is not None:
-        folder, may_create = found
-        if not folder.is_dir() and not may_create:
-            return (
-                f"cannot open the database {warehouse.display_url()}: the folder {folder} does "
-                "not exist; create it first"
-            )
+    folder = database_folder(warehouse.sqlalchemy_url(), settings.msd_home())
+    if folder is not None and not folder.path.is_dir() and not folder.creatable:
+        return (
+            f"cannot open the database {warehouse.display_url()}: the folder {folder.path} "
+            "does not exist; create it first"
+        )
     try:
         with warehouse.engine().connect() as conn:
             conn.exec_driver_sql("SELECT 1")

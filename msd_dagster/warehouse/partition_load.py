@@ -21,7 +21,7 @@ with the same frames gives the same contents. Deadlocks and lock timeouts betwee
 loads are retried (the whole transaction, which is safe because it is all-or-nothing).
 
 With ``mssql+mssqlpython`` the analysis rows are bulk-copied before the transaction and moved
-in it (:mod:`msd_dagster.warehouse.dialects.mssql_bulkcopy`), so the same holds.
+in it (:mod:`msd_dagster.warehouse.dialects.mssql.bulkcopy`), so the same holds.
 """
 
 from __future__ import annotations
@@ -236,7 +236,8 @@ def _load_once(
     lo, hi = partition_track_range(partition_key)
     counts: dict[str, int] = dict.fromkeys(TRACK_TABLE_NAMES, 0)
     missing: dict[str, int] = {}
-    own_partitions = backend.own_partition_tables(engine, partition_key)
+    by_folder = [t.name for t in ANALYSIS_TABLES]
+    own_partitions = backend.own_partition_tables(engine, partition_key, by_folder)
     with open_load_connection(engine) as conn:
         try:
             source = open_frames()

@@ -37,7 +37,6 @@ from msd_dagster.warehouse.rows import (
     qualified_name,
     rows_of,
 )
-from msd_dagster.warehouse.schema import ANALYSIS_TABLES
 
 _PG_SCHEMA_LOCK_KEY = 0x6D73645F736368  # arbitrary constant bigint ("msd_sch")
 _PG_PARTITION_LOCK_CLASS = 0x6D736470  # arbitrary int ("msdp"): first key of a partition's lock
@@ -45,8 +44,6 @@ _PG_PARTITION_LOCK_CLASS = 0x6D736470  # arbitrary int ("msdp"): first key of a 
 # the first rollback).
 _LIBPQ_DRIVERS = ("psycopg", "psycopg2")
 
-
-_PARTITIONED_TABLES = frozenset(t.name for t in ANALYSIS_TABLES)
 _PARTITIONED_PARENTS = """
 SELECT c.relname FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid
 WHERE c.relnamespace = current_schema()::regnamespace AND c.relname IN :names
@@ -198,6 +195,12 @@ class PostgreSQLBackend(Backend):
     lock_timeout_setting = "lock_timeout"
     temp_schema = "pg_temp."
     on_conflict_insert = staticmethod(postgresql.insert)
+    # Collation "C": keys compare byte for byte, never in the database locale's order.
+    column_types = {
+        "key_text": lambda t: postgresql.VARCHAR(t.length, collation="C"),
+        "msd_id": lambda t: postgresql.CHAR(t.length, collation="C"),
+    }
+    fingerprint_dialect = postgresql.dialect()
     # The statistics collector's live-row count: one catalog read, updated as transactions
     # commit (may lag a committed load by a moment).
     row_count_method = "estimate: pg_stat_user_tables.n_live_tup"
@@ -228,8 +231,8 @@ class PostgreSQLBackend(Backend):
         key = zlib.crc32(partition_key.encode()) - 2**31  # a signed int4
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_PARTITION_LOCK_CLASS, key)))
 
-    def place_table(self, table: sa.Table) -> None:
-        if table.name in _PARTITIONED_TABLES:
+    def place_table(self, table: sa.Table, by_folder: bool) -> None:
+        if by_folder:
             # A partitioned table's unique keys must hold its partition key: the identity
             # column stays unique by its sequence, and (track_id, position) by its constraint.
             id_column = next(iter(table.primary_key.columns))
@@ -238,9 +241,11 @@ class PostgreSQLBackend(Backend):
             table.append_constraint(sa.PrimaryKeyConstraint(id_column.name, "track_id"))
             table.dialect_kwargs["postgresql_partition_by"] = "RANGE (track_id)"
 
-    def own_partition_tables(self, engine: sa.Engine, partition_key: str) -> dict[str, str]:
+    def own_partition_tables(
+        self, engine: sa.Engine, partition_key: str, by_folder: Sequence[str]
+    ) -> dict[str, str]:
         lo, hi = partition_track_range(partition_key)
-        names = {t: folder_partition_name(t, partition_key) for t in sorted(_PARTITIONED_TABLES)}
+        names = {t: folder_partition_name(t, partition_key) for t in sorted(by_folder)}
         with engine.connect() as conn, conn.begin():
             parents = set(conn.execute(_expanding(_PARTITIONED_PARENTS), {"names": list(names)}))
             if not parents:
