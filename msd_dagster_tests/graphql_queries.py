@@ -7,6 +7,8 @@ asks for both.
 
 from __future__ import annotations
 
+import json
+
 # --------------------------------------------------------------------------------------------
 # The server
 
@@ -174,7 +176,7 @@ query Materializations($key: AssetKeyInput!, $partitions: [String!], $limit: Int
   }
 }
 """
-# The fields of one asset check execution, for queries that ask for several checks at once.
+# The fields of one asset check execution.
 CHECK_EXECUTION_FIELDS = """
   runId
   status
@@ -192,6 +194,20 @@ CHECK_EXECUTION_FIELDS = """
     }
   }
 """
+
+
+def check_executions_query(targets: dict[str, tuple[list[str], str, str]], limit: int) -> str:
+    """One query for the executions of several checks: per alias, the (asset path, check name,
+    partition) it reads, newest first, at most ``limit`` each."""
+    fields = [
+        f"{alias}: assetCheckExecutions(assetKey: {{path: {json.dumps(path)}}}, "
+        f"checkName: {json.dumps(check)}, partition: {json.dumps(partition)}, limit: {limit}) "
+        f"{{ {CHECK_EXECUTION_FIELDS} }}"
+        for alias, (path, check, partition) in targets.items()
+    ]
+    return "{ " + "\n".join(fields) + " }"
+
+
 CHECK_EXECUTIONS = f"""
 query Executions($key: AssetKeyInput!, $check: String!, $limit: Int!) {{
   assetCheckExecutions(assetKey: $key, checkName: $check, limit: $limit) {{

@@ -27,11 +27,11 @@ from msd_dagster_tests.graphql_queries import (
     ASSET_PARTITIONS,
     ASSET_STATUS,
     BACKFILL,
-    CHECK_EXECUTION_FIELDS,
     LAUNCH_BACKFILL,
     MATERIALIZATIONS,
     REEXECUTE,
     RUN_EVENTS,
+    check_executions_query,
 )
 from msd_dagster_tests.ui_fixtures import (
     E2E_MARKS,
@@ -112,17 +112,16 @@ def latest_check_executions(
     ui: DagsterUI, tables: list[str], partitions: list[str], limit: int = 1
 ) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """``assetCheckExecutions`` of ``partition_rows_loaded`` per (table, folder), newest first."""
-    fields, where = [], {}
-    for i, table in enumerate(tables):
-        for j, partition in enumerate(partitions):
-            alias = f"c{i}_{j}"
-            where[alias] = (table, partition)
-            fields.append(
-                f'{alias}: assetCheckExecutions(assetKey: {{path: ["warehouse", "{table}"]}}, '
-                f'checkName: "{ROWS_CHECK}", partition: "{partition}", limit: {limit}) '
-                f"{{ {CHECK_EXECUTION_FIELDS} }}"
-            )
-    data = ui.graphql("{ " + "\n".join(fields) + " }")
+    where = {
+        f"c{i}_{j}": (table, partition)
+        for i, table in enumerate(tables)
+        for j, partition in enumerate(partitions)
+    }
+    targets = {
+        alias: (["warehouse", table], ROWS_CHECK, partition)
+        for alias, (table, partition) in where.items()
+    }
+    data = ui.graphql(check_executions_query(targets, limit))
     return {where[alias]: executions for alias, executions in data.items()}
 
 
