@@ -12,7 +12,8 @@
 * ``deploy/Dockerfile``: copies existing paths, pins what the tests install, runs the
   distributed code location.
 
-No Kubernetes cluster, Docker engine or AWS account is used: see README.md, "Scale".
+No Kubernetes cluster, Docker engine or AWS account is used: see docs/scale.md, "What was not
+run here".
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ the rest with ``msd-dagster load`` into the same instance and re-execute one of 
 from the UI as if the UI had made it, see a folder that is not at the source refused by name,
 and read the pages the README sends a user to (the warehouse group, the Catalog, the lineage).
 Screenshots go to the pytest temporary folder; with ``MSD_UPDATE_SCREENSHOTS=1`` the ones the
-README shows are also written to ``docs/images/``.
+README and docs/ui.md show are also written to ``docs/images/``.
 """
 
 from __future__ import annotations
@@ -246,7 +246,7 @@ def follow_run_page_live(
 def rerun_from_failure_with_clicks(
     page, ui: DagsterUI, failed_id: str, screenshots: Path, name: str
 ) -> dict[str, Any]:
-    """README, "Rerun a failed folder": the run page's Re-execute menu → From failure. The
+    """docs/ui.md, "Rerun a failed run": the run page's Re-execute menu → From failure. The
     re-execution, once it has ended."""
     page.goto(f"/runs/{failed_id}")
     expect(page.get_by_text("Failure", exact=True).first).to_be_visible()
@@ -404,7 +404,7 @@ def test_whole_dataset_check_runs_from_its_execute_button(
     shot(page, screenshots, "08-total-check")
 
     # The folder check cannot be executed on its own (it is evaluated by the load): Dagster
-    # disables its button and says why on hover; the README says so.
+    # disables its button and says why on hover; docs/ui.md says so.
     page.goto(f"/assets/warehouse/msd_track?view=checks&checkDetail={ROWS_CHECK}")
     expect(page.locator("[class*='checkRowSelected']")).to_contain_text(ROWS_CHECK)
     execute = page.get_by_role("button", name="execute Execute", exact=True)
@@ -458,7 +458,7 @@ def test_rerun_a_failed_partition_from_failure_with_clicks(
 def test_backfill_from_the_warehouse_group_with_clicks(
     page, dagster_ui: DagsterUI, screenshots: Path
 ):
-    """README, "Backfill": the warehouse group's "Materialize all" (its tables; the external
+    """docs/ui.md, "Backfill": the warehouse group's "Materialize all" (its tables; the external
     all_folders is left out), the other assets of the load added when asked, several folders →
     Launch backfill. Dagster runs it as one run over the range of consecutive folders, of the
     same job, snapshot and step as a run of msd-dagster load; its run page streams each folder

@@ -8,6 +8,7 @@ are skipped when the local servers are unreachable).
 from __future__ import annotations
 
 import math
+import re
 import struct
 import threading
 import time
@@ -44,10 +45,12 @@ from msd_dagster.warehouse.schema import (
     TABLES_BY_NAME,
     TRACK_TABLES,
     load_columns,
+    msd_schema_version,
     references,
 )
 from msd_dagster.warehouse.urls import create_engine_for_url
 from msd_dagster.warehouse.verify import table_row_counts
+from msd_dagster_tests.db_fixtures import empty_schema
 
 pytest_plugins = ["msd_dagster_tests.db_fixtures"]
 
@@ -317,12 +320,12 @@ def frame_rows(name: str, df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def expected_state(*loads: Mapping[str, pd.DataFrame], partitions: Iterable[str]) -> Snapshot:
-    """What the tables must hold after ``loads`` (in order) of ``partitions``: the README's rules
-    spelled out independently of the loader's SQL. Track rows of a partition are replaced;
-    shared keys are inserted when missing; an artist row whose source track id is not larger
-    than the stored one (a rerun of the winner included) wins, and its non-NULL values
-    replace; any other incoming row only fills the stored row's NULL columns; pairs (terms,
-    tags, similarity) gain values only where theirs are NULL."""
+    """What the tables must hold after ``loads`` (in order) of ``partitions``: the rules of
+    docs/partitions-and-reruns.md and docs/data-model.md spelled out independently of the loader's
+    SQL. Track rows of a partition are replaced; shared keys are inserted when missing; an artist
+    row whose source track id is not larger than the stored one (a rerun of the winner included)
+    wins, and its non-NULL values replace; any other incoming row only fills the stored row's NULL
+    columns; pairs (terms, tags, similarity) gain values only where theirs are NULL."""
     state: Snapshot = {name: {} for name in TABLES_BY_NAME}
     for frames, partition in zip(loads, partitions, strict=True):
         lo, hi = partition_track_range(partition)
@@ -645,7 +648,7 @@ def test_queries_detect_planted_duplicates_and_orphans(engine: sa.Engine) -> Non
         bar.name,
         sa.MetaData(),
         *[
-            sa.Column(c.name, c.type, primary_key=c.primary_key, autoincrement=bool(c.primary_key))
+            sa.Column(c.name, c.type, primary_key=c.identity is not None, autoincrement=True)
             for c in bar.columns
         ],
         mysql_charset="utf8mb4",
@@ -913,7 +916,7 @@ def test_concurrent_loads_of_one_folder_and_another(engine: sa.Engine) -> None:
     for thread in threads:
         thread.join(timeout=300)
     assert not errors, errors
-    # The README's rules make the result independent of the order the loads committed in.
+    # The documented rules make the result independent of the order the loads committed in.
     expected = expected_state(aa, ab, partitions=["A/A", "A/B"])
     assert expected == expected_state(ab, aa, partitions=["A/B", "A/A"])
     assert_same(snapshot(engine), expected)
@@ -975,3 +978,75 @@ def test_table_row_counts_are_cheap_and_say_how_they_were_counted(engine: sa.Eng
     else:  # InnoDB samples: an estimate, of the right size
         assert method == "estimate: information_schema.TABLES.TABLE_ROWS"
         assert all(0 <= counts[t] <= 3 * exact[t] + 10 for t in exact), (counts, exact)
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL: one physical partition per folder
+
+_FOLDER_PARTITIONS = """
+SELECT c.relname, p.relname, c.relfilenode, pg_total_relation_size(c.oid),
+       pg_get_expr(c.relpartbound, c.oid)
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
+"""
+
+
+def _folder_partitions(engine: sa.Engine) -> dict[str, tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return {name: tuple(rest) for name, *rest in conn.exec_driver_sql(_FOLDER_PARTITIONS)}
+
+
+def test_postgresql_reload_truncates_the_folders_own_partitions(
+    postgresql_engine: sa.Engine,
+) -> None:
+    engine = postgresql_engine
+    empty_schema(engine)
+    aa, ab = load_both(engine)
+    first = _folder_partitions(engine)
+    analysis = [t.name for t in TRACK_TABLES if t.name != "msd_track"]
+    assert sorted(first) == sorted(f"{t}_p_{k}" for t in analysis for k in ("aa", "ab"))
+    assert first["msd_bar_p_ab"][0] == "msd_bar"
+    bounds = re.sub(r" +'", "'", first["msd_bar_p_ab"][3])  # CHAR(18) pads them
+    assert bounds == "FOR VALUES FROM ('TRAB') TO ('TRAC')"
+    with engine.connect() as conn:
+        for table in analysis:
+            for key, frames in (("aa", aa), ("ab", ab)):
+                own = conn.exec_driver_sql(f"SELECT count(*) FROM {table}_p_{key}").scalar()
+                assert own == len(frames[table]) > 0, (table, key)
+    before = snapshot(engine)
+    for _ in range(3):
+        load_partition(engine, "A/A", aa)
+    assert_same(snapshot(engine), before)
+    again = _folder_partitions(engine)
+    for table in analysis:
+        # A TRUNCATE gives the partition a new file and frees the old one when it commits; a
+        # DELETE would keep the file and the old rows' space in it.
+        (_, node_aa, size_aa, _), (_, node_ab, _, _) = (
+            first[f"{table}_p_aa"],
+            first[f"{table}_p_ab"],
+        )
+        assert again[f"{table}_p_aa"][1] != node_aa and again[f"{table}_p_aa"][2] == size_aa
+        assert again[f"{table}_p_ab"][1] == node_ab  # another folder's partition is untouched
+
+
+def test_postgresql_tables_made_before_the_partitioning_still_load(
+    postgresql_engine: sa.Engine,
+) -> None:
+    engine = postgresql_engine
+    drop_schema(engine)
+    try:
+        with engine.begin() as conn:  # the plain tables of earlier versions: same definitions
+            for table in (msd_schema_version, *MSD_TABLES):
+                table.create(conn)
+        ensure_schema(engine)  # accepted as they are
+        load_both(engine)
+        before = snapshot(engine)
+        load_partition(engine, "A/A", frames_aa())
+        assert_same(snapshot(engine), before)
+        assert _folder_partitions(engine) == {}
+        assert count_rows(engine, "msd_bar") == len(frames_aa()["msd_bar"]) + len(
+            frames_ab()["msd_bar"]
+        )
+    finally:
+        drop_schema(engine)
+        ensure_schema(engine)

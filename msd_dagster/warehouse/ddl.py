@@ -29,7 +29,6 @@ from msd_dagster.warehouse.schema import (
     MSD_TABLES,
     NATURAL_KEYS,
     SCHEMA_VERSION,
-    metadata,
     msd_schema_version,
 )
 from msd_dagster.warehouse.transactions import retry_transient
@@ -70,24 +69,24 @@ class SchemaMismatchError(RuntimeError):
 # --------------------------------------------------------------------------------------------
 # Where the tables are
 
-_placed: dict[str, sa.MetaData] = {}
+_placed: dict[tuple[str | None, str], sa.MetaData] = {}
 
 
 def warehouse_metadata(bind: sa.Engine | sa.Connection | sa.Dialect) -> sa.MetaData:
-    """The table definitions as they are placed on this backend (schema ``dbo`` on SQL Server).
+    """The table definitions as they are placed on this backend (schema ``dbo`` on SQL Server,
+    the analysis tables partitioned by folder on PostgreSQL: :meth:`Backend.place_table`).
 
     Explicit copies instead of a ``schema_translate_map``: staging ``#temp`` tables must not be
     translated, and textual statements (MERGE, COPY) can quote the real schema-qualified name.
     """
-    schema = backend_for(bind).table_schema
-    if schema is None:
-        return metadata
-    if schema not in _placed:
+    backend = backend_for(bind)
+    key = (backend.table_schema, backend.name)
+    if key not in _placed:
         copy = sa.MetaData()
         for table in ALL_TABLES:  # parents first, so foreign keys resolve inside the copy
-            table.to_metadata(copy, schema=schema)
-        _placed[schema] = copy
-    return _placed[schema]
+            backend.place_table(table.to_metadata(copy, schema=backend.table_schema))
+        _placed[key] = copy
+    return _placed[key]
 
 
 def warehouse_table(

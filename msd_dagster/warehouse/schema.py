@@ -1,6 +1,6 @@
 """The twelve ``msd_*`` tables, defined once for every SQL dialect.
 
-Names and columns follow the earlier pipeline's ERD (see the README's data model); the
+Names and columns follow the earlier pipeline's ERD (see docs/data-model.md); the
 additions keep every field of the song files that the ERD dropped. Decisions that matter:
 
 * Surrogate keys (``bar_id``, ``artist_term_id`` ...) are identity columns; the natural keys

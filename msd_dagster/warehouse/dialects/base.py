@@ -146,6 +146,21 @@ class Backend:
     def release_partition(self, conn: sa.Connection, partition_key: str) -> None:
         """After the transaction: release a lock that is the session's, not the transaction's."""
 
+    # ----------------------------------------------------------------------------------------
+    # Physical layout
+
+    def place_table(self, table: sa.Table) -> None:
+        """Adapt ``table``, a copy of a definition placed for this backend, to how the backend
+        creates it (e.g. partitioned). Its columns, keys and indexes stay those of the
+        definition, which the schema fingerprint covers."""
+
+    def own_partition_tables(self, engine: sa.Engine, partition_key: str) -> dict[str, str]:
+        """Before a partition's load transaction: the tables that keep the partition's rows in
+        a physical partition of their own, by name, with that partition's name (made if
+        missing). A load empties those with ``TRUNCATE`` (which frees their space at once)
+        instead of deleting the partition's rows. None here."""
+        return {}
+
     def check_encoding(self, conn: sa.Connection) -> None:
         """Raise :class:`DatabaseEncodingError` when text cannot round-trip."""
 
