@@ -50,7 +50,7 @@ from msd_dagster.warehouse.schema import (
 )
 from msd_dagster.warehouse.urls import create_engine_for_url
 from msd_dagster.warehouse.verify import table_row_counts
-from msd_dagster_tests.db_fixtures import empty_schema
+from msd_dagster_tests.db_fixtures import ServerDatabase, empty_schema
 
 pytest_plugins = ["msd_dagster_tests.db_fixtures"]
 
@@ -997,9 +997,9 @@ def _folder_partitions(engine: sa.Engine) -> dict[str, tuple[Any, ...]]:
 
 
 def test_postgresql_reload_truncates_the_folders_own_partitions(
-    postgresql_engine: sa.Engine,
+    server_database: Callable[[str], ServerDatabase],
 ) -> None:
-    engine = postgresql_engine
+    engine = server_database("postgresql").engine
     empty_schema(engine)
     aa, ab = load_both(engine)
     first = _folder_partitions(engine)
@@ -1030,9 +1030,9 @@ def test_postgresql_reload_truncates_the_folders_own_partitions(
 
 
 def test_postgresql_tables_made_before_the_partitioning_still_load(
-    postgresql_engine: sa.Engine,
+    server_database: Callable[[str], ServerDatabase],
 ) -> None:
-    engine = postgresql_engine
+    engine = server_database("postgresql").engine
     drop_schema(engine)
     try:
         with engine.begin() as conn:  # the plain tables of earlier versions: same definitions
