@@ -86,58 +86,82 @@ def run(source: str, log, *, plain: bool = False) -> list[dict[str, object]]:
     return folders
 
 
-def plot(folders: list[dict[str, object]], path: str) -> None:
+def _database_over_parse(folder: dict[str, object]) -> float:
+    """The folder's database time (write and verify) over its parsing time: both slow down
+    alike when the machine is busy, so their ratio shows the database's growth alone."""
+    parse = float(folder["parse_seconds"])
+    return (float(folder["seconds"]) - parse) / parse
+
+
+MEASURES = {
+    "seconds_per_million_rows": lambda f: float(f["seconds_per_million_rows"]),
+    "database_over_parse": _database_over_parse,
+    "client_cpu_per_million_rows": (
+        lambda f: float(f["client_cpu_seconds"]) / int(f["rows_written"]) * 1e6
+    ),
+}
+
+
+def tail_ratios(folders: list[dict[str, object]], n: int = 5) -> dict[str, float]:
+    """Per measure, the median of the last ``n`` folders over that of the first ``n``."""
+    ratios = {}
+    for name, measure in MEASURES.items():
+        values = [measure(f) for f in folders]
+        ratios[name] = round(statistics.median(values[-n:]) / statistics.median(values[:n]), 3)
+    return ratios
+
+
+def plot(runs: dict[str, list[dict[str, object]]], path: str) -> None:
+    """Seconds per million rows (top) and database over parse time (bottom) of each run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x = [int(f["rows_before"]) / 1e6 for f in folders]
-    total = [float(f["seconds_per_million_rows"]) for f in folders]
-    write = [
-        (float(f["seconds"]) - float(f["parse_seconds"])) / int(f["rows_written"]) * 1e6
-        for f in folders
-    ]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(x, total, "o-", label="folder (parse + write + verify)")
-    ax.plot(x, write, "s--", label="write + verify only")
-    ax.set_xlabel("rows already in the database (millions)")
-    ax.set_ylabel("seconds per million rows of the folder")
-    ax.set_ylim(bottom=0)
-    ax.set_title("PostgreSQL: cost of a ~1,500-song folder against the database's size")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    for label, folders in runs.items():
+        x = [int(f["rows_before"]) / 1e6 for f in folders]
+        top.plot(x, [MEASURES["seconds_per_million_rows"](f) for f in folders], "o-", label=label)
+        bottom.plot(x, [_database_over_parse(f) for f in folders], "s-", label=label)
+    top.set_ylabel("seconds per million rows\nof the folder (wall)")
+    bottom.set_ylabel("database time / parse time\nof the folder")
+    bottom.set_xlabel("rows already in the database (millions)")
+    top.set_title("PostgreSQL: a ~1,500-song folder's cost against the database's size")
+    for ax in (top, bottom):
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", required=True)
+    parser.add_argument("--source", help="the dataset to load")
     parser.add_argument("--plot", required=True, help="PNG to write")
     parser.add_argument("--out", default="benchmarks/results/scale")
     parser.add_argument("--plain", action="store_true", help="tables without partitions")
+    parser.add_argument(
+        "--replot", nargs="+", metavar="JSON", help="plot these result files instead of loading"
+    )
     args = parser.parse_args()
+    if args.replot:
+        records = [json.loads(Path(r).read_text()) for r in args.replot]
+        plot({r["layout"]: r["folders"] for r in records}, args.plot)
+        print(f"wrote {args.plot}")
+        return
+    if not args.source:
+        parser.error("--source is required unless --replot is given")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     layout = "plain" if args.plain else "partitioned"
     out = Path(args.out) / f"{stamp}-growth-postgresql-{layout}.json"
     with open(out.with_suffix(".log"), "w") as log:
         folders = run(args.source, log, plain=args.plain)
-    summary = {"last_5_over_first_5": tail_ratio(folders)}
-    out.write_text(
-        json.dumps(
-            {"source": args.source, "layout": layout, **summary, "folders": folders}, indent=1
-        )
-        + "\n"
-    )
-    plot(folders, args.plot)
+    summary = {"last_5_over_first_5": tail_ratios(folders)}
+    record = {"source": args.source, "layout": layout, **summary, "folders": folders}
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    plot({layout: folders}, args.plot)
     print(f"wrote {out} and {args.plot}; {summary}")
-
-
-def tail_ratio(folders: list[dict[str, object]], n: int = 5) -> float:
-    """Median cost per million rows of the last ``n`` folders over that of the first ``n``."""
-    cost = [float(f["seconds_per_million_rows"]) for f in folders]
-    return round(statistics.median(cost[-n:]) / statistics.median(cost[:n]), 3)
 
 
 if __name__ == "__main__":
