@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from msd_dagster import settings
+from msd_dagster.defs.check_names import TOTAL_TRACKS
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
     from msd_dagster.stopping import StopRequests
 
     Dataset = LocalDataset | S3Dataset
-
-TOTAL_CHECK_NAME = "total_tracks_match_partitions"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -385,7 +384,7 @@ def _load_folders(
 
     from msd_dagster import stopping
     from msd_dagster.defs.outside_layout import outside_layout_observation
-    from msd_dagster.defs.partitions import msd_folders
+    from msd_dagster.defs.partitions import msd_folders, new_folders_request
     from msd_dagster.local_runs import (
         LoadInterrupted,
         LocalRunner,
@@ -422,10 +421,8 @@ def _load_folders(
     instance.report_runless_asset_event(outside_layout_observation(outside, dataset.describe()))
     for run_id in fail_orphaned_runs(instance):
         print(f"marked run {run_id} failed: the msd-dagster load that ran it was killed")
-    known = set(instance.get_dynamic_partitions(msd_folders.name))
-    new = [key for key in available if key not in known]
-    if new:
-        instance.add_dynamic_partitions(msd_folders.name, new)
+    if (add_new := new_folders_request(instance, available)) is not None:
+        instance.add_dynamic_partitions(add_new.partitions_def_name, add_new.partition_keys)
     order = instance.get_dynamic_partitions(msd_folders.name)
     plan = plan_folder_runs(order, selected, args.workers)
     for entry in outside:
@@ -490,6 +487,7 @@ def _load_additional_files(
     """After the folders (song-file rows win, AdditionalFiles rows only fill), load the side
     files when any are present; one unpartitioned run. ``[success]``, or ``[]`` if none."""
     from msd_dagster.defs.assets.additional_files import LOAD_KEY, find_additional_files
+    from msd_dagster.event_metadata import ROWS_WRITTEN
     from msd_dagster.source.s3 import S3SourceError
 
     try:
@@ -504,7 +502,7 @@ def _load_additional_files(
     rows = 0
     for materialization in runner.materializations(run):
         if materialization.asset_key == LOAD_KEY:
-            rows = int(materialization.metadata["rows_written"].value)
+            rows = int(materialization.metadata[ROWS_WRITTEN].value)
     ok = run.is_success
     print(
         f"[AdditionalFiles] {len(found)} file(s): {'ok' if ok else 'FAILED'}, {rows:,} rows, "
@@ -533,7 +531,7 @@ def _report_totals(
 ) -> bool:
     """Print the whole-dataset check's numbers when it fails; True when it passed."""
     if run is None:
-        print(f"check {TOTAL_CHECK_NAME} not run: no folder was loaded")
+        print(f"check {TOTAL_TRACKS} not run: no folder was loaded")
         return False
     evaluations = runner.check_evaluations(run)
     if run.is_success and evaluations and all(e.passed for e in evaluations):
@@ -543,8 +541,7 @@ def _report_totals(
             print(f"check failed: {evaluation.check_name}: {evaluation.description}")
     if not evaluations:
         print(
-            f"check {TOTAL_CHECK_NAME} did not run: "
-            + warehouse.without_secrets(runner.run_error(run))
+            f"check {TOTAL_TRACKS} did not run: " + warehouse.without_secrets(runner.run_error(run))
         )
     return False
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import dagster as dg
 
+from msd_dagster import event_metadata as em
 from msd_dagster import stopping
 from msd_dagster.dagster_compat import (
     LoadableTargetOrigin,
@@ -222,7 +223,7 @@ class FolderOutcome:
     seconds: float = 0.0
     tracks: int = 0
     rows: dict[str, int] = field(default_factory=dict)
-    rejected: list[tuple[str, str]] = field(default_factory=list)  # the first 1,000
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # em.REJECTED_LISTED
     rejected_files: int = 0  # all of them
     failed_checks: list[str] = field(default_factory=list)
     error: str = ""
@@ -283,16 +284,14 @@ class RunProgress:
                 metadata = materialization.metadata
                 key = materialization.asset_key
                 if key == RAW_KEY:
-                    listed = metadata.get("list_seconds")
+                    listed = metadata.get(em.LIST_SECONDS)
                     self._started[partition] = entry.timestamp - (listed.value if listed else 0)
                 elif key == _SONGS_KEY:
-                    outcome.tracks = int(metadata["tracks"].value)
-                    outcome.rejected = [
-                        (item["name"], item["reason"]) for item in metadata["rejected_list"].value
-                    ]
-                    outcome.rejected_files = int(metadata["rejected_files"].value)
+                    outcome.tracks = int(metadata[em.TRACKS].value)
+                    outcome.rejected = em.rejected_from_entries(metadata[em.REJECTED_LIST].value)
+                    outcome.rejected_files = int(metadata[em.REJECTED_FILES].value)
                 elif key in _WAREHOUSE_TABLES:
-                    outcome.rows[_WAREHOUSE_TABLES[key]] = int(metadata["rows_written"].value)
+                    outcome.rows[_WAREHOUSE_TABLES[key]] = int(metadata[em.ROWS_WRITTEN].value)
                     if len(outcome.rows) == len(_WAREHOUSE_TABLES):
                         outcome.success = True
                         outcome.seconds = entry.timestamp - self._started.get(
@@ -309,9 +308,10 @@ class RunProgress:
             elif event.is_step_failure:
                 failure = event.step_failure_data
                 user = failure.user_failure_data
-                if user is not None and "failed_folders" in user.metadata:
-                    for item in user.metadata["failed_folders"].value:
-                        self._failures[item["partition"]] = f"{item['stage']}: {item['reason']}"
+                if user is not None and em.FAILED_FOLDERS in user.metadata:
+                    self._failures.update(
+                        em.failures_by_folder(user.metadata[em.FAILED_FOLDERS].value)
+                    )
                 self._run_error = (
                     (user.description if user is not None else None)
                     or (failure.error.message.strip() if failure.error else "")

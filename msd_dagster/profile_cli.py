@@ -52,13 +52,14 @@ def profile_after_load(
     page is, or why it failed) and the rows per table it counted (``None`` if it failed). A
     failed profile does not fail the load: the data is loaded and checked."""
     from msd_dagster.defs.assets.profile import PROFILE_KEY, REPORT_PATH
+    from msd_dagster.event_metadata import table_rows_key
     from msd_dagster.warehouse.schema import MSD_TABLES
 
     run = runner.run_unpartitioned(_profile_job_fn)
     for materialization in runner.materializations(run):
         metadata = materialization.metadata
         if materialization.asset_key == PROFILE_KEY and REPORT_PATH in metadata:
-            counts = {t.name: metadata[f"rows/{t.name}"].value for t in MSD_TABLES}
+            counts = {t.name: metadata[table_rows_key(t.name)].value for t in MSD_TABLES}
             return f"dataset profile: {metadata[REPORT_PATH].value}", counts
     return f"dataset profile FAILED: {warehouse.without_secrets(runner.run_error(run))}", None
 

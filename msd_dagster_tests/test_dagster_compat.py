@@ -24,7 +24,8 @@ import dagster as dg
 import pytest
 
 from msd_dagster.definitions import CODE_LOCATION_NAME
-from msd_dagster.defs.assets.folders import ROWS_CHECK, TABLE_ORDER
+from msd_dagster.defs.assets.folders import TABLE_ORDER
+from msd_dagster.defs.check_names import ROWS_CHECK
 from msd_dagster.defs.partitions import msd_folders
 from msd_dagster.defs.tables import warehouse_key
 from msd_dagster.generate import GeneratedDataset

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from dagster._utils.error import serializable_error_info_from_exc_info
 
 from msd_dagster import definitions, settings
-from msd_dagster.defs.assets.folders import ROWS_CHECK
-from msd_dagster.defs.checks import ALL_FOLDERS_KEY, TOTAL_TRACKS
+from msd_dagster.defs.check_names import ROWS_CHECK, TOTAL_TRACKS
+from msd_dagster.defs.checks import ALL_FOLDERS_KEY
 from msd_dagster.defs.partitions import msd_folders
 from msd_dagster.defs.resources import MsdSourceResource, WarehouseResource
 from msd_dagster.defs.tables import NORMALIZED_FRAMES, normalized_key, warehouse_key

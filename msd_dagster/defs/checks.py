@@ -14,13 +14,14 @@ in each folder's load transaction: :mod:`msd_dagster.defs.assets.folders`.)
 import dagster as dg
 import sqlalchemy as sa
 
+from msd_dagster import event_metadata as em
 from msd_dagster.defs.assets.folders import OWNERS, TABLE_ORDER
+from msd_dagster.defs.check_names import TOTAL_TRACKS
 from msd_dagster.defs.partitions import msd_folders
 from msd_dagster.defs.resources import WarehouseResource
 from msd_dagster.defs.tables import warehouse_key
 from msd_dagster.warehouse.queries import total_tracks
 
-TOTAL_TRACKS = "total_tracks_match_partitions"
 ALL_FOLDERS_KEY = dg.AssetKey(["warehouse", "all_folders"])
 
 ALL_FOLDERS = dg.AssetSpec(
@@ -30,7 +31,7 @@ ALL_FOLDERS = dg.AssetSpec(
     description=(
         "The twelve msd_* tables over every folder loaded into this database. Nothing "
         "materializes it (each folder's load materializes the tables): it carries the "
-        "whole-dataset check total_tracks_match_partitions."
+        f"whole-dataset check {TOTAL_TRACKS}."
     ),
     kinds={"sql"},
     owners=OWNERS,
@@ -90,7 +91,7 @@ def _latest_row_count(
     )
     for record in result.records:
         metadata = record.asset_materialization.metadata if record.asset_materialization else {}
-        if "database" in metadata and metadata["database"].value != database:
+        if em.DATABASE in metadata and metadata[em.DATABASE].value != database:
             continue
         value = metadata.get("dagster/partition_row_count")
         return int(value.value) if value is not None else None

@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
+from msd_dagster.defs.check_names import ROWS_CHECK
 from msd_dagster.msd.frames import (
     ANALYSIS_KINDS,
     ARTIST_COLUMNS,
@@ -144,7 +145,7 @@ def _describe(reference: Reference) -> str:
     target = f"{reference.parent_table}.{reference.parent_column}"
     if reference.enforced:
         return f"foreign key to {target}"
-    return f"references {target} (verified by the partition_rows_loaded check, not a constraint)"
+    return f"references {target} (verified by the {ROWS_CHECK} check, not a constraint)"
 
 
 def _type_name(type_: sa.types.TypeEngine) -> str:

@@ -25,8 +25,10 @@ from dataclasses import dataclass
 import dagster as dg
 import pandas as pd
 
+from msd_dagster import event_metadata as em
 from msd_dagster import stopping
 from msd_dagster.dagster_compat import AssetCheckEvaluationTargetMaterializationData
+from msd_dagster.defs.check_names import ROWS_CHECK
 from msd_dagster.defs.partitions import FOLDER_BACKFILL_POLICY, msd_folders
 from msd_dagster.defs.resources import FrameStoreResource, MsdSourceResource, WarehouseResource
 from msd_dagster.defs.retries import SOURCE_RETRY_POLICY
@@ -56,7 +58,6 @@ from msd_dagster.warehouse.verify import TableVerdict, table_row_counts
 
 RAW_KEY = dg.AssetKey(["raw", "song_files"])
 LISTING_FRAME = "song_files"
-ROWS_CHECK = "partition_rows_loaded"
 WAREHOUSE_POOL = "msd_warehouse"
 OWNERS = ["team:data-engineering"]
 TABLE_ORDER: tuple[str, ...] = tuple(t.name for t in MSD_TABLES)
@@ -346,13 +347,11 @@ def _normalized_materializations(
         extra: dict[str, object] = {}
         if name == "songs":
             extra = {
-                "tracks": len(tracks),
-                "rejected_files": len(rejected),
+                em.TRACKS: len(tracks),
+                em.REJECTED_FILES: len(rejected),
                 "rejected": dg.MetadataValue.md(rejected_markdown(rejected)),
-                "rejected_list": dg.MetadataValue.json(
-                    [{"name": r.name, "reason": r.reason} for r in rejected[:1000]]
-                ),
-                "parse_seconds": round(stream.seconds, 3),
+                em.REJECTED_LIST: dg.MetadataValue.json(em.rejected_entries(rejected)),
+                em.PARSE_SECONDS: round(stream.seconds, 3),
                 "preview": preview(tracks),
             }
             if len(tracks):
@@ -398,7 +397,7 @@ def _load_folder(
                 "not_song_files": sum(not is_song_file_key(f.key) for f in files),
                 "bytes": dg.MetadataValue.int(sum(f.size for f in files)),
                 "source": dataset.describe(),
-                "list_seconds": round(listed - started, 3),
+                em.LIST_SECONDS: round(listed - started, 3),
             },
         )
 
@@ -461,9 +460,9 @@ def _load_folder(
                 ),
                 "dagster/table_name": table,
                 "dagster/storage_kind": kind,
-                "rows_written": loaded.written.get(table, 0),
-                "database": database,
-                "load_seconds": round(loaded.seconds, 3),
+                em.ROWS_WRITTEN: loaded.written.get(table, 0),
+                em.DATABASE: database,
+                em.LOAD_SECONDS: round(loaded.seconds, 3),
             },
         )
     for verdict in loaded.verdicts:
@@ -536,11 +535,8 @@ def load_folders(
                 + "; ".join(f"{f.partition} ({f.stage}): {f.reason}" for f in failures)
             ),
             metadata={
-                "failed_folders": dg.MetadataValue.json(
-                    [
-                        {"partition": f.partition, "stage": f.stage, "reason": f.reason}
-                        for f in failures
-                    ]
+                em.FAILED_FOLDERS: dg.MetadataValue.json(
+                    [em.failed_folder_entry(f.partition, f.stage, f.reason) for f in failures]
                 )
             },
             # A lost connection or a throttled bucket may pass; the folders loaded meanwhile

@@ -12,6 +12,7 @@ import time
 
 import dagster as dg
 
+from msd_dagster import event_metadata as em
 from msd_dagster import settings
 from msd_dagster.defs.assets.additional_files import LOAD_KEY
 from msd_dagster.defs.assets.folders import OWNERS, TABLE_ORDER
@@ -64,7 +65,7 @@ def warehouse_profile(
             PROFILE_MARKDOWN: dg.MetadataValue.md(report.markdown()),
             **report.facts,
             REPORT_PATH: dg.MetadataValue.path(str(page)),
-            "database": warehouse.display_url(),
+            em.DATABASE: warehouse.display_url(),
             "query_seconds": round(query_seconds, 3),
         }
     )
