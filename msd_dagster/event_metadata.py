@@ -10,8 +10,10 @@ name changed here changes on both sides.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from msd_dagster.msd.frames import RejectedFile
+if TYPE_CHECKING:  # the CLI reads these names before it imports pandas
+    from msd_dagster.msd.frames import RejectedFile
 
 # raw/song_files
 LIST_SECONDS = "list_seconds"

@@ -220,7 +220,7 @@ from msd_dagster.dagster_compat import job_subset_like_the_code_server
 from msd_dagster.definitions import (
     CODE_LOCATION_NAME, asset_job, folder_load_selection, partition_job,
 )
-from msd_dagster.local_runs import job_origin
+from msd_dagster.runs.launch import job_origin
 
 assets, checks = folder_load_selection()
 job = asset_job()
@@ -252,7 +252,7 @@ def test_the_definitions_do_not_depend_on_the_environment(tmp_path: Path) -> Non
     )
     assert bare == configured
     from msd_dagster.dagster_compat import job_subset_like_the_code_server
-    from msd_dagster.local_runs import job_origin
+    from msd_dagster.runs.launch import job_origin
 
     assets, checks = definitions.folder_load_selection()
     job = definitions.asset_job()

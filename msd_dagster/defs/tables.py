@@ -1,4 +1,5 @@
-"""How the twelve msd_* tables appear as Dagster assets (names, descriptions, schemas)."""
+"""How the song files and the twelve msd_* tables appear as Dagster assets (keys, names,
+descriptions, schemas)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,18 @@ from msd_dagster.msd.frames import (
     TRACK_METADATA_COLUMNS,
 )
 from msd_dagster.warehouse.schema import (
+    MSD_TABLES,
     TABLES_BY_NAME,
     TRACK_TABLE_NAMES,
     Reference,
     load_columns,
     references,
 )
+
+# The raw layer: each folder's song files as listed at the source.
+RAW_KEY = dg.AssetKey(["raw", "song_files"])
+# The warehouse layer: one asset per table, in the order they are loaded.
+TABLE_ORDER: tuple[str, ...] = tuple(t.name for t in MSD_TABLES)
 
 # The normalized layer: three assets, each a set of frames named like the tables they load.
 NORMALIZED_FRAMES: dict[str, tuple[str, ...]] = {

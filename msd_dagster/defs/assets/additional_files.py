@@ -27,7 +27,7 @@ import pandas as pd
 from botocore.exceptions import BotoCoreError, ClientError
 
 from msd_dagster import event_metadata as em
-from msd_dagster.defs.assets.folders import WAREHOUSE_POOL
+from msd_dagster.defs.assets import WAREHOUSE_POOL
 from msd_dagster.defs.resources import FrameStoreResource, MsdSourceResource, WarehouseResource
 from msd_dagster.defs.retries import SOURCE_RETRY_POLICY, WAREHOUSE_RETRY_POLICY
 from msd_dagster.defs.tables import (

@@ -14,10 +14,10 @@ import dagster as dg
 
 from msd_dagster import event_metadata as em
 from msd_dagster import settings
+from msd_dagster.defs.assets import OWNERS
 from msd_dagster.defs.assets.additional_files import LOAD_KEY
-from msd_dagster.defs.assets.folders import OWNERS, TABLE_ORDER
 from msd_dagster.defs.resources import WarehouseResource
-from msd_dagster.defs.tables import warehouse_key
+from msd_dagster.defs.tables import TABLE_ORDER, warehouse_key
 from msd_dagster.warehouse.profile import TOP_LABELS, profile_warehouse
 
 PROFILE_GROUP = "profile"
