@@ -29,7 +29,7 @@ from msd_dagster.secrets import mask_url
 from msd_dagster.warehouse.bulk import bulk_insert
 from msd_dagster.warehouse.ddl import ensure_schema, warehouse_table
 from msd_dagster.warehouse.schema import (
-    MYSQL_TABLE_ARGS,
+    TABLE_OPTIONS,
     load_columns,
     msd_artist,
     msd_tatum,
@@ -88,7 +88,7 @@ def _fk_copy(engine: sa.Engine) -> sa.Table:
         sa.UniqueConstraint("track_id", "track_tatum_id"),
         sa.ForeignKeyConstraint(["track_id"], [track.c.track_id]),
         schema=table.schema,
-        **MYSQL_TABLE_ARGS,
+        **TABLE_OPTIONS,
     )
     copy.create(engine)
     return copy

@@ -6,7 +6,8 @@ into one new database, as ``load_folders`` does (``FolderStream`` + ``load_and_v
 write and verify in one transaction), without Dagster. Per folder it records the seconds, the
 part spent reading and parsing, the rows written, the rows in the database before it and the
 database's size; writes them as JSON and plots seconds per million rows written against the
-rows already loaded (PNG).
+rows already loaded (PNG). ``--plain`` creates the tables as databases made before the
+partitioning by folder have them (one heap and one index per analysis table), to compare.
 
     python -m benchmarks.growth --source /data/growth --plot docs/images/growth.png
 """
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import time
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from msd_dagster.msd.partition import FolderStream
 from msd_dagster.source.local import LocalDataset
 from msd_dagster.warehouse.checked_load import CheckedLoad, load_and_verify
 from msd_dagster.warehouse.ddl import ensure_schema
+from msd_dagster.warehouse.schema import MSD_TABLES, msd_schema_version
 
 
 def database_size(engine: sa.Engine) -> int:
@@ -45,13 +49,23 @@ def load_folder(
     return loaded, stream, len(files), seconds
 
 
-def run(source: str, log) -> list[dict[str, object]]:
+def create_plain_tables(engine: sa.Engine) -> None:
+    """The tables as ``ensure_schema`` made them before the partitioning by folder."""
+    with engine.begin() as conn:
+        for table in (msd_schema_version, *MSD_TABLES):
+            table.create(conn)
+
+
+def run(source: str, log, *, plain: bool = False) -> list[dict[str, object]]:
     dataset = LocalDataset(source)
     rows_before = 0
     folders: list[dict[str, object]] = []
     with fresh_engine("postgresql") as engine:
+        if plain:
+            create_plain_tables(engine)
         ensure_schema(engine)
         for folder in dataset.list_partitions():
+            cpu = time.process_time()
             loaded, stream, songs, seconds = load_folder(engine, dataset, folder)
             written = sum(loaded.written.values())
             row = {
@@ -61,6 +75,8 @@ def run(source: str, log) -> list[dict[str, object]]:
                 "rows_written": written,
                 "seconds": round(seconds, 2),
                 "parse_seconds": round(stream.seconds, 2),
+                "client_cpu_seconds": round(time.process_time() - cpu, 2),
+                "load_average": round(os.getloadavg()[0], 1),
                 "seconds_per_million_rows": round(seconds / written * 1e6, 2),
                 "database_bytes": database_size(engine),
             }
@@ -100,14 +116,28 @@ def main() -> None:
     parser.add_argument("--source", required=True)
     parser.add_argument("--plot", required=True, help="PNG to write")
     parser.add_argument("--out", default="benchmarks/results/scale")
+    parser.add_argument("--plain", action="store_true", help="tables without partitions")
     args = parser.parse_args()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out = Path(args.out) / f"{stamp}-growth-postgresql.json"
+    layout = "plain" if args.plain else "partitioned"
+    out = Path(args.out) / f"{stamp}-growth-postgresql-{layout}.json"
     with open(out.with_suffix(".log"), "w") as log:
-        folders = run(args.source, log)
-    out.write_text(json.dumps({"source": args.source, "folders": folders}, indent=1) + "\n")
+        folders = run(args.source, log, plain=args.plain)
+    summary = {"last_5_over_first_5": tail_ratio(folders)}
+    out.write_text(
+        json.dumps(
+            {"source": args.source, "layout": layout, **summary, "folders": folders}, indent=1
+        )
+        + "\n"
+    )
     plot(folders, args.plot)
-    print(f"wrote {out} and {args.plot}")
+    print(f"wrote {out} and {args.plot}; {summary}")
+
+
+def tail_ratio(folders: list[dict[str, object]], n: int = 5) -> float:
+    """Median cost per million rows of the last ``n`` folders over that of the first ``n``."""
+    cost = [float(f["seconds_per_million_rows"]) for f in folders]
+    return round(statistics.median(cost[-n:]) / statistics.median(cost[:n]), 3)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 
 Loads one folder (every folder of ``--source``) into a new database, then loads it again over
 itself (every row of the folder is replaced: the work of a changed folder), then runs
-``VACUUM`` on the track tables. Prints each step's seconds and ``pg_database_size`` after it.
+``VACUUM`` on the track tables and loads it once more. Prints each step's seconds and
+``pg_database_size`` after it. ``--plain``: the tables as databases made before the
+partitioning by folder have them, where a reload deletes the old rows instead of truncating
+the folder's partitions.
 
-    python -m benchmarks.reload --source /data/msd-sample-2500
+    python -m benchmarks.reload --source /data/msd-sample-2500 [--plain]
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 import sqlalchemy as sa
 
 from benchmarks.bulk_insert_bench import fresh_engine
-from benchmarks.growth import database_size, load_folder
+from benchmarks.growth import create_plain_tables, database_size, load_folder
 from benchmarks.memory import MIB
 from msd_dagster.source.local import LocalDataset
 from msd_dagster.warehouse.ddl import ensure_schema
@@ -33,9 +36,12 @@ def _load_all(engine: sa.Engine, dataset: LocalDataset) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", required=True)
+    parser.add_argument("--plain", action="store_true", help="tables without partitions")
     args = parser.parse_args()
     dataset = LocalDataset(args.source)
     with fresh_engine("postgresql") as engine:
+        if args.plain:
+            create_plain_tables(engine)
         ensure_schema(engine)
         steps = {}
         steps["first load"] = (_load_all(engine, dataset), database_size(engine))

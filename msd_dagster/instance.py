@@ -49,7 +49,8 @@ from msd_dagster.dagster_compat import (
     sqlite_storage_folders,
 )
 
-# What `msd-dagster load` writes into a new DAGSTER_HOME (and the README recommends for one's own).
+# What `msd-dagster load` writes into a new DAGSTER_HOME (and docs/deployment.md recommends for
+# one's own).
 RECOMMENDED_DAGSTER_YAML = """\
 # Written by msd-dagster (see the README, "Open the UI").
 # Dagster's SQLite storage, same files and records, with its connections kept open.

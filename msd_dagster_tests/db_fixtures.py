@@ -2,12 +2,13 @@
 
 Register with ``pytest_plugins = ["msd_dagster_tests.db_fixtures"]`` in conftest.py.
 
-* ``postgresql_url`` / ``mariadb_url`` (session): a fresh database with a random name on the
-  local server, dropped at the end of the session; the tests using them are skipped, with the
-  reason, when the server is unreachable. Admin URLs: ``MSD_TEST_POSTGRES_URL`` (default
-  ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``) and ``MSD_TEST_MARIADB_URL``
-  (default ``mysql+pymysql://root@127.0.0.1:3306/``).
-* ``postgresql_engine`` / ``mariadb_engine`` (session): engines on those databases.
+* ``server_database`` (session): ``server_database("postgresql" | "mariadb")`` gives a
+  ``ServerDatabase`` (URL and engine) on a fresh database with a random name on the local
+  server, made on first use and dropped at the end of the session; the test asking is skipped,
+  with the reason, when the server is unreachable. Admin URLs: ``MSD_TEST_POSTGRES_URL``
+  (default ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``) and
+  ``MSD_TEST_MARIADB_URL`` (default ``mysql+pymysql://root@127.0.0.1:3306/``).
+* ``fresh_database``: the same fresh database as a context manager, for other prefixes/scopes.
 * ``engine`` (per test, parametrized over sqlite / postgresql / mariadb): an engine whose
   ``msd_*`` tables are as defined and empty (recreated with drop_all + ``ensure_schema`` when a
   previous test altered them, else emptied). SQLite: a new file in ``tmp_path``.
@@ -15,9 +16,12 @@ Register with ``pytest_plugins = ["msd_dagster_tests.db_fixtures"]`` in conftest
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -32,65 +36,103 @@ from msd_dagster.warehouse.ddl import (
 from msd_dagster.warehouse.schema import MSD_TABLES
 from msd_dagster.warehouse.urls import create_engine_for_url
 
-POSTGRES_ADMIN_URL = os.environ.get(
-    "MSD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-MARIADB_ADMIN_URL = os.environ.get("MSD_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/")
-BACKENDS = ["sqlite", "postgresql", "mariadb"]
+
+@dataclass(frozen=True)
+class Server:
+    """A local database server the tests make their own databases on."""
+
+    label: str
+    admin_url: str
+    create_options: str  # after CREATE DATABASE <name>
+    drop_options: str  # after DROP DATABASE IF EXISTS <name>
 
 
-def _admin_engine(url: str, backend: str) -> sa.Engine:
+SERVERS = {
+    "postgresql": Server(
+        "PostgreSQL",
+        os.environ.get(
+            "MSD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+        ),
+        create_options="ENCODING 'UTF8' TEMPLATE template0",
+        drop_options="WITH (FORCE)",  # other sessions (a test's leftover pool) must not block it
+    ),
+    "mariadb": Server(
+        "MariaDB",
+        os.environ.get("MSD_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/"),
+        create_options="CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+        drop_options="",
+    ),
+}
+BACKENDS = ["sqlite", *SERVERS]
+
+
+@dataclass(frozen=True)
+class ServerDatabase:
+    url: sa.URL
+    engine: sa.Engine
+
+
+def _admin_engine(server: Server) -> sa.Engine:
     connect_args = {"connect_timeout": 3}
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args=connect_args)
+    engine = sa.create_engine(
+        server.admin_url, isolation_level="AUTOCOMMIT", connect_args=connect_args
+    )
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
     except Exception as exc:  # any driver or network error means "no server here"
         engine.dispose()
-        pytest.skip(f"{backend} server not reachable at {mask_url(url)}: {exc}")
+        pytest.skip(f"{server.label} server not reachable at {mask_url(server.admin_url)}: {exc}")
     return engine
 
 
-@pytest.fixture(scope="session")
-def postgresql_url() -> Iterator[sa.URL]:
-    admin = _admin_engine(POSTGRES_ADMIN_URL, "PostgreSQL")
-    name = f"msd_test_{secrets.token_hex(6)}"
+@contextlib.contextmanager
+def fresh_database(backend: str, prefix: str = "msd_test") -> Iterator[sa.URL]:
+    """The URL of a new database ``<prefix>_<random>`` on the server, dropped on exit.
+
+    Skips the calling test, with the reason, when the server is unreachable.
+    """
+    server = SERVERS[backend]
+    admin = _admin_engine(server)
+    name = f"{prefix}_{secrets.token_hex(6)}"
     with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0")
+        conn.exec_driver_sql(f"CREATE DATABASE {name} {server.create_options}")
     try:
-        yield sa.make_url(POSTGRES_ADMIN_URL).set(database=name)
+        yield sa.make_url(server.admin_url).set(database=name)
     finally:
         with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} {server.drop_options}")
         admin.dispose()
 
 
-@pytest.fixture(scope="session")
-def mariadb_url() -> Iterator[sa.URL]:
-    admin = _admin_engine(MARIADB_ADMIN_URL, "MariaDB")
-    name = f"msd_test_{secrets.token_hex(6)}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-    try:
-        yield sa.make_url(MARIADB_ADMIN_URL).set(database=name)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
-        admin.dispose()
+@contextlib.contextmanager
+def _server_database(backend: str) -> Iterator[ServerDatabase]:
+    with fresh_database(backend) as url:
+        engine = create_engine_for_url(url)
+        try:
+            yield ServerDatabase(url, engine)
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture(scope="session")
-def postgresql_engine(postgresql_url: sa.URL) -> Iterator[sa.Engine]:
-    engine = create_engine_for_url(postgresql_url)
-    yield engine
-    engine.dispose()
+def server_database() -> Iterator[Callable[[str], ServerDatabase]]:
+    """One database per server for the whole session, made when a test first asks for it."""
+    opened: dict[str, ServerDatabase | str] = {}  # a str: why that server is skipped
+    with contextlib.ExitStack() as stack:
 
+        def get(backend: str) -> ServerDatabase:
+            if backend not in opened:
+                try:
+                    opened[backend] = stack.enter_context(_server_database(backend))
+                except pytest.skip.Exception as unreachable:
+                    opened[backend] = unreachable.msg  # no second wait for the same server
+            database = opened[backend]
+            if isinstance(database, str):
+                pytest.skip(database)
+            return database
 
-@pytest.fixture(scope="session")
-def mariadb_engine(mariadb_url: sa.URL) -> Iterator[sa.Engine]:
-    engine = create_engine_for_url(mariadb_url)
-    yield engine
-    engine.dispose()
+        yield get
 
 
 def empty_schema(engine: sa.Engine) -> None:
@@ -110,13 +152,17 @@ def empty_schema(engine: sa.Engine) -> None:
 
 
 @pytest.fixture(params=BACKENDS)
-def engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[sa.Engine]:
+def engine(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    server_database: Callable[[str], ServerDatabase],
+) -> Iterator[sa.Engine]:
     if request.param == "sqlite":
         sqlite_engine = create_engine_for_url(f"sqlite:///{tmp_path / 'msd.sqlite'}")
         ensure_schema(sqlite_engine)
         yield sqlite_engine
         sqlite_engine.dispose()
         return
-    server_engine: sa.Engine = request.getfixturevalue(f"{request.param}_engine")
+    server_engine = server_database(request.param).engine
     empty_schema(server_engine)
     yield server_engine

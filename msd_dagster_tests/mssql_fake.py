@@ -46,6 +46,12 @@ class IntegrityError(DatabaseError):
     pass
 
 
+# The DB-API's exception names: those the fake raises, the others as their base DatabaseError.
+_RAISED = (Error, InterfaceError, DatabaseError, OperationalError, ProgrammingError, IntegrityError)
+DBAPI_ERRORS: dict[str, type[Error]] = {error.__name__: error for error in _RAISED} | dict.fromkeys(
+    ("DataError", "InternalError", "NotSupportedError"), DatabaseError
+)
+
 LINK_FAILURE = "Communication link failure"  # what SQLAlchemy's dialect treats as a disconnect
 
 _GLOBAL_TEMP = r"\[?(##\w+)\]?"
@@ -77,16 +83,8 @@ class FakeServer:
         return types.SimpleNamespace(
             paramstyle="qmark",
             __version__="1.16.0",
-            Error=Error,
             Warning=Exception,
-            InterfaceError=InterfaceError,
-            DatabaseError=DatabaseError,
-            DataError=DatabaseError,
-            OperationalError=OperationalError,
-            IntegrityError=IntegrityError,
-            InternalError=DatabaseError,
-            ProgrammingError=ProgrammingError,
-            NotSupportedError=DatabaseError,
+            **DBAPI_ERRORS,
             pooling=lambda **_: None,
             connect=self.connect,
         )

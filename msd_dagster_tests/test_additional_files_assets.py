@@ -31,19 +31,14 @@ from msd_dagster.warehouse.partition_load import load_partition
 from msd_dagster.warehouse.schema import NATURAL_KEYS, SHARED_TABLES, load_columns
 from msd_dagster.warehouse.shared_load import load_shared_tables, song_artists
 from msd_dagster.warehouse.urls import create_engine_for_url
-from msd_dagster_tests.shared_data import REAL_ADDITIONAL_FILES, REAL_TEXT_FILES
+from msd_dagster_tests.shared_data import (
+    REAL_ADDITIONAL_FILES,
+    REAL_TEXT_FILE_ROWS,
+    REAL_TEXT_FILES,
+)
 
 pytest_plugins = ["msd_dagster_tests.db_fixtures"]
 
-# Published subset sizes (reference, section 4).
-REAL_ROWS = {
-    "unique_artists": 3888,
-    "artist_location": 1402,
-    "unique_terms": 3502,
-    "unique_mbtags": 726,
-    "unique_tracks": 10000,
-    "tracks_per_year": 4680,
-}
 UNICODE_TAGS = ("ਪੰਜਾਬੀ", "ਭੰਗੜਾ", "香港歌手")
 FOLDERS = ["A/A", "B/C"]
 
@@ -181,7 +176,9 @@ def test_real_subset_text_files_load_into_sqlite(tmp_path: Path, prefix: str) ->
     parsed = materialization_metadata(result, additional_key("artists"))
     expected_files = [n for n in REAL_TEXT_FILES if n not in (exclude or [])]
     assert parsed["files"] == [f"AdditionalFiles/{prefix}{n}.txt" for n in expected_files]
-    assert parsed["rows_per_file"] == {f"{prefix}{n}.txt": REAL_ROWS[n] for n in expected_files}
+    assert parsed["rows_per_file"] == {
+        f"{prefix}{n}.txt": REAL_TEXT_FILE_ROWS[n] for n in expected_files
+    }
     assert parsed["rows"] == {"msd_artist": 3888, "msd_artist_similarity": 0}
     assert parsed["excluded"] == (exclude or [])
     assert set(parsed["missing"]) == {"artist_term", "artist_similarity", "track_metadata"}

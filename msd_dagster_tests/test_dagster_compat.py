@@ -31,9 +31,8 @@ from msd_dagster.generate import GeneratedDataset
 from msd_dagster.instance import write_recommended_config
 from msd_dagster.runs.launch import create_run, folder_runs_target, start_run_process
 from msd_dagster.runs.tags import partition_tags
+from msd_dagster_tests.graphql_queries import LAUNCH_BACKFILL, LAUNCH_RUN, REEXECUTE, RUNS
 from msd_dagster_tests.pipeline_helpers import PIPELINE_FOLDERS, sqlite_url
-from msd_dagster_tests.test_ui_graphql import LAUNCH_BACKFILL
-from msd_dagster_tests.ui_fixtures import LAUNCH_RUN, REEXECUTE
 
 TRACK_KEY = warehouse_key("msd_track")
 
@@ -147,26 +146,6 @@ def test_a_ranged_run_records_one_check_result_per_check_and_folder(cli_instance
         }
 
 
-RUN_SHAPE = """
-query Run($runId: ID!) {
-  runOrError(runId: $runId) {
-    ... on Run { runId jobName status pipelineSnapshotId stepStats { stepKey status } }
-  }
-}
-"""
-CLI_RUNS = """
-query Runs($filter: RunsFilter) {
-  runsOrError(filter: $filter) { ... on Runs { results { runId status tags { key value } } } }
-}
-"""
-
-
-def run_shape(ui: Any, run_id: str) -> tuple[str, str, dict[str, str]]:
-    run = ui.graphql(RUN_SHAPE, {"runId": run_id})["runOrError"]
-    steps = {s["stepKey"]: s["status"] for s in run["stepStats"]}
-    return run["jobName"], run["pipelineSnapshotId"], steps
-
-
 def cli_run_ids(ui: Any, partition_tag: dict[str, str], after: float) -> list[str]:
     """The runs of ``msd-dagster load`` for these folders created after ``after`` (the server
     is shared with other test modules, whose loads made runs of the same folders)."""
@@ -174,7 +153,7 @@ def cli_run_ids(ui: Any, partition_tag: dict[str, str], after: float) -> list[st
         {"key": k, "value": v} for k, v in partition_tag.items()
     ]
     filter_ = {"tags": tags, "createdAfter": after}
-    found = ui.graphql(CLI_RUNS, {"filter": filter_})["runsOrError"]["results"]
+    found = ui.graphql(RUNS, {"filter": filter_})["runsOrError"]["results"]
     return [r["runId"] for r in found]
 
 
@@ -200,11 +179,11 @@ def test_a_cli_run_re_executed_from_the_ui_and_an_asset_backfill_have_its_shape(
         ui.repair_database()
     assert result.returncode == 1, result.stdout + result.stderr
     [failed] = cli_run_ids(ui, partition_tags(cli_folders[:2]), started)
-    job, snapshot, steps = run_shape(ui, failed)
+    job, snapshot, steps = ui.run_shape(failed)
     assert job == "__ASSET_JOB"  # Dagster's implicit asset job, where the asset graph runs them
     assert steps == {"load_folders": "FAILURE"}
     [passed] = cli_run_ids(ui, partition_tags(cli_folders[2:4]), started)
-    assert run_shape(ui, passed) == (job, snapshot, {"load_folders": "SUCCESS"})
+    assert ui.run_shape(passed) == (job, snapshot, {"load_folders": "SUCCESS"})
 
     # "From failure" from the UI: the same shape, the failed folder loaded, the other skipped,
     # and every table's latest check result of both folders passed.
@@ -214,7 +193,7 @@ def test_a_cli_run_re_executed_from_the_ui_and_an_asset_backfill_have_its_shape(
     assert launched["__typename"] == "LaunchRunSuccess", launched
     rerun = launched["run"]["runId"]
     assert ui.wait_for_run(rerun, timeout=180)["status"] == "SUCCESS"
-    assert run_shape(ui, rerun) == (job, snapshot, {"load_folders": "SUCCESS"})
+    assert ui.run_shape(rerun) == (job, snapshot, {"load_folders": "SUCCESS"})
     with dg.DagsterInstance.from_config(str(ui.home)) as instance:
         for table in TABLE_ORDER:
             latest = latest_check_status(instance, table)
@@ -252,7 +231,7 @@ def test_a_cli_run_re_executed_from_the_ui_and_an_asset_backfill_have_its_shape(
     assert launched["__typename"] == "LaunchRunSuccess", launched
     materialized = launched["run"]["runId"]
     assert ui.wait_for_run(materialized, timeout=180)["status"] == "SUCCESS"
-    assert run_shape(ui, materialized) == (job, snapshot, {"load_folders": "SUCCESS"})
+    assert ui.run_shape(materialized) == (job, snapshot, {"load_folders": "SUCCESS"})
 
     # A backfill of the load's assets, as the asset graph and the group page launch it, over
     # more folders than one run takes: ranged runs, each of the same job, snapshot and step.
@@ -268,4 +247,4 @@ def test_a_cli_run_re_executed_from_the_ui_and_an_asset_backfill_have_its_shape(
     runs = backfill["runs"]
     assert len(runs) >= 2 and all(r["status"] == "SUCCESS" for r in runs), runs
     for run in runs:
-        assert run_shape(ui, run["runId"]) == (job, snapshot, {"load_folders": "SUCCESS"})
+        assert ui.run_shape(run["runId"]) == (job, snapshot, {"load_folders": "SUCCESS"})

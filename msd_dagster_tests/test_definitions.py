@@ -265,7 +265,8 @@ def test_the_definitions_do_not_depend_on_the_environment(tmp_path: Path) -> Non
 
 
 def test_the_preview_and_internal_apis_we_rely_on_are_still_there() -> None:
-    """Fails loudly on a Dagster upgrade that changes them (see the README, "Dagster APIs")."""
+    """Fails loudly on a Dagster upgrade that changes them (docs/deployment.md, "Dagster APIs
+    relied upon")."""
     from dagster._core.definitions.metadata.metadata_set import TableMetadataSet
 
     # The metadata keys the loads report are TableMetadataSet's.

@@ -12,7 +12,8 @@
 * ``deploy/Dockerfile``: copies existing paths, pins what the tests install, runs the
   distributed code location.
 
-No Kubernetes cluster, Docker engine or AWS account is used: see README.md, "Scale".
+No Kubernetes cluster, Docker engine or AWS account is used: see docs/scale.md, "What was not
+run here".
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 import yaml
 from dagster._config import process_config, resolve_to_config_type
 from dagster._core.instance.config import dagster_instance_config, validate_concurrency_config
@@ -35,7 +37,7 @@ from dagster._serdes.config_class import ConfigurableClassData
 
 from msd_dagster import distributed
 from msd_dagster.defs import executors
-from msd_dagster_tests.db_fixtures import POSTGRES_ADMIN_URL, _admin_engine
+from msd_dagster_tests.db_fixtures import fresh_database
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -91,27 +93,21 @@ def test_production_instance_config_is_valid() -> None:
 
 
 @pytest.fixture(scope="module")
-def instance_database() -> Iterator[dict[str, str]]:
-    """DAGSTER_PG_* for a new database on the local server, dropped afterwards."""
-    import sqlalchemy as sa
+def instance_database() -> Iterator[sa.URL]:
+    """A new database on the local PostgreSQL server, dropped afterwards."""
+    with fresh_database("postgresql", prefix="msd_dagster_instance") as url:
+        yield url
 
-    admin = _admin_engine(POSTGRES_ADMIN_URL, "PostgreSQL")
-    name = f"msd_dagster_instance_{secrets.token_hex(6)}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    url = sa.make_url(POSTGRES_ADMIN_URL)
-    try:
-        yield {
-            "DAGSTER_PG_HOST": url.host or "127.0.0.1",
-            "DAGSTER_PG_PORT": str(url.port or 5432),
-            "DAGSTER_PG_USERNAME": url.username or "postgres",
-            "DAGSTER_PG_PASSWORD": url.password or "",
-            "DAGSTER_PG_DB": name,
-        }
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
+
+def dagster_pg_env(url: sa.URL) -> dict[str, str]:
+    """The DAGSTER_PG_* variables deploy/dagster.yaml reads, for the database at ``url``."""
+    return {
+        "DAGSTER_PG_HOST": url.host or "127.0.0.1",
+        "DAGSTER_PG_PORT": str(url.port or 5432),
+        "DAGSTER_PG_USERNAME": url.username or "postgres",
+        "DAGSTER_PG_PASSWORD": url.password or "",
+        "DAGSTER_PG_DB": url.database or "",
+    }
 
 
 @dg.op(pool=WAREHOUSE_POOL)
@@ -130,12 +126,11 @@ def tiny_job() -> None:
 
 
 def test_production_instance_runs_a_job_on_postgresql(
-    instance_database: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    instance_database: sa.URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sqlalchemy as sa
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
-    for key, value in instance_database.items():
+    for key, value in dagster_pg_env(instance_database).items():
         monkeypatch.setenv(key, value)
     shutil.copy(DEPLOY / "dagster.yaml", tmp_path / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
@@ -154,8 +149,7 @@ def test_production_instance_runs_a_job_on_postgresql(
         assert pool.slot_count == 4 and not pool.claimed_slots
 
     # All of it is in the temporary PostgreSQL database.
-    url = sa.make_url(POSTGRES_ADMIN_URL).set(database=instance_database["DAGSTER_PG_DB"])
-    engine = sa.create_engine(url)
+    engine = sa.create_engine(instance_database)
     try:
         with engine.connect() as conn:
             statuses = {

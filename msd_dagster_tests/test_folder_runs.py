@@ -74,6 +74,22 @@ def _execute(target: PipelineTarget, sql: str) -> None:
         engine.dispose()
 
 
+def _tables(target: PipelineTarget) -> dict[str, list[tuple]]:
+    engine = target.engine()
+    try:
+        return dump_tables(engine)
+    finally:
+        engine.dispose()
+
+
+def _rerun_with(target: PipelineTarget, trigger: str) -> dg.ExecuteInProcessResult:
+    """Both folders loaded again with ``trigger`` in the warehouse: the run, which fails."""
+    _execute(target, trigger)
+    result = target.materialize(FIRST, SECOND, raise_on_error=False)
+    assert not result.success
+    return result
+
+
 def _materialized(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> list[str]:
     return sorted(
         str(e.step_materialization_data.materialization.partition)
@@ -96,12 +112,8 @@ def _status(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, str]:
 def test_a_failed_folder_keeps_its_rows_while_the_other_loads(
     loaded: PipelineTarget, pipeline_dataset: GeneratedDataset
 ) -> None:
-    engine = loaded.engine()
-    before = dump_tables(engine)
-    _execute(loaded, REFUSE_BARS)
-
-    result = loaded.materialize(FIRST, SECOND, raise_on_error=False)
-    assert not result.success
+    before = _tables(loaded)
+    result = _rerun_with(loaded, REFUSE_BARS)
     # The first folder was loaded, checked and recorded; the second was rolled back.
     for table in TABLE_ORDER:
         assert _materialized(result, warehouse_key(table)) == [FIRST], table
@@ -109,8 +121,7 @@ def test_a_failed_folder_keeps_its_rows_while_the_other_loads(
         (warehouse_key(t).to_user_string(), ROWS_CHECK) for t in TABLE_ORDER
     }
     assert check_evaluations(result, SECOND) == {}
-    assert dump_tables(engine) == before  # same contents: A/A reloaded, A/B untouched
-    engine.dispose()
+    assert _tables(loaded) == before  # same contents: A/A reloaded, A/B untouched
 
     failure = _failure(result).step_failure_data.user_failure_data
     assert failure.description.startswith(f"1 of 2 folder(s) failed: {SECOND} (load): ")
@@ -129,11 +140,8 @@ def test_a_failed_folder_keeps_its_rows_while_the_other_loads(
 def test_a_folder_that_fails_its_checks_is_rolled_back_and_reported(
     loaded: PipelineTarget, pipeline_dataset: GeneratedDataset
 ) -> None:
-    engine = loaded.engine()
-    before = dump_tables(engine)
-    _execute(loaded, LOSE_FIRST_BARS)
-    result = loaded.materialize(FIRST, SECOND, raise_on_error=False)
-    assert not result.success
+    before = _tables(loaded)
+    result = _rerun_with(loaded, LOSE_FIRST_BARS)
     assert _materialized(result, warehouse_key("msd_bar")) == [FIRST]
 
     # The trigger drops the first bar of every track that has bars.
@@ -157,8 +165,7 @@ def test_a_folder_that_fails_its_checks_is_rolled_back_and_reported(
         f"missing {len(tracks)},"
     )
     # Rolled back: the database still holds the complete folder of the first load.
-    assert dump_tables(engine) == before
-    engine.dispose()
+    assert _tables(loaded) == before
     assert (
         "checks failed for msd_bar"
         in _failure(result).step_failure_data.user_failure_data.description
@@ -199,8 +206,7 @@ def test_a_folder_that_fails_its_checks_is_rolled_back_and_reported(
 
 
 def test_from_failure_loads_only_the_failed_folder(loaded: PipelineTarget) -> None:
-    engine = loaded.engine()
-    before = dump_tables(engine)
+    before = _tables(loaded)
     _execute(loaded, REFUSE_BARS)
     failed = dg.execute_job(
         dg.reconstructable(partition_job),
@@ -233,9 +239,8 @@ def test_from_failure_loads_only_the_failed_folder(loaded: PipelineTarget) -> No
     ]
     assert {m.partition for m in warehouse} == {SECOND}
     assert len(warehouse) == len(TABLE_ORDER)
-    assert dump_tables(engine) == before
+    assert _tables(loaded) == before
     assert _status(loaded.instance, TRACK_KEY) == {FIRST: "MATERIALIZED", SECOND: "MATERIALIZED"}
-    engine.dispose()
 
 
 def _run_config(target: PipelineTarget) -> dict:
@@ -277,23 +282,21 @@ def test_a_lost_shared_row_fails_that_table_s_check(loaded: PipelineTarget) -> N
         tag = warehouse_table(conn, "msd_artist_mbtag")
         artist = conn.execute(sa.select(tag.c.artist_id).limit(1)).scalar_one()
         tags = conn.execute(sa.select(sa.func.count()).where(tag.c.artist_id == artist)).scalar()
+    engine.dispose()
     _execute(loaded, f"DELETE FROM msd_artist_mbtag WHERE artist_id = '{artist}'")
-    _execute(
+    before = _tables(loaded)
+    result = _rerun_with(
         loaded,
         f"""CREATE TRIGGER lose_tags AFTER INSERT ON msd_artist_mbtag
         WHEN NEW.artist_id = '{artist}'
         BEGIN DELETE FROM msd_artist_mbtag WHERE artist_mbtag_id = NEW.artist_mbtag_id; END""",
     )
-    before = dump_tables(engine)
-    result = loaded.materialize(FIRST, SECOND, raise_on_error=False)
-    assert not result.success
     failing = [e for e in result.get_asset_check_evaluations() if not e.passed]
     assert {e.asset_key.to_user_string() for e in failing} == {"warehouse/msd_artist_mbtag"}
     # Every folder whose songs name that artist fails, with the exact number of lost tags.
     assert failing and {e.metadata["missing_keys"].value for e in failing} == {tags}
     assert tags > 0
-    assert dump_tables(engine) == before  # failed folders rolled back, the others reloaded
-    engine.dispose()
+    assert _tables(loaded) == before  # failed folders rolled back, the others reloaded
 
 
 def test_a_folder_whose_table_sizes_cannot_be_read_still_loads(

@@ -23,10 +23,11 @@ from msd_dagster.commands import verify_azure_sql
 from msd_dagster.secrets import mask_url
 from msd_dagster.warehouse.dialects import mssql as mssql_backend
 from msd_dagster.warehouse.dialects.mssql import StaticAccessToken
+from msd_dagster.warehouse.dialects.mssql.urls import azure_sql_url
 from msd_dagster.warehouse.partition_load import load_partition
 from msd_dagster.warehouse.rows import BulkInsertError
 from msd_dagster.warehouse.schema import ANALYSIS_TABLES, TABLES_BY_NAME, load_columns
-from msd_dagster.warehouse.urls import azure_sql_url, create_engine_for_url
+from msd_dagster.warehouse.urls import create_engine_for_url
 from msd_dagster_tests.mssql_fake import FakeCursor, FakeServer
 from msd_dagster_tests.test_warehouse_loading import frames_aa
 

@@ -39,10 +39,11 @@ from msd_dagster.warehouse.dialects.mssql import (
     mssql_rows_per_statement,
     mssql_values_statements,
 )
+from msd_dagster.warehouse.dialects.mssql.urls import azure_sql_url
 from msd_dagster.warehouse.queries import partition_filter
 from msd_dagster.warehouse.schema import MSD_TABLES, TABLES_BY_NAME, load_columns
 from msd_dagster.warehouse.staging import stage_table, upsert_statement
-from msd_dagster.warehouse.urls import azure_sql_url, create_engine_for_url
+from msd_dagster.warehouse.urls import create_engine_for_url
 
 TEXT_COLUMNS_1024 = {
     "msd_track": ["release", "title", "genre"],

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +38,7 @@ from msd_dagster.generate import GeneratedDataset
 from msd_dagster.instance import recommended_dagster_yaml
 from msd_dagster.warehouse.ddl import warehouse_table
 from msd_dagster.warehouse.schema import MSD_TABLES, NATURAL_KEYS, SHARED_TABLES
-from msd_dagster_tests.db_fixtures import empty_schema
+from msd_dagster_tests.db_fixtures import SERVERS, ServerDatabase, empty_schema
 from msd_dagster_tests.pipeline_helpers import (
     PARTITIONS_DEF_NAME,
     PIPELINE_FOLDERS,
@@ -596,18 +597,18 @@ def test_real_folder_matches_an_independent_h5py_read(fast_tmp_path: Path) -> No
 # The same graph on every backend
 
 
-@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
+@pytest.mark.parametrize("backend", SERVERS)
 def test_every_backend_holds_the_same_contents_as_sqlite(
     backend: str,
-    request: pytest.FixtureRequest,
+    server_database: Callable[[str], ServerDatabase],
     sqlite_loaded: LoadedSqlite,
     pipeline_dataset: GeneratedDataset,
     fast_tmp_path: Path,
 ) -> None:
-    url = request.getfixturevalue(f"{backend}_url")  # skips, with the reason, without a server
-    engine = request.getfixturevalue(f"{backend}_engine")
+    database = server_database(backend)  # skips, with the reason, without a server
+    engine = database.engine
     empty_schema(engine)  # the session database may hold another test's rows
-    target = PipelineTarget.create(pipeline_dataset.root, url, fast_tmp_path / "parquet")
+    target = PipelineTarget.create(pipeline_dataset.root, database.url, fast_tmp_path / "parquet")
     # PostgreSQL loads the partitions in the other order: contents must not depend on it.
     order = PIPELINE_FOLDERS if backend == "mariadb" else tuple(reversed(PIPELINE_FOLDERS))
     for partition in order:

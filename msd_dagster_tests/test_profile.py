@@ -14,6 +14,7 @@ import math
 import re
 import struct
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -32,7 +33,7 @@ from msd_dagster.warehouse.profile import (
     profile_warehouse,
 )
 from msd_dagster.warehouse.schema import MSD_TABLES, TABLES_BY_NAME
-from msd_dagster_tests.db_fixtures import empty_schema
+from msd_dagster_tests.db_fixtures import ServerDatabase, empty_schema
 from msd_dagster_tests.pipeline_helpers import (
     PipelineTarget,
     assert_partition_run_ok,
@@ -55,12 +56,14 @@ def load_real_folder(url: str | sa.URL, tmp: Path) -> PipelineTarget:
     return target
 
 
-def backend_url(backend: str, request: pytest.FixtureRequest, tmp: Path) -> str | sa.URL:
+def backend_url(
+    backend: str, server_database: Callable[[str], ServerDatabase], tmp: Path
+) -> str | sa.URL:
     if backend == "sqlite":
         return sqlite_url(tmp / "msd.sqlite")
-    url = request.getfixturevalue(f"{backend}_url")  # skips, with the reason, without a server
-    empty_schema(request.getfixturevalue(f"{backend}_engine"))
-    return url
+    database = server_database(backend)  # skips, with the reason, without a server
+    empty_schema(database.engine)
+    return database.url
 
 
 def fetch(conn: sa.Connection, sql: str) -> list[tuple]:
@@ -137,9 +140,9 @@ def assert_matches_independent_sql(conn: sa.Connection, profile: WarehouseProfil
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
 def test_profile_numbers_match_independent_sql(
-    backend: str, request: pytest.FixtureRequest, fast_tmp_path: Path
+    backend: str, server_database: Callable[[str], ServerDatabase], fast_tmp_path: Path
 ) -> None:
-    target = load_real_folder(backend_url(backend, request, fast_tmp_path), fast_tmp_path)
+    target = load_real_folder(backend_url(backend, server_database, fast_tmp_path), fast_tmp_path)
     engine = target.engine()
     try:
         with engine.connect() as conn:

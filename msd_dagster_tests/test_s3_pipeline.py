@@ -93,6 +93,12 @@ def stage(root: Path, s3_bucket: tuple[Any, str], prefix: str = PREFIX) -> str:
     return f"s3://{bucket}/{prefix}"
 
 
+@pytest.fixture
+def staged_location(dataset_root: Path, s3_bucket: tuple[Any, str]) -> str:
+    """The dataset staged into the test's bucket: its ``s3://`` location."""
+    return stage(dataset_root, s3_bucket)
+
+
 def materialize_partitions(
     resource_defs: dict[str, Any], instance: dg.DagsterInstance
 ) -> list[dg.ExecuteInProcessResult]:
@@ -180,14 +186,14 @@ def local_reference(dataset_root: Path, tmp_path_factory: pytest.TempPathFactory
 
 def test_s3_graph_equals_local_and_secrets_stay_out(
     s3_endpoint: Any,
-    s3_bucket: tuple[Any, str],
+    staged_location: str,
     dataset_root: Path,
     local_reference: dict[str, pd.DataFrame],
     tmp_path: Path,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == FAKE_SECRET_ACCESS_KEY  # what must not leak
-    location = stage(dataset_root, s3_bucket)
+    location = staged_location
     db = tmp_path / "msd.sqlite"
     res = s3_resources(location, s3_endpoint.url, db, tmp_path / "parquet")
     with ephemeral_instance() as instance:
@@ -248,11 +254,12 @@ def test_resource_clients_get_the_project_client_config(s3_endpoint: Any) -> Non
 
 
 def test_a_folder_survives_503s_on_get_object(
-    flaky_s3_endpoint: Any, s3_bucket: tuple[Any, str], dataset_root: Path, tmp_path: Path
+    flaky_s3_endpoint: Any, staged_location: str, dataset_root: Path, tmp_path: Path
 ) -> None:
-    location = stage(dataset_root, s3_bucket)
     flaky_s3_endpoint.arm(3)
-    res = s3_resources(location, flaky_s3_endpoint.url, tmp_path / "db.sqlite", tmp_path / "pq")
+    res = s3_resources(
+        staged_location, flaky_s3_endpoint.url, tmp_path / "db.sqlite", tmp_path / "pq"
+    )
     with ephemeral_instance() as instance:
         instance.add_dynamic_partitions(msd_folders.name, ["A/A"])
         result = dg.materialize(
@@ -330,10 +337,11 @@ def test_discovery_sensor_on_s3_adds_partitions_and_requests_runs(
     flaky_s3_endpoint: Any,
     s3_bucket: tuple[Any, str],
     dataset_root: Path,
+    staged_location: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client, bucket = s3_bucket
-    location = stage(dataset_root, s3_bucket)
+    location = staged_location
     flaky_s3_endpoint.arm(0)
     source = MsdSourceResource(location=location, s3=S3Resource(endpoint_url=flaky_s3_endpoint.url))
 

@@ -8,7 +8,7 @@ the rest with ``msd-dagster load`` into the same instance and re-execute one of 
 from the UI as if the UI had made it, see a folder that is not at the source refused by name,
 and read the pages the README sends a user to (the warehouse group, the Catalog, the lineage).
 Screenshots go to the pytest temporary folder; with ``MSD_UPDATE_SCREENSHOTS=1`` the ones the
-README shows are also written to ``docs/images/``.
+README and docs/ui.md show are also written to ``docs/images/``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,16 @@ from msd_dagster.defs.jobs import msd_totals_job
 from msd_dagster.defs.sensors import msd_totals_after_loads
 from msd_dagster.defs.tables import TABLE_ORDER
 from msd_dagster.profile_report import PAGE_NAME
+from msd_dagster_tests.graphql_queries import (
+    ASSET_PARTITIONS,
+    CHECK_EXECUTIONS,
+    JOB_SNAPSHOT,
+    MATERIALIZATIONS,
+    NEWEST_BACKFILL,
+    RUN_ORIGIN,
+    RUNS,
+    SENSOR_STATE,
+)
 from msd_dagster_tests.ui_fixtures import (
     ASSET_JOB,
     E2E_MARKS,
@@ -75,36 +85,6 @@ LOCATION_WARNING = re.compile(r"different code location|may be (a )?different")
 PLOTTED = ("missing_keys", "duplicate_keys", "unresolved_references")
 PROFILE_FIGURES = 7  # songs per year, three histograms, terms, tags, locations
 
-NEWEST_BACKFILL = """
-query { partitionBackfillsOrError(limit: 1) { ... on PartitionBackfills { results { id } } } }
-"""
-RUNS = """
-query Runs($filter: RunsFilter) {
-  runsOrError(filter: $filter) { ... on Runs { results { runId } } }
-}
-"""
-RUN_ORIGIN = """
-query Origin($runId: ID!) {
-  runOrError(runId: $runId) {
-    ... on Run {
-      pipelineSnapshotId
-      repositoryOrigin { repositoryLocationName repositoryName }
-    }
-  }
-}
-"""
-JOB_SNAPSHOT = """
-query Job($selector: PipelineSelector!) {
-  pipelineOrError(params: $selector) { ... on Pipeline { pipelineSnapshotId } }
-}
-"""
-RUN_SHAPE = """
-query Run($runId: ID!) {
-  runOrError(runId: $runId) {
-    ... on Run { jobName pipelineSnapshotId status endTime stepStats { stepKey status } }
-  }
-}
-"""
 FOLDER_LINES = "tracks,"  # in each folder's summary log line, and in no other event
 # Records, in the page, when each folder's summary log line ("A/B: 3 tracks, ...") is first
 # shown (looked for every 0.1 s), by the browser's clock (the same machine's as the run's
@@ -117,31 +97,6 @@ RECORD_FOLDER_ROWS = r"""
       window.msdFolderRows[found[1]] ??= Date.now() / 1000;
     }
   }, 100);
-}
-"""
-MATERIALIZED = """
-query Materialized($key: AssetKeyInput!) {
-  assetNodeOrError(assetKey: $key) {
-    ... on AssetNode {
-      partitionKeys
-      assetPartitionStatuses { ... on DefaultPartitionStatuses { materializedPartitions } }
-    }
-  }
-}
-"""
-TOTAL_CHECK = f"""
-query Total($key: AssetKeyInput!) {{
-  assetCheckExecutions(assetKey: $key, checkName: "{TOTAL_TRACKS}", limit: 10) {{
-    runId
-    status
-    timestamp
-    evaluation {{ success metadataEntries {{ label ... on IntMetadataEntry {{ intValue }} }} }}
-  }}
-}}
-"""
-SENSOR_STATE = """
-query Sensor($selector: SensorSelector!) {
-  sensorOrError(sensorSelector: $selector) { ... on Sensor { sensorState { status } } }
 }
 """
 
@@ -224,7 +179,7 @@ def tags_of(run: dict[str, Any]) -> dict[str, str]:
 
 
 def partition_keys(ui: DagsterUI) -> list[str]:
-    node = ui.graphql(MATERIALIZED, {"key": {"path": ["warehouse", "msd_track"]}})
+    node = ui.graphql(ASSET_PARTITIONS, {"key": {"path": ["warehouse", "msd_track"]}})
     return node["assetNodeOrError"]["partitionKeys"]
 
 
@@ -245,13 +200,10 @@ def load_selector(ui: DagsterUI) -> dict[str, Any]:
     }
 
 
-def run_shape(ui: DagsterUI, run_id: str) -> tuple[str, str, dict[str, str]]:
-    run = ui.graphql(RUN_SHAPE, {"runId": run_id})["runOrError"]
-    return (
-        run["jobName"],
-        run["pipelineSnapshotId"],
-        {s["stepKey"]: s["status"] for s in run["stepStats"]},
-    )
+def total_check_executions(ui: DagsterUI) -> list[dict[str, Any]]:
+    """The whole-dataset check's latest executions, newest first."""
+    variables = {"key": {"path": ["warehouse", "all_folders"]}, "check": TOTAL_TRACKS, "limit": 10}
+    return ui.graphql(CHECK_EXECUTIONS, variables)["assetCheckExecutions"]
 
 
 def wait_for_new_run(ui: DagsterUI, filter_: dict[str, Any], timeout: float = 90) -> str:
@@ -281,7 +233,7 @@ def follow_run_page_live(
     expect(page.get_by_text("Executing (0)", exact=True)).to_be_visible()
     expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=60_000)
     shot(page, screenshots, f"{name}-done")
-    run = ui.graphql(RUN_SHAPE, {"runId": run_id})["runOrError"]
+    run = ui.run(run_id)
     assert run["status"] == "SUCCESS", run
     seen = page.evaluate("() => window.msdFolderRows")
     assert sorted(seen) == sorted(folders), seen
@@ -294,7 +246,7 @@ def follow_run_page_live(
 def rerun_from_failure_with_clicks(
     page, ui: DagsterUI, failed_id: str, screenshots: Path, name: str
 ) -> dict[str, Any]:
-    """README, "Rerun a failed folder": the run page's Re-execute menu → From failure. The
+    """docs/ui.md, "Rerun a failed run": the run page's Re-execute menu → From failure. The
     re-execution, once it has ended."""
     page.goto(f"/runs/{failed_id}")
     expect(page.get_by_text("Failure", exact=True).first).to_be_visible()
@@ -368,7 +320,7 @@ def test_partitions_view_shows_materialized_partitions(
     for partition in PARTITIONS:
         expect(page.get_by_text(partition, exact=True).first).to_be_visible()
     # The count a person reads is the one the instance holds.
-    node = dagster_ui.graphql(MATERIALIZED, {"key": {"path": ["warehouse", "msd_track"]}})
+    node = dagster_ui.graphql(ASSET_PARTITIONS, {"key": {"path": ["warehouse", "msd_track"]}})
     done = node["assetNodeOrError"]["assetPartitionStatuses"]["materializedPartitions"]
     assert UI_PARTITION in done
     expect(materialized).to_have_text(f"Materialized ({len(done)})")
@@ -435,8 +387,7 @@ def test_whole_dataset_check_runs_from_its_execute_button(
     while execution is None or execution["status"] == "IN_PROGRESS":
         assert time.monotonic() < deadline, f"check not evaluated in time: {execution}"
         time.sleep(0.5)
-        found = dagster_ui.graphql(TOTAL_CHECK, {"key": {"path": ["warehouse", "all_folders"]}})
-        latest = found["assetCheckExecutions"]
+        latest = total_check_executions(dagster_ui)
         if latest and latest[0]["timestamp"] >= clicked - 5:
             execution = latest[0]
     assert execution["status"] == "SUCCEEDED", execution
@@ -453,7 +404,7 @@ def test_whole_dataset_check_runs_from_its_execute_button(
     shot(page, screenshots, "08-total-check")
 
     # The folder check cannot be executed on its own (it is evaluated by the load): Dagster
-    # disables its button and says why on hover; the README says so.
+    # disables its button and says why on hover; docs/ui.md says so.
     page.goto(f"/assets/warehouse/msd_track?view=checks&checkDetail={ROWS_CHECK}")
     expect(page.locator("[class*='checkRowSelected']")).to_contain_text(ROWS_CHECK)
     execute = page.get_by_role("button", name="execute Execute", exact=True)
@@ -507,7 +458,7 @@ def test_rerun_a_failed_partition_from_failure_with_clicks(
 def test_backfill_from_the_warehouse_group_with_clicks(
     page, dagster_ui: DagsterUI, screenshots: Path
 ):
-    """README, "Backfill": the warehouse group's "Materialize all" (its tables; the external
+    """docs/ui.md, "Backfill": the warehouse group's "Materialize all" (its tables; the external
     all_folders is left out), the other assets of the load added when asked, several folders →
     Launch backfill. Dagster runs it as one run over the range of consecutive folders, of the
     same job, snapshot and step as a run of msd-dagster load; its run page streams each folder
@@ -561,7 +512,7 @@ def test_backfill_from_the_warehouse_group_with_clicks(
     # The run shape of msd-dagster load's runs (test below): the asset job's subset of the
     # load's assets and checks, one step.
     job = dagster_ui.graphql(JOB_SNAPSHOT, {"selector": load_selector(dagster_ui)})
-    assert run_shape(dagster_ui, run["runId"]) == (
+    assert dagster_ui.run_shape(run["runId"]) == (
         ASSET_JOB,
         job["pipelineOrError"]["pipelineSnapshotId"],
         {STEP: "SUCCESS"},
@@ -693,7 +644,7 @@ def test_a_failed_cli_run_is_reexecuted_from_failure_like_a_ui_run(
     assert (tags_of(done)[RANGE_START], tags_of(done)[RANGE_END]) == tuple(CLI_FAILED_RANGE)
     for folder in CLI_FAILED_RANGE:
         assert dagster_ui.partition_rows(folder) == dagster_ui.expected_rows(folder)
-    node = dagster_ui.graphql(MATERIALIZED, {"key": {"path": ["warehouse", "msd_track"]}})
+    node = dagster_ui.graphql(ASSET_PARTITIONS, {"key": {"path": ["warehouse", "msd_track"]}})
     done_folders = node["assetNodeOrError"]["assetPartitionStatuses"]["materializedPartitions"]
     assert sorted(done_folders) == sorted(PARTITIONS)
 
@@ -840,8 +791,7 @@ def test_totals_sensor_runs_by_default_and_follows_the_loads(
         assert time.monotonic() < deadline, f"no totals run from the sensor: {finished}"
         time.sleep(2)
     by_sensor = {r["runId"] for r in finished if r["status"] == "SUCCESS"}
-    found = dagster_ui.graphql(TOTAL_CHECK, {"key": {"path": ["warehouse", "all_folders"]}})
-    results = [e for e in found["assetCheckExecutions"] if e["runId"] in by_sensor]
+    results = [e for e in total_check_executions(dagster_ui) if e["runId"] in by_sensor]
     assert results and all(e["status"] == "SUCCEEDED" for e in results), results
 
 
@@ -864,17 +814,8 @@ def test_asset_graph_shows_the_four_groups(page, screenshots: Path):
     docs_shot(page, screenshots, "19-asset-graph", "asset-graph.png")
 
 
-LATEST_MATERIALIZATION = """
-query Latest($key: AssetKeyInput!) {
-  assetOrError(assetKey: $key) {
-    ... on Asset { assetMaterializations(limit: 1) { runId timestamp } }
-  }
-}
-"""
-
-
 def latest_materialization(ui: DagsterUI, key: list[str]) -> dict[str, Any] | None:
-    found = ui.graphql(LATEST_MATERIALIZATION, {"key": {"path": key}})["assetOrError"]
+    found = ui.graphql(MATERIALIZATIONS, {"key": {"path": key}, "limit": 1})["assetOrError"]
     records = found.get("assetMaterializations") or []
     return records[0] if records else None
 

@@ -23,13 +23,21 @@ from msd_dagster.defs.check_names import ROWS_CHECK, TOTAL_TRACKS
 from msd_dagster.defs.partitions import FOLDERS_PER_RUN
 from msd_dagster.defs.tables import TABLE_ORDER
 from msd_dagster.warehouse.schema import NATURAL_KEYS, TRACK_TABLE_NAMES
-from msd_dagster_tests.ui_fixtures import (
+from msd_dagster_tests.graphql_queries import (
+    ASSET_PARTITIONS,
+    ASSET_STATUS,
     BACKFILL,
+    LAUNCH_BACKFILL,
+    MATERIALIZATIONS,
+    REEXECUTE,
+    RUN_EVENTS,
+    check_executions_query,
+)
+from msd_dagster_tests.ui_fixtures import (
     E2E_MARKS,
     NO_RETRIES,
     PARTITION_JOB,
     PARTITIONS,
-    REEXECUTE,
     DagsterUI,
 )
 
@@ -43,108 +51,6 @@ BACKFILLED = list(PARTITIONS[1:])  # nine folders: one run of FOLDERS_PER_RUN, o
 # A ranged run whose middle folder fails its msd_bar check.
 FAILING_RANGE = ("A/C", "B/A", "B/B")
 FAILING = "B/A"
-
-PARTITION_KEYS = """
-query Keys($key: AssetKeyInput!) {
-  assetNodeOrError(assetKey: $key) { ... on AssetNode { partitionKeys } }
-}
-"""
-
-LAUNCH_BACKFILL = """
-mutation Backfill($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on PartitionKeysNotFoundError { message }
-    ... on PartitionSetNotFoundError { message }
-    ... on UnauthorizedError { message }
-  }
-}
-"""
-
-ASSET_STATUS = """
-query Status($keys: [AssetKeyInput!]) {
-  assetNodes(assetKeys: $keys) {
-    assetKey { path }
-    assetPartitionStatuses {
-      ... on DefaultPartitionStatuses { materializedPartitions failedPartitions }
-    }
-    assetChecksOrError {
-      __typename
-      ... on AssetChecks {
-        checks {
-          name
-          blocking
-          description
-          partitionStatuses {
-            __typename
-            ... on AssetCheckDefaultPartitionStatuses {
-              succeededPartitions
-              failedPartitions
-              inProgressPartitions
-              skippedPartitions
-              executionFailedPartitions
-            }
-          }
-        }
-      }
-    }
-  }
-}
-"""
-
-MATERIALIZATIONS = """
-query Materializations($key: AssetKeyInput!, $partitions: [String!]) {
-  assetOrError(assetKey: $key) {
-    ... on Asset {
-      assetMaterializations(partitions: $partitions) {
-        partition
-        runId
-        metadataEntries { label ... on IntMetadataEntry { intValue } }
-      }
-    }
-  }
-}
-"""
-
-CHECK_EXECUTION_FIELDS = """
-  runId
-  status
-  partition
-  evaluation {
-    success
-    partition
-    description
-    metadataEntries {
-      __typename
-      label
-      ... on IntMetadataEntry { intValue }
-      ... on JsonMetadataEntry { jsonString }
-    }
-  }
-"""
-
-RUN_EVENTS = """
-query Events($runId: ID!) {
-  runOrError(runId: $runId) {
-    ... on Run {
-      eventConnection(limit: 5000) {
-        events {
-          __typename
-          ... on MessageEvent { message }
-          ... on ExecutionStepFailureEvent {
-            stepKey
-            message
-            failureMetadata { description }
-            error { message className causes { message className } }
-          }
-        }
-      }
-    }
-  }
-}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -206,17 +112,16 @@ def latest_check_executions(
     ui: DagsterUI, tables: list[str], partitions: list[str], limit: int = 1
 ) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """``assetCheckExecutions`` of ``partition_rows_loaded`` per (table, folder), newest first."""
-    fields, where = [], {}
-    for i, table in enumerate(tables):
-        for j, partition in enumerate(partitions):
-            alias = f"c{i}_{j}"
-            where[alias] = (table, partition)
-            fields.append(
-                f'{alias}: assetCheckExecutions(assetKey: {{path: ["warehouse", "{table}"]}}, '
-                f'checkName: "{ROWS_CHECK}", partition: "{partition}", limit: {limit}) '
-                f"{{ {CHECK_EXECUTION_FIELDS} }}"
-            )
-    data = ui.graphql("{ " + "\n".join(fields) + " }")
+    where = {
+        f"c{i}_{j}": (table, partition)
+        for i, table in enumerate(tables)
+        for j, partition in enumerate(partitions)
+    }
+    targets = {
+        alias: (["warehouse", table], ROWS_CHECK, partition)
+        for alias, (table, partition) in where.items()
+    }
+    data = ui.graphql(check_executions_query(targets, limit))
     return {where[alias]: executions for alias, executions in data.items()}
 
 
@@ -244,7 +149,7 @@ def run_messages(ui: DagsterUI, run_id: str) -> list[str]:
 
 def test_register_partitions_over_graphql(dagster_ui: DagsterUI):
     def keys(asset: list[str]) -> list[str]:
-        node = dagster_ui.graphql(PARTITION_KEYS, {"key": {"path": asset}})["assetNodeOrError"]
+        node = dagster_ui.graphql(ASSET_PARTITIONS, {"key": {"path": asset}})["assetNodeOrError"]
         return node["partitionKeys"]
 
     # Registered by an earlier test module of the session (the same mutation), or new here.

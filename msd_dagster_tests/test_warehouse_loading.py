@@ -8,6 +8,7 @@ are skipped when the local servers are unreachable).
 from __future__ import annotations
 
 import math
+import re
 import struct
 import threading
 import time
@@ -44,10 +45,12 @@ from msd_dagster.warehouse.schema import (
     TABLES_BY_NAME,
     TRACK_TABLES,
     load_columns,
+    msd_schema_version,
     references,
 )
 from msd_dagster.warehouse.urls import create_engine_for_url
 from msd_dagster.warehouse.verify import table_row_counts
+from msd_dagster_tests.db_fixtures import ServerDatabase, empty_schema
 
 pytest_plugins = ["msd_dagster_tests.db_fixtures"]
 
@@ -167,6 +170,11 @@ def analysis_rows(table: str, tracks: list[str], per_track: int) -> list[dict[st
     return rows
 
 
+def frames(rows: Mapping[str, Iterable[Mapping[str, Any]]]) -> dict[str, pd.DataFrame]:
+    """A partition's frames from its rows per table, in the given order."""
+    return {table: frame(table, table_rows) for table, table_rows in rows.items()}
+
+
 def frames_aa(
     *, drop_last_track: bool = False, title: str | None = None
 ) -> dict[str, pd.DataFrame]:
@@ -174,18 +182,14 @@ def frames_aa(
     if drop_last_track:
         tracks = tracks[:2]
     owners = {tracks[0]: S, tracks[1]: X, **({tracks[2]: S} if len(tracks) > 2 else {})}
-    f = {
-        "msd_r_term": frame(
-            "msd_r_term",
-            [
+    f = frames(
+        {
+            "msd_r_term": [
                 {"term_name": t}
                 for t in ["rock", "Rock", "rock ", GURMUKHI, HONG_KONG, "café", "🎸"]
             ],
-        ),
-        "msd_r_mbtag": frame("msd_r_mbtag", [{"mbtag_name": t} for t in [GURMUKHI, "punjabi"]]),
-        "msd_artist": frame(
-            "msd_artist",
-            [
+            "msd_r_mbtag": [{"mbtag_name": t} for t in [GURMUKHI, "punjabi"]],
+            "msd_artist": [
                 # a later track of the same artist, with other values: must lose to the smallest one
                 artist_row(
                     S, track_id("A/A", 3), artist_name="WRONG (later track)", artist_lat=99.0
@@ -216,44 +220,32 @@ def frames_aa(
                 artist_row(Y, None),  # stub: only known as X's similar artist
                 artist_row(Z, None),
             ],
-        ),
-        "msd_artist_term": frame(
-            "msd_artist_term",
-            [
+            "msd_artist_term": [
                 {"artist_id": S, "term_name": "rock", "term_freq": 0.9, "term_weight": 1 / 3},
                 {"artist_id": S, "term_name": GURMUKHI, "term_freq": 1.0, "term_weight": 0.5},
                 {"artist_id": X, "term_name": HONG_KONG, "term_freq": 5e-324, "term_weight": None},
                 {"artist_id": X, "term_name": "Rock", "term_freq": 0.1, "term_weight": 0.2},
             ],
-        ),
-        "msd_artist_mbtag": frame(
-            "msd_artist_mbtag",
-            [
+            "msd_artist_mbtag": [
                 {"artist_id": S, "mbtag_name": GURMUKHI, "mbtag_count": 3},
                 {"artist_id": X, "mbtag_name": "punjabi", "mbtag_count": None},
             ],
-        ),
-        "msd_artist_similarity": frame(
-            "msd_artist_similarity",
-            [
+            "msd_artist_similarity": [
                 {"artist_id_1": S, "artist_id_2": X, "similarity_rank": 1},
                 {"artist_id_1": X, "artist_id_2": Y, "similarity_rank": 1},
                 {"artist_id_1": X, "artist_id_2": Z, "similarity_rank": 2},
             ],
-        ),
-        "msd_track": frame(
-            "msd_track",
-            [
+            "msd_track": [
                 track_row(tid, owners[tid], n, **({"title": title} if title else {}))
                 for n, tid in enumerate(tracks, start=1)
             ],
-        ),
-        "msd_bar": frame("msd_bar", analysis_rows("msd_bar", tracks[:1], 3)),  # others: 0 bars
-        "msd_beat": frame("msd_beat", analysis_rows("msd_beat", tracks, 4)),
-        "msd_section": frame("msd_section", analysis_rows("msd_section", tracks, 2)),
-        "msd_tatum": frame("msd_tatum", analysis_rows("msd_tatum", tracks, 5)),
-        "msd_segment": frame("msd_segment", analysis_rows("msd_segment", tracks, 3)),
-    }
+            "msd_bar": analysis_rows("msd_bar", tracks[:1], 3),  # others: 0 bars
+            "msd_beat": analysis_rows("msd_beat", tracks, 4),
+            "msd_section": analysis_rows("msd_section", tracks, 2),
+            "msd_tatum": analysis_rows("msd_tatum", tracks, 5),
+            "msd_segment": analysis_rows("msd_segment", tracks, 3),
+        }
+    )
     # Columns in any order are accepted.
     f["msd_track"] = f["msd_track"][list(reversed(f["msd_track"].columns))]
     return f
@@ -261,17 +253,13 @@ def frames_aa(
 
 def frames_ab() -> dict[str, pd.DataFrame]:
     tracks = [track_id("A/B", n) for n in (1, 2)]
-    return {
-        "msd_r_term": frame(
-            "msd_r_term",
-            [{"term_name": t} for t in ["rock", BHANGRA, "1 13 165900 150", "NULL", ODD_TEXT]],
-        ),
-        "msd_r_mbtag": frame(
-            "msd_r_mbtag", [{"mbtag_name": t} for t in [BHANGRA, HONG_KONG, "22 6 19 4"]]
-        ),
-        "msd_artist": frame(
-            "msd_artist",
-            [
+    return frames(
+        {
+            "msd_r_term": [
+                {"term_name": t} for t in ["rock", BHANGRA, "1 13 165900 150", "NULL", ODD_TEXT]
+            ],
+            "msd_r_mbtag": [{"mbtag_name": t} for t in [BHANGRA, HONG_KONG, "22 6 19 4"]],
+            "msd_artist": [
                 artist_row(S, tracks[0], artist_name="Shared, as seen from A/B", artist_lat=1.0),
                 artist_row(
                     Y,
@@ -284,37 +272,28 @@ def frames_ab() -> dict[str, pd.DataFrame]:
                 ),
                 artist_row(X, None),
             ],
-        ),
-        "msd_artist_term": frame(
-            "msd_artist_term",
-            [
+            "msd_artist_term": [
                 {"artist_id": S, "term_name": "rock", "term_freq": 0.9, "term_weight": 1 / 3},
                 {"artist_id": Y, "term_name": BHANGRA, "term_freq": 0.7, "term_weight": 0.6},
                 {"artist_id": Y, "term_name": "rock ", "term_freq": 0.1, "term_weight": 0.1},
             ],
-        ),
-        "msd_artist_mbtag": frame(
-            "msd_artist_mbtag",
-            [
+            "msd_artist_mbtag": [
                 {"artist_id": Y, "mbtag_name": BHANGRA, "mbtag_count": 1},
                 {"artist_id": Y, "mbtag_name": HONG_KONG, "mbtag_count": 2},
                 {"artist_id": S, "mbtag_name": GURMUKHI, "mbtag_count": 3},
             ],
-        ),
-        "msd_artist_similarity": frame(
-            "msd_artist_similarity",
-            [
+            "msd_artist_similarity": [
                 {"artist_id_1": Y, "artist_id_2": X, "similarity_rank": 1},
                 {"artist_id_1": S, "artist_id_2": X, "similarity_rank": 1},
             ],
-        ),
-        "msd_track": frame("msd_track", [track_row(tracks[0], S, 4), track_row(tracks[1], Y, 5)]),
-        "msd_bar": frame("msd_bar", analysis_rows("msd_bar", tracks, 2)),
-        "msd_beat": frame("msd_beat", analysis_rows("msd_beat", tracks, 3)),
-        "msd_section": frame("msd_section", analysis_rows("msd_section", tracks, 1)),
-        "msd_tatum": frame("msd_tatum", analysis_rows("msd_tatum", tracks, 6)),
-        "msd_segment": frame("msd_segment", analysis_rows("msd_segment", tracks, 2)),
-    }
+            "msd_track": [track_row(tracks[0], S, 4), track_row(tracks[1], Y, 5)],
+            "msd_bar": analysis_rows("msd_bar", tracks, 2),
+            "msd_beat": analysis_rows("msd_beat", tracks, 3),
+            "msd_section": analysis_rows("msd_section", tracks, 1),
+            "msd_tatum": analysis_rows("msd_tatum", tracks, 6),
+            "msd_segment": analysis_rows("msd_segment", tracks, 2),
+        }
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,12 +320,12 @@ def frame_rows(name: str, df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def expected_state(*loads: Mapping[str, pd.DataFrame], partitions: Iterable[str]) -> Snapshot:
-    """What the tables must hold after ``loads`` (in order) of ``partitions``: the README's rules
-    spelled out independently of the loader's SQL. Track rows of a partition are replaced;
-    shared keys are inserted when missing; an artist row whose source track id is not larger
-    than the stored one (a rerun of the winner included) wins, and its non-NULL values
-    replace; any other incoming row only fills the stored row's NULL columns; pairs (terms,
-    tags, similarity) gain values only where theirs are NULL."""
+    """What the tables must hold after ``loads`` (in order) of ``partitions``: the rules of
+    docs/partitions-and-reruns.md and docs/data-model.md spelled out independently of the loader's
+    SQL. Track rows of a partition are replaced; shared keys are inserted when missing; an artist
+    row whose source track id is not larger than the stored one (a rerun of the winner included)
+    wins, and its non-NULL values replace; any other incoming row only fills the stored row's NULL
+    columns; pairs (terms, tags, similarity) gain values only where theirs are NULL."""
     state: Snapshot = {name: {} for name in TABLES_BY_NAME}
     for frames, partition in zip(loads, partitions, strict=True):
         lo, hi = partition_track_range(partition)
@@ -624,27 +603,27 @@ def test_earlier_pipeline_count_queries(engine: sa.Engine) -> None:
 
 def test_count_rows_per_partition(engine: sa.Engine) -> None:
     load_both(engine)
-    expected = {
-        # track tables: rows of the partition's tracks
+    # Rows in A/A and in A/B. Track tables: rows of the partition's tracks.
+    track_tables = {
         "msd_track": (3, 2),
         "msd_bar": (3, 4),
         "msd_beat": (12, 6),
         "msd_section": (6, 2),
         "msd_tatum": (15, 12),
         "msd_segment": (9, 4),
-        # artist tables: artists with a track in the partition (A/A: S, X; A/B: S, Y)
+    }
+    # Artist tables: artists with a track in the partition (A/A: S, X; A/B: S, Y).
+    artist_tables = {
         "msd_artist": (2, 2),
         "msd_artist_term": (4, 4),
         "msd_artist_mbtag": (2, 3),
         "msd_artist_similarity": (3, 2),
-        # dictionaries: all rows
-        "msd_r_term": (11, 11),
-        "msd_r_mbtag": (5, 5),
     }
-    for name, (in_aa, in_ab) in expected.items():
+    dictionaries = {"msd_r_term": (11, 11), "msd_r_mbtag": (5, 5)}  # all rows, any partition
+    for name, (in_aa, in_ab) in {**track_tables, **artist_tables, **dictionaries}.items():
         assert count_rows(engine, name, "A/A") == in_aa, name
         assert count_rows(engine, name, "A/B") == in_ab, name
-        assert count_rows(engine, name, "B/A") == (in_aa if name.startswith("msd_r_") else 0), name
+        assert count_rows(engine, name, "B/A") == (in_aa if name in dictionaries else 0), name
         assert count_duplicate_natural_keys(engine, name, "A/A") == 0
         assert count_orphan_foreign_keys(engine, name, "A/A") == 0
     assert count_rows(engine, "msd_artist") == 4  # with stub Z
@@ -669,7 +648,7 @@ def test_queries_detect_planted_duplicates_and_orphans(engine: sa.Engine) -> Non
         bar.name,
         sa.MetaData(),
         *[
-            sa.Column(c.name, c.type, primary_key=c.primary_key, autoincrement=bool(c.primary_key))
+            sa.Column(c.name, c.type, primary_key=c.identity is not None, autoincrement=True)
             for c in bar.columns
         ],
         mysql_charset="utf8mb4",
@@ -937,7 +916,7 @@ def test_concurrent_loads_of_one_folder_and_another(engine: sa.Engine) -> None:
     for thread in threads:
         thread.join(timeout=300)
     assert not errors, errors
-    # The README's rules make the result independent of the order the loads committed in.
+    # The documented rules make the result independent of the order the loads committed in.
     expected = expected_state(aa, ab, partitions=["A/A", "A/B"])
     assert expected == expected_state(ab, aa, partitions=["A/B", "A/A"])
     assert_same(snapshot(engine), expected)
@@ -999,3 +978,75 @@ def test_table_row_counts_are_cheap_and_say_how_they_were_counted(engine: sa.Eng
     else:  # InnoDB samples: an estimate, of the right size
         assert method == "estimate: information_schema.TABLES.TABLE_ROWS"
         assert all(0 <= counts[t] <= 3 * exact[t] + 10 for t in exact), (counts, exact)
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL: one physical partition per folder
+
+_FOLDER_PARTITIONS = """
+SELECT c.relname, p.relname, c.relfilenode, pg_total_relation_size(c.oid),
+       pg_get_expr(c.relpartbound, c.oid)
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
+"""
+
+
+def _folder_partitions(engine: sa.Engine) -> dict[str, tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return {name: tuple(rest) for name, *rest in conn.exec_driver_sql(_FOLDER_PARTITIONS)}
+
+
+def test_postgresql_reload_truncates_the_folders_own_partitions(
+    server_database: Callable[[str], ServerDatabase],
+) -> None:
+    engine = server_database("postgresql").engine
+    empty_schema(engine)
+    aa, ab = load_both(engine)
+    first = _folder_partitions(engine)
+    analysis = [t.name for t in TRACK_TABLES if t.name != "msd_track"]
+    assert sorted(first) == sorted(f"{t}_p_{k}" for t in analysis for k in ("aa", "ab"))
+    assert first["msd_bar_p_ab"][0] == "msd_bar"
+    bounds = re.sub(r" +'", "'", first["msd_bar_p_ab"][3])  # CHAR(18) pads them
+    assert bounds == "FOR VALUES FROM ('TRAB') TO ('TRAC')"
+    with engine.connect() as conn:
+        for table in analysis:
+            for key, frames in (("aa", aa), ("ab", ab)):
+                own = conn.exec_driver_sql(f"SELECT count(*) FROM {table}_p_{key}").scalar()
+                assert own == len(frames[table]) > 0, (table, key)
+    before = snapshot(engine)
+    for _ in range(3):
+        load_partition(engine, "A/A", aa)
+    assert_same(snapshot(engine), before)
+    again = _folder_partitions(engine)
+    for table in analysis:
+        # A TRUNCATE gives the partition a new file and frees the old one when it commits; a
+        # DELETE would keep the file and the old rows' space in it.
+        (_, node_aa, size_aa, _), (_, node_ab, _, _) = (
+            first[f"{table}_p_aa"],
+            first[f"{table}_p_ab"],
+        )
+        assert again[f"{table}_p_aa"][1] != node_aa and again[f"{table}_p_aa"][2] == size_aa
+        assert again[f"{table}_p_ab"][1] == node_ab  # another folder's partition is untouched
+
+
+def test_postgresql_tables_made_before_the_partitioning_still_load(
+    server_database: Callable[[str], ServerDatabase],
+) -> None:
+    engine = server_database("postgresql").engine
+    drop_schema(engine)
+    try:
+        with engine.begin() as conn:  # the plain tables of earlier versions: same definitions
+            for table in (msd_schema_version, *MSD_TABLES):
+                table.create(conn)
+        ensure_schema(engine)  # accepted as they are
+        load_both(engine)
+        before = snapshot(engine)
+        load_partition(engine, "A/A", frames_aa())
+        assert_same(snapshot(engine), before)
+        assert _folder_partitions(engine) == {}
+        assert count_rows(engine, "msd_bar") == len(frames_aa()["msd_bar"]) + len(
+            frames_ab()["msd_bar"]
+        )
+    finally:
+        drop_schema(engine)
+        ensure_schema(engine)

@@ -38,6 +38,8 @@ from typing import Any
 import pytest
 import requests
 
+from msd_dagster_tests.graphql_queries import ADD_PARTITION, BACKFILL, RUN, SET_NUX_SEEN, WORKSPACE
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCATION = "msd_dagster"
 REPOSITORY = "__repository__"
@@ -52,23 +54,6 @@ SONGS = 40
 SEED = 11  # 2 to 7 songs in every folder
 START_TIMEOUT = 150  # seconds; a cold start on a busy 2-core machine takes ~20-40 s
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
-BACKFILL = """
-query Backfill($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    __typename
-    ... on PartitionBackfill {
-      id
-      status
-      title
-      numPartitions
-      partitionNames
-      partitionSetName
-      runs { runId status tags { key value } }
-      partitionStatuses { results { partitionName runId runStatus } }
-    }
-  }
-}
-"""
 # Every end-to-end test module: marked e2e, bounded in time.
 E2E_MARKS = [
     pytest.mark.e2e,
@@ -98,87 +83,6 @@ telemetry:
   enabled: false
 """
 
-
-def run_launch_mutation(field: str, argument: str, params_type: str, *errors: str) -> str:
-    """A GraphQL mutation that launches a run: the new run's id, or the error's type and text."""
-    error_lines = "".join(f"    ... on {error}\n" for error in errors)
-    return (
-        f"mutation Launch($params: {params_type}!) {{\n"
-        f"  {field}({argument}: $params) {{\n"
-        "    __typename\n"
-        "    ... on LaunchRunSuccess { run { runId } }\n"
-        f"{error_lines}"
-        "  }\n"
-        "}\n"
-    )
-
-
-# What the UI sends to re-execute a run ("From failure": strategy FROM_FAILURE) ...
-REEXECUTE = run_launch_mutation(
-    "launchRunReexecution",
-    "reexecutionParams",
-    "ReexecutionParams",
-    "PythonError { message }",
-    "InvalidStepError { invalidStepKey }",
-    "RunConflict { message }",
-)
-# ... and to launch a run (the asset graph's Materialize of one folder, the launchpad).
-LAUNCH_RUN = run_launch_mutation(
-    "launchPipelineExecution",
-    "executionParams",
-    "ExecutionParams",
-    "PythonError { message }",
-    "InvalidSubsetError { message }",
-    "RunConfigValidationInvalid { errors { message } }",
-)
-
-WORKSPACE_QUERY = """
-{
-  workspaceOrError {
-    __typename
-    ... on Workspace {
-      locationEntries {
-        name
-        loadStatus
-        locationOrLoadError { __typename ... on PythonError { message } }
-      }
-    }
-  }
-  instance {
-    daemonHealth { allDaemonStatuses { daemonType required healthy } }
-  }
-}
-"""
-
-ADD_PARTITION = """
-mutation AddPartition($key: String!, $def: String!, $repo: RepositorySelector!) {
-  addDynamicPartition(partitionKey: $key, partitionsDefName: $def, repositorySelector: $repo) {
-    __typename
-    ... on AddDynamicPartitionSuccess { partitionKey }
-    ... on DuplicateDynamicPartitionError { partitionName }
-    ... on PythonError { message }
-    ... on UnauthorizedError { message }
-  }
-}
-"""
-
-RUN_QUERY = """
-query Run($runId: ID!) {
-  runOrError(runId: $runId) {
-    __typename
-    ... on Run {
-      runId
-      jobName
-      status
-      parentRunId
-      rootRunId
-      stepKeysToExecute
-      tags { key value }
-      stepStats { stepKey status }
-    }
-  }
-}
-"""
 
 # Daemons the tests rely on: queued runs are launched by one, backfills submitted by the other.
 REQUIRED_DAEMONS = ("QUEUED_RUN_COORDINATOR", "BACKFILL")
@@ -256,9 +160,15 @@ class DagsterUI:
         return results
 
     def run(self, run_id: str) -> dict[str, Any]:
-        data = self.graphql(RUN_QUERY, {"runId": run_id})["runOrError"]
+        data = self.graphql(RUN, {"runId": run_id})["runOrError"]
         assert data["__typename"] == "Run", data
         return data
+
+    def run_shape(self, run_id: str) -> tuple[str, str, dict[str, str]]:
+        """What makes runs alike: the job, its snapshot and each step's status."""
+        run = self.run(run_id)
+        steps = {s["stepKey"]: s["status"] for s in run["stepStats"]}
+        return run["jobName"], run["pipelineSnapshotId"], steps
 
     def wait_for_run(self, run_id: str, timeout: float = 120) -> dict[str, Any]:
         """Poll the run until it has finished (SUCCESS, FAILURE or CANCELED); the run."""
@@ -483,7 +393,7 @@ def _wait_until_ready(ui: DagsterUI, timeout: float) -> None:
                 f"{ui.log_tail()}"
             )
         try:
-            data = ui.graphql(WORKSPACE_QUERY)
+            data = ui.graphql(WORKSPACE)
         except (requests.RequestException, ValueError, GraphQLError) as exc:
             last = f"{type(exc).__name__}: {exc}"
             time.sleep(0.5)
@@ -541,7 +451,7 @@ def dagster_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterUI]:
     ui = DagsterUI(port, process, tmp, home, source, database, parquet, log, dataset, env)
     try:
         _wait_until_ready(ui, START_TIMEOUT)
-        ui.graphql("mutation { setNuxSeen }")  # no "join the community" dialog in the browser
+        ui.graphql(SET_NUX_SEEN)
         yield ui
     finally:
         leftovers = stop_group(process)

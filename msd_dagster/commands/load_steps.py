@@ -17,14 +17,13 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from msd_dagster import stopping
+from msd_dagster import settings, stopping
 from msd_dagster.commands.load_report import LoadState, print_summary
 from msd_dagster.commands.profile import profile_after_load
 from msd_dagster.defs.assets.additional_files import LOAD_KEY, find_additional_files
 from msd_dagster.defs.check_names import TOTAL_TRACKS
 from msd_dagster.defs.outside_layout import outside_layout_observation
 from msd_dagster.defs.partitions import msd_folders, new_folders_request
-from msd_dagster.defs.resources import sqlite_folder
 from msd_dagster.event_metadata import ROWS_WRITTEN
 from msd_dagster.runs.cleanup import fail_orphaned_runs
 from msd_dagster.runs.launch import folder_runs_target
@@ -34,6 +33,7 @@ from msd_dagster.runs.runner import LoadInterrupted, LocalRunner
 from msd_dagster.source.layout import DatasetSurvey, SourceError
 from msd_dagster.source.s3 import S3SourceError
 from msd_dagster.warehouse.dialects import UnsupportedDatabaseError
+from msd_dagster.warehouse.urls import database_folder
 
 if TYPE_CHECKING:
     from msd_dagster.defs.resources import MsdSourceResource, WarehouseResource
@@ -81,14 +81,12 @@ def database_problem(warehouse: WarehouseResource) -> str | None:
     Checked before any run starts: an unusable URL would otherwise fail every folder's load
     only after its retries (minutes), then end in a traceback.
     """
-    found = sqlite_folder(warehouse.sqlalchemy_url())
-    if found is not None:
-        folder, may_create = found
-        if not folder.is_dir() and not may_create:
-            return (
-                f"cannot open the database {warehouse.display_url()}: the folder {folder} does "
-                "not exist; create it first"
-            )
+    folder = database_folder(warehouse.sqlalchemy_url(), settings.msd_home())
+    if folder is not None and not folder.path.is_dir() and not folder.creatable:
+        return (
+            f"cannot open the database {warehouse.display_url()}: the folder {folder.path} "
+            "does not exist; create it first"
+        )
     try:
         with warehouse.engine().connect() as conn:
             conn.exec_driver_sql("SELECT 1")

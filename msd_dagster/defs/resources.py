@@ -29,8 +29,9 @@ from msd_dagster.secrets import error_line, mask_text, mask_url, url_secrets
 from msd_dagster.source.local import LocalDataset
 from msd_dagster.source.s3 import S3Dataset, S3SourceError, make_s3_client, parse_s3_url
 from msd_dagster.warehouse.dialects import catalog_kind
+from msd_dagster.warehouse.dialects.mssql.urls import azure_sql_url
 from msd_dagster.warehouse.transactions import is_transient_database_error
-from msd_dagster.warehouse.urls import azure_sql_url, create_engine_for_url
+from msd_dagster.warehouse.urls import create_engine_for_url, database_folder
 
 
 class MsdS3Resource(S3Resource):
@@ -256,19 +257,9 @@ class FrameStoreResource(dg.ConfigurableResource):
         return FrameStore(base or settings.default_parquet_dir())
 
 
-def sqlite_folder(url: str | sa.URL) -> tuple[Path, bool] | None:
-    """A SQLite file URL's folder, and whether it may be created: only the default location
-    under ``MSD_HOME`` is; a URL's own folder must exist (a mistyped one must not create
-    folders elsewhere, e.g. at the file system's root). ``None`` for other URLs."""
-    if not (isinstance(url, str) and url.startswith("sqlite:///")):
-        return None
-    folder = Path(url.removeprefix("sqlite:///")).parent
-    return folder, folder.resolve().is_relative_to(settings.msd_home())
-
-
 @functools.cache
 def _engine(url: str | sa.URL, **pool_options: int) -> sa.Engine:
     # One engine (and pool) per process and URL: steps of the same process share it.
-    if (found := sqlite_folder(url)) is not None and found[1]:
-        found[0].mkdir(parents=True, exist_ok=True)
+    if (folder := database_folder(url, settings.msd_home())) is not None and folder.creatable:
+        folder.path.mkdir(parents=True, exist_ok=True)
     return create_engine_for_url(url, **pool_options)

@@ -1,6 +1,6 @@
 """The SQL warehouse: table definitions, DDL, bulk loading, partition loads and check queries.
 
-What differs between databases lives in one module per backend under
+What differs between databases lives in one folder per backend under
 :mod:`msd_dagster.warehouse.dialects`, behind the ``Backend`` interface (``backend_for``).
 
 Importing this package never imports pyodbc (it fails on machines without unixODBC); the
@@ -22,6 +22,7 @@ from msd_dagster.warehouse.dialects.mssql import (
     OdbcDriverMissingError,
     azure_access_token_connect_args,
 )
+from msd_dagster.warehouse.dialects.mssql.urls import azure_sql_url
 from msd_dagster.warehouse.dialects.sqlite import create_sqlite_engine, install_sqlite_pragmas
 from msd_dagster.warehouse.partition_load import load_partition
 from msd_dagster.warehouse.queries import (
@@ -31,7 +32,7 @@ from msd_dagster.warehouse.queries import (
     total_tracks,
 )
 from msd_dagster.warehouse.rows import BulkInsertError
-from msd_dagster.warehouse.urls import azure_sql_url, create_engine_for_url
+from msd_dagster.warehouse.urls import create_engine_for_url
 
 __all__ = [
     "BulkInsertError",

@@ -9,7 +9,7 @@ conversion they share is :mod:`msd_dagster.warehouse.rows`.
 
 SQL Server's ``cursor.bulkcopy()`` (mssql-python) cannot write inside the caller's transaction,
 so it is not a path of this function: partition loads use it through
-``Backend.copy_outside_transaction`` (see :mod:`.dialects.mssql_bulkcopy`).
+``Backend.copy_outside_transaction`` (see :mod:`.dialects.mssql.bulkcopy`).
 """
 
 from __future__ import annotations

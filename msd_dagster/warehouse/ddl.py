@@ -4,7 +4,8 @@
 serialize on a database lock). It
 
 * creates missing tables (``checkfirst``) and records ``SCHEMA_VERSION`` and a fingerprint of
-  the table definitions in ``msd_schema_version``;
+  the table definitions (their types compiled for each backend that opted in, so registering
+  a new backend leaves it as it is) in ``msd_schema_version``;
 * compares tables that already exist with the definitions (missing, extra or retyped columns,
   missing natural-key uniqueness, recorded version/fingerprint) and raises
   :class:`SchemaMismatchError` naming every difference instead of silently mixing layouts.
@@ -19,17 +20,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mssql, mysql, postgresql, sqlite
 
-from msd_dagster.warehouse.dialects import Backend, backend_for
+from msd_dagster.warehouse.dialects import BACKENDS, Backend, backend_for
 from msd_dagster.warehouse.schema import (
+    ANALYSIS_TABLES,
     MSD_TABLES,
     NATURAL_KEYS,
     SCHEMA_VERSION,
-    metadata,
     msd_schema_version,
 )
 from msd_dagster.warehouse.transactions import retry_transient
@@ -70,24 +71,27 @@ class SchemaMismatchError(RuntimeError):
 # --------------------------------------------------------------------------------------------
 # Where the tables are
 
-_placed: dict[str, sa.MetaData] = {}
+_placed: dict[tuple[str | None, str], sa.MetaData] = {}
+# The tables whose rows are the folders' (by track-id range): a backend may partition them.
+_BY_FOLDER = frozenset(t.name for t in ANALYSIS_TABLES)
 
 
 def warehouse_metadata(bind: sa.Engine | sa.Connection | sa.Dialect) -> sa.MetaData:
-    """The table definitions as they are placed on this backend (schema ``dbo`` on SQL Server).
+    """The table definitions as they are placed on this backend (schema ``dbo`` on SQL Server,
+    the analysis tables partitioned by folder on PostgreSQL: :meth:`Backend.place_table`).
 
     Explicit copies instead of a ``schema_translate_map``: staging ``#temp`` tables must not be
     translated, and textual statements (MERGE, COPY) can quote the real schema-qualified name.
     """
-    schema = backend_for(bind).table_schema
-    if schema is None:
-        return metadata
-    if schema not in _placed:
+    backend = backend_for(bind)
+    key = (backend.table_schema, backend.name)
+    if key not in _placed:
         copy = sa.MetaData()
         for table in ALL_TABLES:  # parents first, so foreign keys resolve inside the copy
-            table.to_metadata(copy, schema=schema)
-        _placed[schema] = copy
-    return _placed[schema]
+            placed = table.to_metadata(copy, schema=backend.table_schema)
+            backend.place_table(placed, by_folder=table.name in _BY_FOLDER)
+        _placed[key] = copy
+    return _placed[key]
 
 
 def warehouse_table(
@@ -105,24 +109,23 @@ def warehouse_table(
 # --------------------------------------------------------------------------------------------
 # Fingerprint
 
-# Offline dialects: the fingerprint is the same whatever database it is computed for.
-_FINGERPRINT_DIALECTS: tuple[sa.Dialect, ...] = (
-    mssql.dialect(),
-    mysql.dialect(),
-    postgresql.dialect(),
-    sqlite.dialect(),
-)
+
+def fingerprint_dialects(backends: Iterable[type[Backend]]) -> list[sa.Dialect]:
+    """The offline dialects whose compiled column types the fingerprint holds: those of the
+    backends that opted in (``Backend.fingerprint_dialect``), by name. Offline: the fingerprint
+    is the same whatever database it is computed for."""
+    dialects = (b.fingerprint_dialect for b in backends if b.fingerprint_dialect is not None)
+    return sorted(dialects, key=lambda d: d.name)
 
 
-@functools.cache  # the definitions are fixed at import; every ensure_schema call needs it
-def schema_fingerprint() -> str:
-    """SHA-256 of the table definitions (columns, compiled types per dialect, keys, indexes)."""
+def tables_fingerprint(tables: Iterable[sa.Table], dialects: Sequence[sa.Dialect]) -> str:
+    """SHA-256 of table definitions (columns, compiled types per dialect, keys, indexes)."""
     description = []
-    for table in sorted(ALL_TABLES, key=lambda t: t.name):
+    for table in sorted(tables, key=lambda t: t.name):
         columns = [
             [
                 c.name,
-                [c.type.compile(dialect=d) for d in _FINGERPRINT_DIALECTS],
+                [c.type.compile(dialect=d) for d in dialects],
                 bool(c.nullable),
                 bool(c.primary_key),
                 c.identity is not None,
@@ -141,6 +144,12 @@ def schema_fingerprint() -> str:
         description.append([table.name, columns, uniques, indexes])
     blob = json.dumps(description, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@functools.cache  # the definitions are fixed at import; every ensure_schema call needs it
+def schema_fingerprint() -> str:
+    """The fingerprint of the ``msd_*`` tables that ``msd_schema_version`` records."""
+    return tables_fingerprint(ALL_TABLES, fingerprint_dialects(BACKENDS))
 
 
 # --------------------------------------------------------------------------------------------

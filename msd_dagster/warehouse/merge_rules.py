@@ -17,20 +17,22 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from msd_dagster.warehouse.schema import NATURAL_KEYS
-
 SOURCE_COLUMN = "source_track_id"
 STAGE_PREFIX = "msd_stage_"
 
 
-def stage_columns(target: sa.Table) -> list[sa.Column]:
+def stage_columns(target: sa.Table, keys: Sequence[str]) -> list[sa.Column]:
     """Columns of ``target``'s staging table: the loaded ones, NOT NULL on the natural key."""
-    keys = NATURAL_KEYS[target.name]
     return [
         sa.Column(c.name, c.type, nullable=c.name not in keys)
         for c in target.columns
         if c.identity is None
     ]
+
+
+def staged_key(stage: sa.Table) -> list[str]:
+    """The natural key of a staging table's target: the staging table's primary key."""
+    return [c.name for c in stage.primary_key.columns]
 
 
 class MergeColumns(NamedTuple):
@@ -43,7 +45,7 @@ class MergeColumns(NamedTuple):
 
 
 def merge_columns(target: sa.Table, stage: sa.Table) -> MergeColumns:
-    keys = list(NATURAL_KEYS[target.name])
+    keys = staged_key(stage)
     columns = [c.name for c in stage.columns]
     attributes = [c for c in columns if c not in keys]
     return MergeColumns(keys, columns, attributes, SOURCE_COLUMN in columns)
@@ -78,7 +80,7 @@ def merged_artist_value(
 
 def key_absent(target: sa.Table, stage: sa.Table) -> sa.ColumnElement[bool]:
     """The staged row's natural key is not in ``target``."""
-    return ~sa.exists().where(key_match(target, stage, NATURAL_KEYS[target.name]))
+    return ~sa.exists().where(key_match(target, stage, staged_key(stage)))
 
 
 def insert_missing(target: sa.Table, stage: sa.Table) -> sa.Insert:

@@ -7,7 +7,9 @@ One transaction per partition:
    :mod:`msd_dagster.warehouse.merge_rules`): rows whose natural key is missing are inserted,
    nothing is ever deleted, and the result does not depend on load order.
 2. The partition's track rows are replaced: deleted from the five analysis tables and
-   ``msd_track`` by track-id range, then bulk-inserted.
+   ``msd_track`` by track-id range (or, where an analysis table keeps the partition in a
+   physical partition of its own, on PostgreSQL, that partition is truncated), then
+   bulk-inserted.
 
 The frames may come in chunks of tracks (:func:`load_partition_stream`): the old track rows
 are deleted first, each chunk's analysis rows are written before the next chunk is read, and
@@ -19,7 +21,7 @@ with the same frames gives the same contents. Deadlocks and lock timeouts betwee
 loads are retried (the whole transaction, which is safe because it is all-or-nothing).
 
 With ``mssql+mssqlpython`` the analysis rows are bulk-copied before the transaction and moved
-in it (:mod:`msd_dagster.warehouse.dialects.mssql_bulkcopy`), so the same holds.
+in it (:mod:`msd_dagster.warehouse.dialects.mssql.bulkcopy`), so the same holds.
 """
 
 from __future__ import annotations
@@ -234,6 +236,8 @@ def _load_once(
     lo, hi = partition_track_range(partition_key)
     counts: dict[str, int] = dict.fromkeys(TRACK_TABLE_NAMES, 0)
     missing: dict[str, int] = {}
+    by_folder = [t.name for t in ANALYSIS_TABLES]
+    own_partitions = backend.own_partition_tables(engine, partition_key, by_folder)
     with open_load_connection(engine) as conn:
         try:
             source = open_frames()
@@ -254,9 +258,13 @@ def _load_once(
                 backend.lock_partition(conn, partition_key)
                 for table in reversed(TRACK_TABLES):  # children before msd_track
                     target = warehouse_table(dialect, table)
-                    conn.execute(
-                        sa.delete(target).where(target.c.track_id >= lo, target.c.track_id < hi)
-                    )
+                    if table.name in own_partitions:
+                        own = dialect.identifier_preparer.quote(own_partitions[table.name])
+                        conn.exec_driver_sql(f"TRUNCATE TABLE {own}")
+                    else:
+                        conn.execute(
+                            sa.delete(target).where(target.c.track_id >= lo, target.c.track_id < hi)
+                        )
                 # The analysis rows chunk by chunk (no constraint ties them to msd_track, whose
                 # rows need their artists first), the small frames once every chunk is read.
                 keys = FrameKeys()

@@ -1,7 +1,11 @@
 """The twelve ``msd_*`` tables, defined once for every SQL dialect.
 
-Names and columns follow the earlier pipeline's ERD (see the README's data model); the
-additions keep every field of the song files that the ERD dropped. Decisions that matter:
+Columns are stated once, with portable types; where a backend stores a kind of column its own
+way (``ColumnKind``: ids, key text, timestamps ...), the registered backends
+(:mod:`msd_dagster.warehouse.dialects`) contribute their type as a variant, and their table
+options (MySQL's charset) to every table. Names and columns follow the earlier pipeline's ERD
+(see docs/data-model.md); the additions keep every field of the song files that the ERD
+dropped. Decisions that matter:
 
 * Surrogate keys (``bar_id``, ``artist_term_id`` ...) are identity columns; the natural keys
   (``track_id, track_bar_id``, ``artist_id, term_name`` ...) are unique, which is what makes
@@ -21,93 +25,69 @@ additions keep every field of the song files that the ERD dropped. Decisions tha
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mssql, mysql, postgresql
-from sqlalchemy.ext.compiler import compiles
+
+from msd_dagster.warehouse.dialects import BACKENDS
+from msd_dagster.warehouse.dialects.base import ColumnKind
 
 # Bumped whenever a table definition changes; stored in msd_schema_version.
 SCHEMA_VERSION = 2  # 2: analysis tables' track_id is a checked reference, not a FK
 
 metadata = sa.MetaData()
 
-MYSQL_TABLE_ARGS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+
+def _portable(kind: ColumnKind, type_: sa.types.TypeEngine) -> sa.types.TypeEngine:
+    """``type_``, with each registered backend's own type for ``kind`` as its variant."""
+    for backend in BACKENDS:
+        variant = backend.column_types.get(kind)
+        if variant is not None:
+            type_ = type_.with_variant(variant(type_), *backend.dialect_names)
+    return type_
+
+
+# Keyword arguments of every table: each backend's table options (MySQL's charset).
+TABLE_OPTIONS: dict[str, Any] = {k: v for b in BACKENDS for k, v in b.table_options.items()}
 
 
 def _id_column(name: str) -> sa.Column:
-    """Identity surrogate key: BIGINT IDENTITY / BIGSERIAL-like, INTEGER rowid on SQLite."""
+    """Identity surrogate key: BIGINT IDENTITY / BIGSERIAL-like."""
     return sa.Column(
         name,
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        _portable("surrogate_key", sa.BigInteger()),
         sa.Identity(start=1),
         primary_key=True,
     )
 
 
-# Binary collations: comparisons, uniqueness and ORDER BY follow code points on every dialect,
-# and staging tables (SQL Server #temp tables live in tempdb, whose default collation may differ)
-# compare with the real tables without a collation conflict.
-MSSQL_BINARY_COLLATION = "Latin1_General_100_BIN2"
-
-
-class KeyUnicode(sa.Unicode):
-    """Unicode key text. On MySQL/MariaDB it gets a NO PAD binary collation (see below)."""
-
-    cache_ok = True
-
-
-@compiles(KeyUnicode, "mysql")
-@compiles(KeyUnicode, "mariadb")
-def _compile_key_unicode_mysql(type_: KeyUnicode, compiler, **kw) -> str:
-    # utf8mb4_bin is a PAD SPACE collation: 'rock' = 'rock ' and a unique key would merge two
-    # distinct tags. MariaDB has utf8mb4_nopad_bin, MySQL 8 utf8mb4_0900_bin (both NO PAD).
-    # The server flavour is known once the dialect has connected (DDL always runs connected).
-    dialect = compiler.dialect
-    version = dialect.server_version_info or ()
-    if dialect.is_mariadb:
-        collation = "utf8mb4_nopad_bin"
-    elif version and version >= (8, 0, 17):
-        collation = "utf8mb4_0900_bin"
-    else:
-        collation = "utf8mb4_bin"
-    return f"VARCHAR({type_.length}) CHARACTER SET utf8mb4 COLLATE {collation}"
+# Key text and ids use binary collations: comparisons, uniqueness and ORDER BY follow code
+# points on every dialect, so distinct tags stay distinct ('Rock' vs 'rock', accents).
 
 
 def _key_text(length: int) -> sa.types.TypeEngine:
     """Unicode text that takes part in a unique key: compared byte for byte on every dialect."""
-    return (
-        KeyUnicode(length)
-        .with_variant(mssql.NVARCHAR(length, collation=MSSQL_BINARY_COLLATION), "mssql")
-        .with_variant(postgresql.VARCHAR(length, collation="C"), "postgresql")
-    )
+    return _portable("key_text", sa.Unicode(length))
 
 
 def _msd_id() -> sa.types.TypeEngine:
     # Track, artist and song ids are 18 ASCII characters. Binary collation: the partition range
     # (track_id >= 'TRAB' AND track_id < 'TRAC') and the "smallest source_track_id wins" rule
     # compare code points everywhere, never a locale's ordering.
-    return (
-        sa.CHAR(18)
-        .with_variant(mssql.CHAR(18, collation=MSSQL_BINARY_COLLATION), "mssql")
-        .with_variant(postgresql.CHAR(18, collation="C"), "postgresql")
-    )
+    return _portable("msd_id", sa.CHAR(18))
 
 
 def _timestamp() -> sa.types.TypeEngine:
-    # Microseconds survive: MySQL DATETIME and SQL Server DATETIME would round them away.
-    return (
-        sa.DateTime()
-        .with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-        .with_variant(mssql.DATETIME2(precision=6), "mssql")
-    )
+    # Microseconds survive on every dialect.
+    return _portable("timestamp", sa.DateTime())
 
 
 def _text(length: int = 1024) -> sa.types.TypeEngine:
-    return sa.Unicode(length)
+    return _portable("text", sa.Unicode(length))
 
 
 def _double() -> sa.types.TypeEngine:
-    return sa.Double().with_variant(mysql.DOUBLE(asdecimal=False), "mysql", "mariadb")
+    return _portable("double", sa.Double())
 
 
 msd_schema_version = sa.Table(
@@ -115,7 +95,7 @@ msd_schema_version = sa.Table(
     metadata,
     sa.Column("schema_version", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("fingerprint", sa.String(64), nullable=False),
-    **MYSQL_TABLE_ARGS,
+    **TABLE_OPTIONS,
 )
 
 msd_artist = sa.Table(
@@ -134,7 +114,7 @@ msd_artist = sa.Table(
     # The song file whose artist fields won (smallest track id); NULL when the artist is only
     # known from a similar-artists list or from AdditionalFiles.
     sa.Column("source_track_id", _msd_id()),
-    **MYSQL_TABLE_ARGS,
+    **TABLE_OPTIONS,
 )
 
 msd_track = sa.Table(
@@ -170,7 +150,7 @@ msd_track = sa.Table(
     sa.Column("analyzer_version", sa.String(32)),
     sa.Column("genre", _text()),
     sa.Index("ix_msd_track_artist_id", "artist_id"),
-    **MYSQL_TABLE_ARGS,
+    **TABLE_OPTIONS,
 )
 
 msd_r_term = sa.Table(
@@ -178,7 +158,7 @@ msd_r_term = sa.Table(
     metadata,
     _id_column("term_id"),
     sa.Column("term_name", _key_text(256), nullable=False, unique=True),
-    **MYSQL_TABLE_ARGS,
+    **TABLE_OPTIONS,
 )
 
 msd_r_mbtag = sa.Table(
@@ -186,7 +166,7 @@ msd_r_mbtag = sa.Table(
     metadata,
     _id_column("mbtag_id"),
     sa.Column("mbtag_name", _key_text(256), nullable=False, unique=True),
-    **MYSQL_TABLE_ARGS,
+    **TABLE_OPTIONS,
 )
 
 msd_artist_term = sa.Table(
@@ -198,7 +178,7 @@ msd_artist_term = sa.Table(
     sa.Column("term_freq", _double()),
     sa.Column("term_weight", _double()),
     sa.UniqueConstraint("artist_id", "term_name", name="uq_msd_artist_term"),
-    **MYSQL_TABLE_ARGS,
+    **TABLE_OPTIONS,
 )
 
 msd_artist_mbtag = sa.Table(
@@ -209,7 +189,7 @@ msd_artist_mbtag = sa.Table(
     sa.Column("mbtag_name", _key_text(256), nullable=False),
     sa.Column("mbtag_count", sa.Integer),
     sa.UniqueConstraint("artist_id", "mbtag_name", name="uq_msd_artist_mbtag"),
-    **MYSQL_TABLE_ARGS,
+    **TABLE_OPTIONS,
 )
 
 msd_artist_similarity = sa.Table(
@@ -222,7 +202,7 @@ msd_artist_similarity = sa.Table(
     sa.Column("similarity_rank", sa.Integer),
     sa.UniqueConstraint("artist_id_1", "artist_id_2", name="uq_msd_artist_similarity"),
     sa.Index("ix_msd_artist_similarity_artist_id_2", "artist_id_2"),
-    **MYSQL_TABLE_ARGS,
+    **TABLE_OPTIONS,
 )
 
 
@@ -238,7 +218,7 @@ def _analysis_table(name: str, singular: str, extra: list[sa.Column]) -> sa.Tabl
         *extra,
         # Also the index on track_id that partition deletes and the checks use.
         sa.UniqueConstraint("track_id", f"track_{singular}_id", name=f"uq_{name}_position"),
-        **MYSQL_TABLE_ARGS,
+        **TABLE_OPTIONS,
     )
 
 

@@ -22,6 +22,7 @@ from msd_dagster.warehouse.merge_rules import (
     key_absent,
     key_match,
     merged_artist_value,
+    stage_columns,
 )
 from msd_dagster.warehouse.schema import NATURAL_KEYS
 
@@ -43,7 +44,15 @@ __all__ = [
 
 def stage_table(dialect: sa.Dialect, target: sa.Table) -> sa.Table:
     """A temporary table with ``target``'s loaded columns and its natural key as primary key."""
-    return backend_for(dialect).stage_table(target)
+    backend = backend_for(dialect)
+    keys = NATURAL_KEYS[target.name]
+    return sa.Table(
+        backend.stage_name(target),
+        sa.MetaData(),
+        *stage_columns(target, keys),
+        sa.PrimaryKeyConstraint(*keys),
+        **backend.stage_table_kwargs(),
+    )
 
 
 def drop_stage_sql(dialect: sa.Dialect, stage: sa.Table) -> str:

@@ -1,4 +1,10 @@
-"""One module per database backend, behind the :class:`Backend` interface.
+"""The database backends: one folder each, registered once in :data:`BACKENDS`.
+
+A backend's folder holds everything that differs for it, behind the :class:`Backend`
+interface (:mod:`.base`): its column types and table options (which the table definitions of
+:mod:`msd_dagster.warehouse.schema` ask every registered backend for), whether its types are
+part of the schema fingerprint, its engine options and URL rules, its bulk path, upserts,
+locks and lock errors. Adding a backend is a new folder and its entry in :data:`BACKENDS`.
 
 ``backend_for(engine)`` resolves the backend of an engine once (engines made by
 :func:`msd_dagster.warehouse.urls.create_engine_for_url` carry their options, e.g. the lock
@@ -6,7 +12,7 @@ timeout); ``backend_for_url(url)`` and :func:`catalog_kind` resolve it from a UR
 without connecting or importing a driver.
 
 ==============  ==============================  ============  =================================
-backend         module                          catalog kind  bulk path
+backend         folder                          catalog kind  bulk path
 ==============  ==============================  ============  =================================
 SQLite          :mod:`.sqlite`                  sqlite        executemany
 PostgreSQL      :mod:`.postgresql`              postgres      binary COPY (psycopg 3)
@@ -21,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,6 +45,7 @@ from msd_dagster.warehouse.dialects.mysql import MySQLBackend
 from msd_dagster.warehouse.dialects.postgresql import PostgreSQLBackend
 from msd_dagster.warehouse.dialects.sqlite import SQLiteBackend
 
+# The registry: the one place that names every backend.
 BACKENDS: tuple[type[Backend], ...] = (
     SQLiteBackend,
     PostgreSQLBackend,
@@ -68,6 +76,7 @@ __all__ = [
     "catalog_kind",
     "make_url",
     "register_engine",
+    "split_backend_options",
 ]
 
 
@@ -110,15 +119,47 @@ def backend_class(dialect_name: str) -> type[Backend]:
     return _BY_DIALECT.get(dialect_name, Backend)
 
 
-def backend_for_url(url: str | sa.URL, **options: Any) -> Backend:
-    """The backend of ``url`` (nothing connected, no driver imported), with the ``options``
-    its class has as fields (``lock_timeout_s``, ``local_infile``, ``bulkcopy`` ...); options
-    other backends have are ignored."""
+def split_backend_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(backend options, the others)``: a backend option is named after a registered
+    backend, ``<name>_<field>`` (``mysql_local_infile``, ``mssql_bulkcopy``), like SQLAlchemy's
+    dialect-prefixed keywords; a field that backend does not have is a :class:`TypeError`."""
+    by_prefix = {f"{b.name}_": b for b in BACKENDS}
+    backend_options: dict[str, Any] = {}
+    others: dict[str, Any] = {}
+    for key, value in options.items():
+        owner = next((b for p, b in by_prefix.items() if key.startswith(p)), None)
+        if owner is None:
+            others[key] = value
+            continue
+        if key.removeprefix(f"{owner.name}_") not in _own_fields(owner):
+            raise TypeError(f"{owner.display_name} has no option {key!r}")
+        backend_options[key] = value
+    return backend_options, others
+
+
+def _own_fields(cls: type[Backend]) -> set[str]:
+    """The options a backend adds to those every backend has (driver, lock timeout)."""
+    return {f.name for f in dataclasses.fields(cls)} - {f.name for f in dataclasses.fields(Backend)}
+
+
+def backend_for_url(
+    url: str | sa.URL, *, lock_timeout_s: float | None = None, **options: Any
+) -> Backend:
+    """The backend of ``url`` (nothing connected, no driver imported), with its options: the
+    lock timeout, and the backend options (:func:`split_backend_options`) named after it;
+    those of other backends are ignored. An option given as None keeps its default."""
     parsed = make_url(url)
     cls = backend_class(parsed.get_backend_name())
-    fields = {f.name for f in dataclasses.fields(cls)}
-    given = {k: v for k, v in options.items() if k in fields and v is not None}
-    return cls(driver=parsed.get_driver_name(), **given)
+    _, others = split_backend_options(options)  # a misspelt option fails whatever the URL
+    if others:
+        raise TypeError(f"not backend options: {', '.join(others)}")
+    prefix = f"{cls.name}_"
+    given = {
+        k.removeprefix(prefix): v
+        for k, v in options.items()
+        if k.startswith(prefix) and v is not None
+    }
+    return cls(driver=parsed.get_driver_name(), lock_timeout_s=lock_timeout_s, **given)
 
 
 def catalog_kind(url: str | sa.URL) -> str:

@@ -1,11 +1,15 @@
 """The interface every database backend implements, with the generic (ANSI SQL) behaviour.
 
-A :class:`Backend` says what differs between databases, in one place per backend: engine
-options and URL rules, the bulk path and its chunking, staging-table DDL and the upsert
-statement, the schema lock, the encoding check, the lock timeout and which driver errors are
-lock errors. Generic code (``ddl``, ``bulk``, ``staging``, ``partition_load`` ...) asks
-``backend_for(engine)`` and never compares dialect names. Class attributes are the backend's
-fixed capabilities; instance fields are the options of one engine.
+A :class:`Backend` says what differs between databases, in one place per backend: its column
+types and table options (which :mod:`msd_dagster.warehouse.schema` asks for), engine options
+and URL rules, the bulk path and its chunking, staging-table DDL and the upsert statement, the
+schema lock, the encoding check, the lock timeout and which driver errors are lock errors.
+Generic code (``schema``, ``ddl``, ``bulk``, ``staging``, ``partition_load`` ...) asks the
+registered backends or ``backend_for(engine)`` and never compares dialect names. Class
+attributes are the backend's fixed capabilities; instance fields are the options of one engine.
+
+This module and the backends know nothing of the ``msd_*`` tables (the schema is built from
+them, not the other way round): what a statement needs of a table comes with the table.
 
 Nothing here or in the backend modules imports a database driver at import time.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple, Protocol
 
 import pandas as pd
@@ -28,12 +33,17 @@ from msd_dagster.warehouse.merge_rules import (
     key_absent,
     merge_columns,
     merged_artist_value,
-    stage_columns,
 )
 from msd_dagster.warehouse.rows import row_batches
-from msd_dagster.warehouse.schema import NATURAL_KEYS
 
 LockErrorKind = Literal["deadlock", "lock timeout"]
+
+# The portable column types of the table definitions that a backend may store its own way
+# (:attr:`Backend.column_types`): the identity surrogate key, the 18-character MSD ids, text
+# that takes part in a unique key, other text, floats and timestamps.
+ColumnKind = Literal["surrogate_key", "msd_id", "key_text", "text", "double", "timestamp"]
+# A backend's type for a kind, made from the portable type (which carries e.g. its length).
+ColumnVariant = Callable[[Any], sa.types.TypeEngine]
 
 
 class BulkJob(NamedTuple):
@@ -78,6 +88,7 @@ class Backend:
     """One database backend: its capabilities, and the SQL and paths that differ."""
 
     # Fixed capabilities, overridden by each backend module.
+    # The backend's name: also the prefix of its engine options (``mysql_local_infile``).
     name: ClassVar[str] = "generic"
     dialect_names: ClassVar[tuple[str, ...]] = ()  # SQLAlchemy dialect names served
     display_name: ClassVar[str] = "SQL database"
@@ -96,6 +107,17 @@ class Backend:
     # The dialect's INSERT with ON CONFLICT (PostgreSQL, SQLite): upserts use it when set.
     on_conflict_insert: ClassVar[Callable[[sa.Table], Any] | None] = None
 
+    # Table definitions: this backend's type for a portable column kind where it differs from
+    # the portable one (a variant of the column type for :attr:`dialect_names`), and keyword
+    # arguments every table gets (dialect-prefixed: ``mysql_charset``).
+    column_types: ClassVar[Mapping[ColumnKind, ColumnVariant]] = {}
+    table_options: ClassVar[Mapping[str, Any]] = {}
+    # The offline dialect whose compiled column types are part of the schema fingerprint
+    # (``ddl.schema_fingerprint``). None, the default: a new backend is not part of it, so
+    # registering one leaves the fingerprint every existing database recorded as it is.
+    # Opting in changes that fingerprint: do it together with a SCHEMA_VERSION bump.
+    fingerprint_dialect: ClassVar[sa.Dialect | None] = None
+
     # Options of one engine.
     driver: str = ""
     lock_timeout_s: float | None = None  # None: default_lock_timeout_s
@@ -106,6 +128,10 @@ class Backend:
 
     # ----------------------------------------------------------------------------------------
     # Engines and connections
+
+    def database_folder(self, url: sa.URL) -> Path | None:
+        """The local folder holding the database's file (SQLite); None for a server."""
+        return None
 
     def engine_options(
         self, url: sa.URL, options: dict[str, Any], connect_args: dict[str, Any]
@@ -145,6 +171,24 @@ class Backend:
 
     def release_partition(self, conn: sa.Connection, partition_key: str) -> None:
         """After the transaction: release a lock that is the session's, not the transaction's."""
+
+    # ----------------------------------------------------------------------------------------
+    # Physical layout
+
+    def place_table(self, table: sa.Table, by_folder: bool) -> None:
+        """Adapt ``table``, a copy of a definition placed for this backend, to how the backend
+        creates it (e.g. partitioned); ``by_folder``: its rows are the folders' by track-id
+        range (the analysis tables), so it may be partitioned by folder. Its columns, keys and
+        indexes stay those of the definition, which the schema fingerprint covers."""
+
+    def own_partition_tables(
+        self, engine: sa.Engine, partition_key: str, by_folder: Sequence[str]
+    ) -> dict[str, str]:
+        """Before a partition's load transaction: of the tables ``by_folder`` (names), those
+        that keep the partition's rows in a physical partition of their own, by name, with that
+        partition's name (made if missing). A load empties those with ``TRUNCATE`` (which frees
+        their space at once) instead of deleting the partition's rows. None here."""
+        return {}
 
     def check_encoding(self, conn: sa.Connection) -> None:
         """Raise :class:`DatabaseEncodingError` when text cannot round-trip."""
@@ -217,16 +261,6 @@ class Backend:
 
     def stage_table_kwargs(self) -> dict[str, Any]:
         return {"prefixes": ["TEMPORARY"]}
-
-    def stage_table(self, target: sa.Table) -> sa.Table:
-        """A temporary table with ``target``'s loaded columns and its natural key as PK."""
-        return sa.Table(
-            self.stage_name(target),
-            sa.MetaData(),
-            *stage_columns(target),
-            sa.PrimaryKeyConstraint(*NATURAL_KEYS[target.name]),
-            **self.stage_table_kwargs(),
-        )
 
     def drop_stage_sql(self, dialect: sa.Dialect, stage: sa.Table) -> str:
         quoted = dialect.identifier_preparer.quote(stage.name)

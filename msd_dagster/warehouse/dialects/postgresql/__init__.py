@@ -2,6 +2,12 @@
 schema lock and ``lock_timeout`` set for every session at connect.
 
 Floats travel as IEEE doubles in COPY BINARY, so they are bit-exact.
+
+The analysis tables are partitioned by ``track_id`` range, one partition per folder
+(``msd_segment_p_ab`` holds folder A/B). A rerun empties the folder's partitions with
+``TRUNCATE``, which frees their space when it commits, where a ``DELETE`` would leave the old
+rows' space behind until a vacuum; and each folder's indexes stay the size of one folder.
+Databases created before the partitioning keep their plain tables, and the ``DELETE``.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from msd_dagster.source.layout import partition_track_range
 from msd_dagster.warehouse.dialects.base import (
     Backend,
     BulkJob,
@@ -36,6 +43,25 @@ _PG_PARTITION_LOCK_CLASS = 0x6D736470  # arbitrary int ("msdp"): first key of a 
 # Drivers that pass libpq "options" (the lock timeout is set there: a SET would be undone by
 # the first rollback).
 _LIBPQ_DRIVERS = ("psycopg", "psycopg2")
+
+_PARTITIONED_PARENTS = """
+SELECT c.relname FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid
+WHERE c.relnamespace = current_schema()::regnamespace AND c.relname IN :names
+"""
+_ATTACHED_PARTITIONS = """
+SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE c.relnamespace = current_schema()::regnamespace AND c.relname IN :names
+"""
+
+
+def folder_partition_name(table_name: str, partition_key: str) -> str:
+    """The physical partition of ``table_name`` holding a folder: ``msd_bar``, ``"A/B"`` ->
+    ``msd_bar_p_ab``."""
+    return f"{table_name}_p_{partition_key.replace('/', '').lower()}"
+
+
+def _expanding(sql: str) -> sa.TextClause:
+    return sa.text(sql).bindparams(sa.bindparam("names", expanding=True))
 
 
 def _postgres_type(column: sa.Column) -> str:
@@ -169,13 +195,24 @@ class PostgreSQLBackend(Backend):
     lock_timeout_setting = "lock_timeout"
     temp_schema = "pg_temp."
     on_conflict_insert = staticmethod(postgresql.insert)
+    # Collation "C": keys compare byte for byte, never in the database locale's order.
+    column_types = {
+        "key_text": lambda t: postgresql.VARCHAR(t.length, collation="C"),
+        "msd_id": lambda t: postgresql.CHAR(t.length, collation="C"),
+    }
+    fingerprint_dialect = postgresql.dialect()
     # The statistics collector's live-row count: one catalog read, updated as transactions
     # commit (may lag a committed load by a moment).
     row_count_method = "estimate: pg_stat_user_tables.n_live_tup"
-    row_count_query = (
-        "SELECT relname, n_live_tup FROM pg_stat_user_tables "
-        "WHERE schemaname = current_schema() AND relname IN :names"
-    )
+    # A partitioned table's figure is the sum of its partitions'.
+    row_count_query = """
+        SELECT c.relname, COALESCE(SUM(s.n_live_tup), 0)
+        FROM pg_class c
+        LEFT JOIN pg_inherits i ON i.inhparent = c.oid
+        JOIN pg_stat_user_tables s ON s.relid = COALESCE(i.inhrelid, c.oid)
+        WHERE c.relnamespace = current_schema()::regnamespace AND c.relname IN :names
+        GROUP BY c.relname
+    """
 
     def engine_options(
         self, url: sa.URL, options: dict[str, Any], connect_args: dict[str, Any]
@@ -193,6 +230,47 @@ class PostgreSQLBackend(Backend):
         # same partition is inserting: without this lock both would insert them.
         key = zlib.crc32(partition_key.encode()) - 2**31  # a signed int4
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_PARTITION_LOCK_CLASS, key)))
+
+    def place_table(self, table: sa.Table, by_folder: bool) -> None:
+        if by_folder:
+            # A partitioned table's unique keys must hold its partition key: the identity
+            # column stays unique by its sequence, and (track_id, position) by its constraint.
+            id_column = next(iter(table.primary_key.columns))
+            table.c.track_id.primary_key = True
+            table.c.track_id.autoincrement = False
+            table.append_constraint(sa.PrimaryKeyConstraint(id_column.name, "track_id"))
+            table.dialect_kwargs["postgresql_partition_by"] = "RANGE (track_id)"
+
+    def own_partition_tables(
+        self, engine: sa.Engine, partition_key: str, by_folder: Sequence[str]
+    ) -> dict[str, str]:
+        lo, hi = partition_track_range(partition_key)
+        names = {t: folder_partition_name(t, partition_key) for t in sorted(by_folder)}
+        with engine.connect() as conn, conn.begin():
+            parents = set(conn.execute(_expanding(_PARTITIONED_PARENTS), {"names": list(names)}))
+            if not parents:
+                return {}  # a database made before the partitioning: plain tables
+            # Loads of one folder take turns from here (also their transactions: lock_partition).
+            self.lock_partition(conn, partition_key)
+            attached = {
+                name
+                for (name,) in conn.execute(
+                    _expanding(_ATTACHED_PARTITIONS), {"names": list(names.values())}
+                )
+            }
+            prep = conn.dialect.identifier_preparer
+            for (table,) in sorted(parents):
+                if names[table] in attached:
+                    continue
+                # CREATE ... PARTITION OF would lock the parent against every running load;
+                # ATTACH takes a lock that inserts into other partitions do not wait for.
+                child, parent = prep.quote(names[table]), prep.quote(table)
+                conn.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {child} (LIKE {parent})")
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {parent} ATTACH PARTITION {child} "
+                    f"FOR VALUES FROM ('{lo}') TO ('{hi}')"
+                )
+        return {table: names[table] for (table,) in parents}
 
     def check_encoding(self, conn: sa.Connection) -> None:
         encoding = conn.exec_driver_sql("SHOW server_encoding").scalar()

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql as mysql_dialect
+from sqlalchemy.ext.compiler import compiles
 
 from msd_dagster.warehouse.dialects.base import (
     Backend,
@@ -39,10 +41,36 @@ from msd_dagster.warehouse.rows import (
     row_batches,
 )
 
+# Every table's text is utf8mb4 (4-byte characters: emoji, rare CJK) with a binary collation.
+TABLE_OPTIONS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+
 _MYSQL_LOCAL_INFILE_KEY = "msd_mysql_local_infile"
 _MYSQL_MAX_PACKET_KEY = "msd_mysql_max_allowed_packet"
 _SCHEMA_LOCK_NAME = "msd_dagster_schema"
 _SCHEMA_LOCK_WAIT_S = 600
+
+
+class KeyUnicode(sa.Unicode):
+    """Unicode key text, with a NO PAD binary collation (see below)."""
+
+    cache_ok = True
+
+
+@compiles(KeyUnicode, "mysql")
+@compiles(KeyUnicode, "mariadb")
+def _compile_key_unicode(type_: KeyUnicode, compiler: Any, **kw: Any) -> str:
+    # utf8mb4_bin is a PAD SPACE collation: 'rock' = 'rock ' and a unique key would merge two
+    # distinct tags. MariaDB has utf8mb4_nopad_bin, MySQL 8 utf8mb4_0900_bin (both NO PAD).
+    # The server flavour is known once the dialect has connected (DDL always runs connected).
+    dialect = compiler.dialect
+    version = dialect.server_version_info or ()
+    if dialect.is_mariadb:
+        collation = "utf8mb4_nopad_bin"
+    elif version and version >= (8, 0, 17):
+        collation = "utf8mb4_0900_bin"
+    else:
+        collation = "utf8mb4_bin"
+    return f"VARCHAR({type_.length}) CHARACTER SET utf8mb4 COLLATE {collation}"
 
 
 def mysql_upsert_sql(dialect: sa.Dialect, target: sa.Table, stage: sa.Table) -> str:
@@ -193,6 +221,14 @@ class MySQLBackend(Backend):
     max_bind_parameters = 30_000
     default_lock_timeout_s = 60.0
     lock_timeout_setting = "innodb_lock_wait_timeout"
+    column_types = {
+        "key_text": lambda t: KeyUnicode(t.length),
+        # FLOAT is single precision, DATETIME rounds microseconds away.
+        "double": lambda _: mysql_dialect.DOUBLE(asdecimal=False),
+        "timestamp": lambda _: mysql_dialect.DATETIME(fsp=6),
+    }
+    table_options = TABLE_OPTIONS
+    fingerprint_dialect = mysql_dialect.dialect()
 
     # InnoDB's sampled estimate, read from the catalog (an exact count scans the table).
     row_count_method = "estimate: information_schema.TABLES.TABLE_ROWS"
@@ -299,11 +335,7 @@ class MySQLBackend(Backend):
         return _mysql_load_data if _mysql_local_infile(conn) else _mysql_executemany
 
     def stage_table_kwargs(self) -> dict[str, Any]:
-        return {
-            "prefixes": ["TEMPORARY"],
-            "mysql_charset": "utf8mb4",
-            "mysql_collate": "utf8mb4_bin",
-        }
+        return {"prefixes": ["TEMPORARY"], **self.table_options}
 
     def drop_stage_sql(self, dialect: sa.Dialect, stage: sa.Table) -> str:
         # A plain DROP TABLE would commit the load's transaction.

@@ -8,7 +8,7 @@ paths:
 * ``mssql+mssqlpython``: multi-row ``VALUES`` statements with fewer than 2,100 parameters and
   at most 1,000 rows each, inside the load transaction; and for a partition's analysis rows,
   ``cursor.bulkcopy()`` into per-load staging tables before the transaction
-  (:mod:`.mssql_bulkcopy`, which explains how the partition stays atomic).
+  (:mod:`.bulkcopy`, which explains how the partition stays atomic).
 
 Nothing here imports pyodbc or mssql-python at import time: ``import pyodbc`` fails on machines
 without the unixODBC library, so it is imported when an ``mssql+pyodbc`` engine is created.
@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import mssql as mssql_dialect
 
 from msd_dagster.warehouse.dialects.base import (
     Backend,
@@ -37,7 +38,7 @@ from msd_dagster.warehouse.dialects.base import (
     pop_query,
     query_value,
 )
-from msd_dagster.warehouse.dialects.mssql_bulkcopy import bulk_copy_to_staging, drop_temp_table_sql
+from msd_dagster.warehouse.dialects.mssql.bulkcopy import bulk_copy_to_staging, drop_temp_table_sql
 from msd_dagster.warehouse.merge_rules import SOURCE_COLUMN, merge_columns
 from msd_dagster.warehouse.rows import (
     column_kind,
@@ -49,6 +50,9 @@ from msd_dagster.warehouse.rows import (
 
 # Every warehouse table lives in this schema (``SELECT COUNT(1) FROM dbo.msd_bar``).
 MSSQL_SCHEMA = "dbo"
+# Key text compares by code point: also between the tables and the #temp staging tables, which
+# live in tempdb, whose default collation may differ (no collation conflict).
+MSSQL_BINARY_COLLATION = "Latin1_General_100_BIN2"
 
 # SQL Server limits: 2,100 parameters per statement, 1,000 row constructors per VALUES.
 MSSQL_MAX_PARAMETERS = 2_099
@@ -322,6 +326,13 @@ class SQLServerBackend(Backend):
     default_lock_timeout_s = 60.0
     lock_timeout_setting = "LOCK_TIMEOUT"
     distinct_national_text = True
+    column_types = {
+        "key_text": lambda t: mssql_dialect.NVARCHAR(t.length, collation=MSSQL_BINARY_COLLATION),
+        "msd_id": lambda t: mssql_dialect.CHAR(t.length, collation=MSSQL_BINARY_COLLATION),
+        # DATETIME would round microseconds away.
+        "timestamp": lambda _: mssql_dialect.DATETIME2(precision=6),
+    }
+    fingerprint_dialect = mssql_dialect.dialect()
     # The storage engine's own row count (heap or clustered index): exact, no scan.
     row_count_method = "exact: sys.dm_db_partition_stats"
     row_count_query = (
@@ -330,7 +341,7 @@ class SQLServerBackend(Backend):
         "AND OBJECT_NAME(object_id) IN :names GROUP BY object_id"
     )
 
-    # mssql+mssqlpython: analysis rows through cursor.bulkcopy() (mssql_bulkcopy); False keeps
+    # mssql+mssqlpython: analysis rows through cursor.bulkcopy() (.bulkcopy); False keeps
     # them on the multi-row VALUES path inside the transaction.
     bulkcopy: bool = True
     bulkcopy_timeout_s: int = DEFAULT_BULKCOPY_TIMEOUT_S

@@ -15,7 +15,12 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from msd_dagster.warehouse.dialects.base import Backend, BulkJob, BulkPath, LockErrorKind
+from msd_dagster.warehouse.dialects.base import (
+    Backend,
+    BulkJob,
+    BulkPath,
+    LockErrorKind,
+)
 from msd_dagster.warehouse.rows import insert_sql, row_batches
 
 # Connection execution option read by the SQLite "begin" listener: "IMMEDIATE" takes the write
@@ -111,6 +116,9 @@ class SQLiteBackend(Backend):
     lock_timeout_setting = "busy_timeout"
     temp_schema = "temp."
     on_conflict_insert = staticmethod(sqlite_dialect.insert)
+    # An INTEGER PRIMARY KEY is the rowid alias: BIGINT would not autoincrement.
+    column_types = {"surrogate_key": lambda _: sa.Integer()}
+    fingerprint_dialect = sqlite_dialect.dialect()
 
     row_count_method = "upper bound: the highest row id (exact until rows are deleted)"
 
@@ -123,9 +131,15 @@ class SQLiteBackend(Backend):
             counts[table.name] = int(conn.execute(statement).scalar() or 0)
         return counts
 
+    def database_folder(self, url: sa.URL) -> Path | None:
+        if url.database in (None, "", ":memory:"):
+            return None
+        return Path(url.database).parent
+
     def engine_options(
         self, url: sa.URL, options: dict[str, Any], connect_args: dict[str, Any]
     ) -> sa.URL:
+        # The busy timeout; foreign keys and WAL come with configure_engine.
         connect_args.setdefault("timeout", self.lock_timeout_s)
         return url
 
