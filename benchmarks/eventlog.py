@@ -35,6 +35,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from msd_dagster import event_metadata as em
+
 RAW = "raw/song_files"
 SONGS = "normalized/songs"
 TRACK = "warehouse/msd_track"
@@ -105,15 +107,15 @@ def _one_run(entries: Any, created: float | None) -> tuple[dict[str, Any], list[
             folder["last"] = entry.timestamp
             if key == RAW:
                 folder["raw"] = entry.timestamp
-                folder["list"] = _number(metadata, "list_seconds")
+                folder["list"] = _number(metadata, em.LIST_SECONDS)
                 folder["files"] = _number(metadata, "dagster/partition_row_count")
             elif key.startswith("normalized/"):
                 folder["last_normalized"] = entry.timestamp
                 if key == SONGS:
-                    folder["parse"] = _number(metadata, "parse_seconds")
-                    folder["tracks"] = _number(metadata, "tracks")
+                    folder["parse"] = _number(metadata, em.PARSE_SECONDS)
+                    folder["tracks"] = _number(metadata, em.TRACKS)
             elif key == TRACK:
-                folder["write"] = _number(metadata, "load_seconds")
+                folder["write"] = _number(metadata, em.LOAD_SECONDS)
         elif kind == "ASSET_CHECK_EVALUATION":
             partition = event.asset_check_evaluation_data.partition
             if partition is not None and partition in seen:

@@ -3,7 +3,7 @@
     python -m benchmarks.fixed_runs K load --source ... --database-url ... --workers 2
 
 The CLI plans about four runs per worker of at most 32 folders each
-(``msd_dagster.local_runs.plan_folder_runs``); this replaces that plan by runs of K consecutive
+(``msd_dagster.runs.plan.plan_folder_runs``); this replaces that plan by runs of K consecutive
 folders (fewer at a gap in the selection and at the end), everything else unchanged, to measure
 what the size of a run costs: K = 1 is one run per folder.
 """
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Collection, Sequence
 
-from msd_dagster import local_runs
 from msd_dagster.cli import main
+from msd_dagster.commands import load_steps
 
 Plan = Callable[[Sequence[str], Collection[str], int], list[list[str]]]
 
@@ -46,5 +46,5 @@ def runs_of(size: int) -> Plan:
 
 
 if __name__ == "__main__":
-    local_runs.plan_folder_runs = runs_of(int(sys.argv[1]))
+    load_steps.plan_folder_runs = runs_of(int(sys.argv[1]))  # where the load command plans
     raise SystemExit(main(sys.argv[2:]))

@@ -20,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from msd_dagster.event_metadata import table_rows_key
 from msd_dagster.warehouse.profile import LOCATION_CELL_DEGREES, Histogram, WarehouseProfile
 
 PAGE_NAME = "index.html"
@@ -219,7 +220,7 @@ def _percent(part: int, whole: int) -> str:
 
 def numeric_facts(profile: WarehouseProfile) -> dict[str, int | float]:
     """The profile's headline numbers, as plain metadata entries Dagster plots over time."""
-    facts: dict[str, int | float] = {f"rows/{t}": n for t, n in profile.row_counts.items()}
+    facts: dict[str, int | float] = {table_rows_key(t): n for t, n in profile.row_counts.items()}
     years = [y for y, _ in profile.songs_per_year]
     facts.update(
         {

@@ -13,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
-from msd_dagster import cli, settings
+from msd_dagster import settings
+from msd_dagster.commands.load_steps import database_problem
 from msd_dagster.defs.resources import WarehouseResource
 from msd_dagster.warehouse.ddl import (
     ALL_TABLES,
@@ -105,9 +106,9 @@ def test_the_cli_refuses_a_missing_folder_and_the_engine_creates_the_default_one
 ) -> None:
     monkeypatch.setenv(settings.MSD_HOME, str(tmp_path / "home"))
     mistyped = WarehouseResource(url=f"sqlite:///{tmp_path}/no/such/folder/msd.sqlite")
-    problem = cli.database_problem(mistyped)
+    problem = database_problem(mistyped)
     assert problem is not None and problem.endswith("does not exist; create it first")
     assert not (tmp_path / "no").exists()
     default = WarehouseResource(url=f"sqlite:///{tmp_path}/home/db/msd.sqlite")
-    assert cli.database_problem(default) is None
+    assert database_problem(default) is None
     assert (tmp_path / "home" / "db").is_dir()

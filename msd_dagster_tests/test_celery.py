@@ -28,7 +28,7 @@ import pytest
 import sqlalchemy as sa
 from dagster._core.events import DagsterEventType
 
-from msd_dagster.defs.assets.folders import RAW_KEY
+from msd_dagster.defs.tables import RAW_KEY
 from msd_dagster.warehouse.schema import MSD_TABLES, NATURAL_KEYS, load_columns
 from msd_dagster.warehouse.urls import create_engine_for_url
 from msd_dagster_tests.celery_fixtures import (

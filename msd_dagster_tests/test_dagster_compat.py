@@ -24,17 +24,13 @@ import dagster as dg
 import pytest
 
 from msd_dagster.definitions import CODE_LOCATION_NAME
-from msd_dagster.defs.assets.folders import ROWS_CHECK, TABLE_ORDER
+from msd_dagster.defs.check_names import ROWS_CHECK
 from msd_dagster.defs.partitions import msd_folders
-from msd_dagster.defs.tables import warehouse_key
+from msd_dagster.defs.tables import TABLE_ORDER, warehouse_key
 from msd_dagster.generate import GeneratedDataset
 from msd_dagster.instance import write_recommended_config
-from msd_dagster.local_runs import (
-    create_run,
-    folder_runs_target,
-    partition_tags,
-    start_run_process,
-)
+from msd_dagster.runs.launch import create_run, folder_runs_target, start_run_process
+from msd_dagster.runs.tags import partition_tags
 from msd_dagster_tests.graphql_queries import LAUNCH_BACKFILL, LAUNCH_RUN, REEXECUTE, RUNS
 from msd_dagster_tests.pipeline_helpers import PIPELINE_FOLDERS, sqlite_url
 

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from dagster._utils.error import serializable_error_info_from_exc_info
 
 from msd_dagster import definitions, settings
-from msd_dagster.defs.assets.folders import ROWS_CHECK
-from msd_dagster.defs.checks import ALL_FOLDERS_KEY, TOTAL_TRACKS
+from msd_dagster.defs.check_names import ROWS_CHECK, TOTAL_TRACKS
+from msd_dagster.defs.checks import ALL_FOLDERS_KEY
 from msd_dagster.defs.partitions import msd_folders
 from msd_dagster.defs.resources import MsdSourceResource, WarehouseResource
 from msd_dagster.defs.tables import NORMALIZED_FRAMES, normalized_key, warehouse_key
@@ -220,7 +220,7 @@ from msd_dagster.dagster_compat import job_subset_like_the_code_server
 from msd_dagster.definitions import (
     CODE_LOCATION_NAME, asset_job, folder_load_selection, partition_job,
 )
-from msd_dagster.local_runs import job_origin
+from msd_dagster.runs.launch import job_origin
 
 assets, checks = folder_load_selection()
 job = asset_job()
@@ -252,7 +252,7 @@ def test_the_definitions_do_not_depend_on_the_environment(tmp_path: Path) -> Non
     )
     assert bare == configured
     from msd_dagster.dagster_compat import job_subset_like_the_code_server
-    from msd_dagster.local_runs import job_origin
+    from msd_dagster.runs.launch import job_origin
 
     assets, checks = definitions.folder_load_selection()
     job = definitions.asset_job()

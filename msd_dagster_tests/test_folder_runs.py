@@ -17,9 +17,9 @@ import pytest
 import sqlalchemy as sa
 
 from msd_dagster.definitions import partition_job
-from msd_dagster.defs.assets.folders import ROWS_CHECK, TABLE_ORDER
+from msd_dagster.defs.check_names import ROWS_CHECK
 from msd_dagster.defs.partitions import msd_folders
-from msd_dagster.defs.tables import warehouse_key
+from msd_dagster.defs.tables import TABLE_ORDER, warehouse_key
 from msd_dagster.generate import GeneratedDataset
 from msd_dagster.instance import write_recommended_config
 from msd_dagster.warehouse.ddl import warehouse_table

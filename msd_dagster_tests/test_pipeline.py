@@ -29,7 +29,7 @@ import pytest
 import sqlalchemy as sa
 from dagster_aws.s3 import S3Resource
 
-from msd_dagster import cli
+from msd_dagster.commands.load_steps import database_problem
 from msd_dagster.defs import sensors
 from msd_dagster.defs.partitions import msd_folders
 from msd_dagster.defs.resources import MsdSourceResource, WarehouseResource
@@ -882,7 +882,7 @@ def test_cli_load_writes_the_recommended_instance_configuration_once(
     ids=["refused", "unparsable", "azure-parts"],
 )
 def test_cli_database_problem_says_why_without_the_password(warehouse: WarehouseResource) -> None:
-    problem = cli.database_problem(warehouse)
+    problem = database_problem(warehouse)
     assert problem is not None
     assert problem.startswith("cannot connect to the database ")
     assert "hunter2" not in problem
@@ -890,9 +890,7 @@ def test_cli_database_problem_says_why_without_the_password(warehouse: Warehouse
 
 
 def test_cli_database_problem_is_none_for_a_usable_database(fast_tmp_path: Path) -> None:
-    assert (
-        cli.database_problem(WarehouseResource(url=sqlite_url(fast_tmp_path / "ok.sqlite"))) is None
-    )
+    assert database_problem(WarehouseResource(url=sqlite_url(fast_tmp_path / "ok.sqlite"))) is None
 
 
 def test_cli_runs_are_the_code_location_s_own(
@@ -904,7 +902,7 @@ def test_cli_runs_are_the_code_location_s_own(
     the UI launches)."""
     from msd_dagster.dagster_compat import job_subset_like_the_code_server
     from msd_dagster.definitions import CODE_LOCATION_NAME, asset_job, folder_load_selection
-    from msd_dagster.local_runs import job_origin
+    from msd_dagster.runs.launch import job_origin
 
     source = fast_tmp_path / "dataset"
     shutil.copytree(pipeline_dataset.root / "data", source / "data")

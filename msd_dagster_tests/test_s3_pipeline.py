@@ -33,7 +33,7 @@ from msd_dagster.defs.assets.additional_files import (
     additional_key,
     read_additional_files,
 )
-from msd_dagster.defs.assets.folders import RAW_KEY, load_folders
+from msd_dagster.defs.assets.folders import load_folders
 from msd_dagster.defs.partitions import msd_folders
 from msd_dagster.defs.resources import (
     MsdS3Resource,
@@ -42,6 +42,7 @@ from msd_dagster.defs.resources import (
     s3_client_for,
 )
 from msd_dagster.defs.sensors import msd_discovery_sensor
+from msd_dagster.defs.tables import RAW_KEY
 from msd_dagster.frame_store import FrameStore
 from msd_dagster.generate import generate_dataset
 from msd_dagster.instance import write_recommended_config
@@ -600,10 +601,10 @@ def test_cli_additional_files_listing_failure_is_reported_not_raised(
 ) -> None:
     """S3 gone between the folders and the AdditionalFiles: one FAILED line, the load goes on
     to its summary (a client that cannot connect stands for the dropped endpoint)."""
-    from msd_dagster import cli
+    from msd_dagster.commands.load_steps import load_additional_files
 
     client = s3_client_for(S3Resource(endpoint_url="http://127.0.0.1:1", max_attempts=1))
-    assert cli._load_additional_files(
+    assert load_additional_files(
         S3Dataset(client, "bucket", "msd"), runner=None, warehouse=WarehouseResource()
     ) == [False]
     out = capsys.readouterr().out

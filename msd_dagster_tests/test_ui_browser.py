@@ -23,11 +23,11 @@ from urllib.parse import urlencode
 
 import pytest
 
-from msd_dagster.defs.assets.folders import ROWS_CHECK, TABLE_ORDER
 from msd_dagster.defs.assets.profile import PROFILE_KEY
-from msd_dagster.defs.checks import TOTAL_TRACKS
+from msd_dagster.defs.check_names import ROWS_CHECK, TOTAL_TRACKS
 from msd_dagster.defs.jobs import msd_totals_job
 from msd_dagster.defs.sensors import msd_totals_after_loads
+from msd_dagster.defs.tables import TABLE_ORDER
 from msd_dagster.profile_report import PAGE_NAME
 from msd_dagster_tests.graphql_queries import (
     ASSET_PARTITIONS,

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from msd_dagster.defs.assets.folders import ROWS_CHECK, TABLE_ORDER
-from msd_dagster.defs.checks import TOTAL_TRACKS
+from msd_dagster.defs.check_names import ROWS_CHECK, TOTAL_TRACKS
 from msd_dagster.defs.partitions import FOLDERS_PER_RUN
+from msd_dagster.defs.tables import TABLE_ORDER
 from msd_dagster.warehouse.schema import NATURAL_KEYS, TRACK_TABLE_NAMES
 from msd_dagster_tests.graphql_queries import (
     ASSET_PARTITIONS,

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import dagster as dg
 
-from msd_dagster.defs.assets.folders import RAW_KEY
+from msd_dagster.defs.tables import RAW_KEY
 from msd_dagster.source.layout import OutsideLayout, listing_fingerprint, outside_total_text
 
 # Entries named in the metadata; the rest are counted (a misnamed copy may hold thousands).

@@ -8,9 +8,22 @@ Dagster's fixed cost per run is then shared by its folders. A backfill from the 
 of at most :data:`FOLDERS_PER_RUN` folders; ``msd-dagster load`` plans its own ranges.
 """
 
+from collections.abc import Iterable
+
 import dagster as dg
 
 msd_folders = dg.DynamicPartitionsDefinition(name="msd_folders")
 
 FOLDERS_PER_RUN = 8
 FOLDER_BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=FOLDERS_PER_RUN)
+
+
+def new_folders_request(
+    instance: dg.DagsterInstance, folders: Iterable[str]
+) -> dg.AddDynamicPartitionsRequest | None:
+    """The request that adds ``folders`` not yet partitions of ``msd_folders`` (in their
+    order), or ``None`` when there are none: the discovery sensor returns it, ``msd-dagster
+    load`` applies it to the instance."""
+    known = set(instance.get_dynamic_partitions(msd_folders.name))
+    new = [key for key in folders if key not in known]
+    return msd_folders.build_add_request(new) if new else None

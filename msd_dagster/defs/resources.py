@@ -3,6 +3,11 @@ the normalized frames are kept.
 
 Every field left empty falls back to its environment variable when the resource is used (see
 :mod:`msd_dagster.settings`), so the definitions never depend on the environment.
+
+Not ``dg.EnvVar``: every variable here is optional with an embedded default, and in Dagster
+1.13 a field set to an unset ``dg.EnvVar`` fails the run's config (``dagster/_config/source.py``),
+while a resource built outside a run (the CLI) sees the variable's name, not its value. Like
+``dg.EnvVar``, the empty fields keep every value out of the snapshot and resolve at run time.
 """
 
 import contextlib

@@ -18,13 +18,14 @@ import dagster as dg
 from msd_dagster.defs.assets.additional_files import msd_additional_files_job
 from msd_dagster.defs.assets.folders import load_folders
 from msd_dagster.defs.assets.profile import msd_profile_job
+from msd_dagster.defs.check_names import TOTAL_TRACKS
 from msd_dagster.defs.jobs import msd_partition_job, msd_totals_job
 from msd_dagster.defs.outside_layout import (
     outside_layout_digest,
     outside_layout_lines,
     outside_layout_observation,
 )
-from msd_dagster.defs.partitions import msd_folders
+from msd_dagster.defs.partitions import new_folders_request
 from msd_dagster.defs.resources import MsdSourceResource
 from msd_dagster.defs.tables import warehouse_key
 from msd_dagster.source.discovery import DiscoveryState, discover
@@ -97,8 +98,7 @@ def msd_discovery_sensor(
     )
     fingerprint = _prefetched(dataset.partition_fingerprint, planned, FINGERPRINT_WORKERS)
     result = discover(state, visible, fingerprint, FINGERPRINTS_PER_TICK)
-    known = set(context.instance.get_dynamic_partitions(msd_folders.name))
-    to_add = [key for key in result.new_partitions if key not in known]
+    add_new = new_folders_request(context.instance, result.new_partitions)
     requests = [
         dg.RunRequest(
             partition_key=key,
@@ -126,7 +126,7 @@ def msd_discovery_sensor(
     result.state.outside_digest = digest
     return dg.SensorResult(
         run_requests=requests,
-        dynamic_partitions_requests=[msd_folders.build_add_request(to_add)] if to_add else [],
+        dynamic_partitions_requests=[add_new] if add_new else [],
         cursor=result.state.to_cursor(),
         asset_events=events,
     )
@@ -156,7 +156,7 @@ def loads_folders(run: dg.DagsterRun) -> bool:
     minimum_interval_seconds=60,
     description=(
         "After partition runs succeed, re-evaluates the whole-dataset check "
-        "total_tracks_match_partitions on warehouse/all_folders (msd_totals_job); after those "
+        f"{TOTAL_TRACKS} on warehouse/all_folders (msd_totals_job); after those "
         "and after AdditionalFiles runs, refreshes the dataset profile profile/dataset "
         "(msd_profile_job). Each at most once a minute. Running by default."
     ),

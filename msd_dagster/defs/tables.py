@@ -1,4 +1,5 @@
-"""How the twelve msd_* tables appear as Dagster assets (names, descriptions, schemas)."""
+"""How the song files and the twelve msd_* tables appear as Dagster assets (keys, names,
+descriptions, schemas)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
+from msd_dagster.defs.check_names import ROWS_CHECK
 from msd_dagster.msd.frames import (
     ANALYSIS_KINDS,
     ARTIST_COLUMNS,
@@ -15,12 +17,18 @@ from msd_dagster.msd.frames import (
     TRACK_METADATA_COLUMNS,
 )
 from msd_dagster.warehouse.schema import (
+    MSD_TABLES,
     TABLES_BY_NAME,
     TRACK_TABLE_NAMES,
     Reference,
     load_columns,
     references,
 )
+
+# The raw layer: each folder's song files as listed at the source.
+RAW_KEY = dg.AssetKey(["raw", "song_files"])
+# The warehouse layer: one asset per table, in the order they are loaded.
+TABLE_ORDER: tuple[str, ...] = tuple(t.name for t in MSD_TABLES)
 
 # The normalized layer: three assets, each a set of frames named like the tables they load.
 NORMALIZED_FRAMES: dict[str, tuple[str, ...]] = {
@@ -144,7 +152,7 @@ def _describe(reference: Reference) -> str:
     target = f"{reference.parent_table}.{reference.parent_column}"
     if reference.enforced:
         return f"foreign key to {target}"
-    return f"references {target} (verified by the partition_rows_loaded check, not a constraint)"
+    return f"references {target} (verified by the {ROWS_CHECK} check, not a constraint)"
 
 
 def _type_name(type_: sa.types.TypeEngine) -> str:

@@ -26,7 +26,8 @@ import dagster as dg
 import pandas as pd
 from botocore.exceptions import BotoCoreError, ClientError
 
-from msd_dagster.defs.assets.folders import WAREHOUSE_POOL
+from msd_dagster import event_metadata as em
+from msd_dagster.defs.assets import WAREHOUSE_POOL
 from msd_dagster.defs.resources import FrameStoreResource, MsdSourceResource, WarehouseResource
 from msd_dagster.defs.retries import SOURCE_RETRY_POLICY, WAREHOUSE_RETRY_POLICY
 from msd_dagster.defs.tables import (
@@ -220,7 +221,7 @@ def additional_files_frames(
         "missing": dg.MetadataValue.json(absent),
         "excluded": dg.MetadataValue.json(list(config.exclude)),
         "source": dataset.describe(),
-        "parse_seconds": round(seconds, 3),
+        em.PARSE_SECONDS: round(seconds, 3),
     }
     store = frame_store.store()
     for name, tables in ADDITIONAL_FRAMES.items():
@@ -284,15 +285,15 @@ def additional_files_warehouse(
     )
     return dg.MaterializeResult(
         metadata={
-            "rows_written": total,
+            em.ROWS_WRITTEN: total,
             "rows_inserted": dg.MetadataValue.json(result.inserted),
             "rows_filled": dg.MetadataValue.json(result.filled),
             "comparison_with_song_files": dg.MetadataValue.json(comparison),
             "disagreements": sum(disagreements.values()),
             **{k: int(v) for k, v in comparison.items()},
-            "database": warehouse.display_url(),
+            em.DATABASE: warehouse.display_url(),
             "dagster/storage_kind": warehouse.catalog_kind(),
-            "load_seconds": round(seconds, 3),
+            em.LOAD_SECONDS: round(seconds, 3),
         }
     )
 

@@ -18,15 +18,20 @@ loaded already.
 """
 
 import time
-import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import dagster as dg
-import pandas as pd
 
+from msd_dagster import event_metadata as em
 from msd_dagster import stopping
-from msd_dagster.dagster_compat import AssetCheckEvaluationTargetMaterializationData
+from msd_dagster.defs.assets import OWNERS, WAREHOUSE_POOL
+from msd_dagster.defs.checks import (
+    ROWS_CHECK_SPECS,
+    latest_materialization,
+    results_of_earlier_load,
+    rows_check_evaluation,
+)
+from msd_dagster.defs.folder_resume import folders_loaded_already, resumed_run_ids
 from msd_dagster.defs.partitions import FOLDER_BACKFILL_POLICY, msd_folders
 from msd_dagster.defs.resources import FrameStoreResource, MsdSourceResource, WarehouseResource
 from msd_dagster.defs.retries import SOURCE_RETRY_POLICY
@@ -35,7 +40,9 @@ from msd_dagster.defs.tables import (
     NORMALIZED_DESCRIPTIONS,
     NORMALIZED_FRAMES,
     NORMALIZED_OF,
+    RAW_KEY,
     REJECTED_FRAME,
+    TABLE_ORDER,
     column_lineage,
     normalized_key,
     normalized_schema,
@@ -43,62 +50,21 @@ from msd_dagster.defs.tables import (
     table_schema,
     warehouse_key,
 )
+from msd_dagster.folder_failures import FolderFailed, FolderFailure, failures_summary, is_transient
+from msd_dagster.folder_report import (
+    listing_frame,
+    rejected_frame,
+    rejected_markdown,
+    tracks_per_decade,
+)
 from msd_dagster.frame_store import FrameStore, GroupWriter
-from msd_dagster.msd.frames import RejectedFile
 from msd_dagster.msd.partition import FolderStream
-from msd_dagster.source.layout import SourceError, SourceFile, is_song_file_key
-from msd_dagster.source.s3 import S3SourceError
+from msd_dagster.source.layout import SourceError, is_song_file_key
 from msd_dagster.warehouse.checked_load import PartitionCheckFailed, load_and_verify
 from msd_dagster.warehouse.ddl import SchemaMismatchError, ensure_schema
-from msd_dagster.warehouse.schema import MSD_TABLES, TRACK_TABLE_NAMES
-from msd_dagster.warehouse.transactions import is_transient_database_error
-from msd_dagster.warehouse.verify import TableVerdict, table_row_counts
+from msd_dagster.warehouse.verify import table_row_counts
 
-RAW_KEY = dg.AssetKey(["raw", "song_files"])
 LISTING_FRAME = "song_files"
-ROWS_CHECK = "partition_rows_loaded"
-WAREHOUSE_POOL = "msd_warehouse"
-OWNERS = ["team:data-engineering"]
-TABLE_ORDER: tuple[str, ...] = tuple(t.name for t in MSD_TABLES)
-
-
-def listing_frame(files: Sequence[SourceFile]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "key": pd.array([f.key for f in files], dtype="string"),
-            "size": pd.array([f.size for f in files], dtype="int64"),
-            "modified": pd.to_datetime([f.modified for f in files]).astype("datetime64[us]"),
-            "etag": pd.array([f.etag for f in files], dtype="string"),
-        }
-    )
-
-
-def rejected_frame(rejected: Sequence[RejectedFile]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "name": pd.array([r.name for r in rejected], dtype="string"),
-            "reason": pd.array([r.reason for r in rejected], dtype="string"),
-        }
-    )
-
-
-def rejected_markdown(rejected: Sequence[RejectedFile], limit: int = 50) -> str:
-    lines = [f"- `{r.name}`: {r.reason}" for r in rejected[:limit]]
-    if len(rejected) > limit:
-        lines.append(f"- ... and {len(rejected) - limit} more (see the rejected_files frame)")
-    return "\n".join(lines) or "none"
-
-
-def tracks_per_decade(songs: pd.DataFrame) -> str:
-    """A small Markdown bar chart of the partition's tracks per decade (unknown year apart)."""
-    years = songs["year"]
-    decades = (years.dropna().astype(int) // 10 * 10).value_counts().sort_index()
-    rows = [
-        f"| {d}s | {n} | {'█' * max(1, round(40 * n / len(songs)))} |" for d, n in decades.items()
-    ]
-    rows.append(f"| unknown | {int(years.isna().sum())} | |")
-    return "| decade | tracks | |\n|---|---:|---|\n" + "\n".join(rows)
-
 
 FOLDER_SPECS: list[dg.AssetSpec] = [
     dg.AssetSpec(
@@ -151,188 +117,6 @@ FOLDER_SPECS: list[dg.AssetSpec] = [
 ]
 
 
-# Partitioned check specs are a preview feature in Dagster 1.13; we rely on them deliberately
-# (msd_dagster_tests/test_definitions.py pins it).
-warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*")
-
-# Checks of the load itself: evaluated per folder inside its load transaction, one result per
-# check and folder; no separate step.
-ROWS_CHECK_SPECS = [
-    dg.AssetCheckSpec(
-        ROWS_CHECK,
-        asset=warehouse_key(table),
-        blocking=True,
-        partitions_def=msd_folders,
-        description=(
-            "The folder's rows in the database == its normalized frame == the rows its song "
-            "files imply; every natural key once; every reference resolves. Evaluated in each "
-            "folder's load transaction: a folder that fails it is rolled back."
-            if table in TRACK_TABLE_NAMES
-            else "Every row of the folder's normalized frame is in the database (by natural "
-            "key), once, with its references resolved. The table is shared by folders, so the "
-            "database may hold more. Evaluated in each folder's load transaction."
-        ),
-    )
-    for table in TABLE_ORDER
-]
-
-
-@dataclass
-class FolderFailure:
-    """A folder the step could not load, why, and whether trying again may help."""
-
-    partition: str
-    stage: str
-    reason: str
-    transient: bool
-
-
-class _FolderFailed(Exception):
-    def __init__(self, failure: FolderFailure) -> None:
-        super().__init__(failure.reason)
-        self.failure = failure
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """Worth trying again: a source or database fault that may pass (never a bad file, a
-    refused row, a failed check or a missing folder)."""
-    if isinstance(exc, SourceError | S3SourceError):
-        return not exc.permanent
-    return is_transient_database_error(exc)
-
-
-def resumed_run_ids(context: dg.AssetExecutionContext) -> list[str]:
-    """This run, and for a "From failure" re-execution the runs it resumes, newest first."""
-    run_ids = [context.run.run_id]
-    run = context.run
-    while run.parent_run_id and run.is_resume_retry:
-        run_ids.append(run.parent_run_id)
-        parent = context.instance.get_run_by_id(run.parent_run_id)
-        if parent is None:
-            break
-        run = parent
-    return run_ids
-
-
-@dataclass
-class EarlierLoad:
-    """A folder loaded already: by which run, with the check results that load recorded."""
-
-    run_id: str
-    evaluations: list[dg.AssetCheckEvaluation]
-
-
-def folders_loaded_already(
-    instance: dg.DagsterInstance, run_ids: Sequence[str]
-) -> dict[str, EarlierLoad]:
-    """Folders whose tables these runs loaded already (a retried step, or the runs a "From
-    failure" re-execution resumes); the newest load of each."""
-    track_key = warehouse_key("msd_track")
-    done: dict[str, EarlierLoad] = {}
-    for run_id in run_ids:
-        loaded: set[str] = set()
-        evaluations: dict[str, list[dg.AssetCheckEvaluation]] = {}
-        records = instance.get_records_for_run(
-            run_id,
-            of_type={
-                dg.DagsterEventType.ASSET_MATERIALIZATION,
-                dg.DagsterEventType.ASSET_CHECK_EVALUATION,
-            },
-        ).records
-        for record in records:
-            event = record.event_log_entry.dagster_event
-            if event is None:
-                continue
-            if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
-                evaluation = event.asset_check_evaluation_data
-                if evaluation.partition and evaluation.check_name == ROWS_CHECK:
-                    evaluations.setdefault(evaluation.partition, []).append(evaluation)
-            elif event.step_materialization_data.materialization.asset_key == track_key:
-                loaded.add(str(event.step_materialization_data.materialization.partition))
-        for partition in loaded - done.keys():
-            done[partition] = EarlierLoad(run_id, evaluations.get(partition, []))
-    return done
-
-
-Target = AssetCheckEvaluationTargetMaterializationData
-
-
-def latest_materialization(
-    instance: dg.DagsterInstance, key: dg.AssetKey, partition: str
-) -> Target | None:
-    """The partition's latest materialization: what its check result targets.
-
-    Dagster counts a partition's check result as current (the check's Partitions status, the
-    asset's check badges) only when it targets that partition's latest materialization, and
-    a result yielded as an ``AssetCheckEvaluation`` must name it itself (as Dagster does for
-    an ``AssetCheckResult``). After a load, the one just recorded (an op's events are stored
-    as it yields them); after a rolled-back load, the one whose rows are still there.
-    """
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-    ).records
-    if not records:
-        return None
-    record = records[0]
-    return Target(run_id=record.run_id, storage_id=record.storage_id, timestamp=record.timestamp)
-
-
-def rows_check_evaluation(
-    partition: str, verdict: TableVerdict, target: Target | None = None
-) -> dg.AssetCheckEvaluation:
-    return dg.AssetCheckEvaluation(
-        asset_key=warehouse_key(verdict.table),
-        check_name=ROWS_CHECK,
-        passed=verdict.passed,
-        partition=partition,
-        target_materialization_data=target,
-        severity=dg.AssetCheckSeverity.ERROR,
-        blocking=True,
-        description=verdict.summary(),
-        metadata={
-            # The UI plots numeric entries over time, whatever the folder: these three are 0
-            # whenever the check passes, so a point above 0 is a folder that failed it.
-            "missing_keys": verdict.missing_keys,
-            "duplicate_keys": verdict.duplicates,
-            "unresolved_references": verdict.orphans,
-            # Row counts differ from folder to folder (a plot of them would zigzag): one JSON
-            # entry, and in the description.
-            "rows": dg.MetadataValue.json(row_counts(verdict)),
-        },
-    )
-
-
-def results_of_earlier_load(
-    instance: dg.DagsterInstance, partition: str, evaluations: Sequence[dg.AssetCheckEvaluation]
-) -> Iterator[dg.AssetCheckEvaluation]:
-    """A folder skipped as loaded already: the results its load recorded, again, for this run.
-
-    A run records a planned execution of every check for each folder of its range; a check
-    without a result in the run would read "Skipped" and hide the folder's passed result."""
-    for evaluation in evaluations:
-        yield dg.AssetCheckEvaluation(
-            asset_key=evaluation.asset_key,
-            check_name=evaluation.check_name,
-            passed=evaluation.passed,
-            partition=partition,
-            target_materialization_data=latest_materialization(
-                instance, evaluation.asset_key, partition
-            ),
-            severity=evaluation.severity,
-            blocking=evaluation.blocking,
-            description=f"{evaluation.description} (when it was loaded; not loaded again)",
-            metadata=evaluation.metadata,
-        )
-
-
-def row_counts(verdict: TableVerdict) -> dict[str, int]:
-    """The folder's rows: in the database, in its frame and (track tables) in its files."""
-    counts = {"database": verdict.database_rows, "frame": verdict.frame_rows}
-    if verdict.source_rows is not None:
-        counts["files"] = verdict.source_rows
-    return counts
-
-
 def _normalized_materializations(
     partition: str, stream: FolderStream, writer: GroupWriter
 ) -> Iterator[dg.AssetMaterialization]:
@@ -346,13 +130,11 @@ def _normalized_materializations(
         extra: dict[str, object] = {}
         if name == "songs":
             extra = {
-                "tracks": len(tracks),
-                "rejected_files": len(rejected),
+                em.TRACKS: len(tracks),
+                em.REJECTED_FILES: len(rejected),
                 "rejected": dg.MetadataValue.md(rejected_markdown(rejected)),
-                "rejected_list": dg.MetadataValue.json(
-                    [{"name": r.name, "reason": r.reason} for r in rejected[:1000]]
-                ),
-                "parse_seconds": round(stream.seconds, 3),
+                em.REJECTED_LIST: dg.MetadataValue.json(em.rejected_entries(rejected)),
+                em.PARSE_SECONDS: round(stream.seconds, 3),
                 "preview": preview(tracks),
             }
             if len(tracks):
@@ -398,7 +180,7 @@ def _load_folder(
                 "not_song_files": sum(not is_song_file_key(f.key) for f in files),
                 "bytes": dg.MetadataValue.int(sum(f.size for f in files)),
                 "source": dataset.describe(),
-                "list_seconds": round(listed - started, 3),
+                em.LIST_SECONDS: round(listed - started, 3),
             },
         )
 
@@ -429,10 +211,10 @@ def _load_folder(
         for verdict in exc.verdicts:
             target = latest_materialization(instance, warehouse_key(verdict.table), partition)
             yield rows_check_evaluation(partition, verdict, target)
-        raise _FolderFailed(FolderFailure(partition, "check", str(exc), False)) from exc
+        raise FolderFailed(FolderFailure(partition, "check", str(exc), False)) from exc
     except Exception as exc:  # noqa: BLE001 - any error fails this folder only
         reason = warehouse.describe_error(exc)
-        raise _FolderFailed(FolderFailure(partition, stage, reason, _is_transient(exc))) from exc
+        raise FolderFailed(FolderFailure(partition, stage, reason, is_transient(exc))) from exc
 
     database = warehouse.display_url()
     kind = warehouse.catalog_kind()
@@ -461,9 +243,9 @@ def _load_folder(
                 ),
                 "dagster/table_name": table,
                 "dagster/storage_kind": kind,
-                "rows_written": loaded.written.get(table, 0),
-                "database": database,
-                "load_seconds": round(loaded.seconds, 3),
+                em.ROWS_WRITTEN: loaded.written.get(table, 0),
+                em.DATABASE: database,
+                em.LOAD_SECONDS: round(loaded.seconds, 3),
             },
         )
     for verdict in loaded.verdicts:
@@ -517,7 +299,7 @@ def load_folders(
                 else warehouse.describe_error(exc)
             ),
             # A schema mismatch or a refused login stays; a lost connection may pass.
-            allow_retries=not isinstance(exc, SchemaMismatchError) and _is_transient(exc),
+            allow_retries=not isinstance(exc, SchemaMismatchError) and is_transient(exc),
         ) from None  # the driver's own text may hold secrets; the description is masked
     dataset = msd_source.dataset()
     store = frame_store.store()
@@ -526,21 +308,15 @@ def load_folders(
         try:
             with stopping.folder_commit_window():  # a stop waits for a commit's records
                 yield from _load_folder(context, partition, dataset, store, warehouse)
-        except _FolderFailed as exc:
+        except FolderFailed as exc:
             failures.append(exc.failure)
             context.log.error(f"{partition} failed ({exc.failure.stage}): {exc.failure.reason}")
     if failures:
         raise dg.Failure(
-            description=(
-                f"{len(failures)} of {len(todo)} folder(s) failed: "
-                + "; ".join(f"{f.partition} ({f.stage}): {f.reason}" for f in failures)
-            ),
+            description=failures_summary(failures, len(todo)),
             metadata={
-                "failed_folders": dg.MetadataValue.json(
-                    [
-                        {"partition": f.partition, "stage": f.stage, "reason": f.reason}
-                        for f in failures
-                    ]
+                em.FAILED_FOLDERS: dg.MetadataValue.json(
+                    [em.failed_folder_entry(f.partition, f.stage, f.reason) for f in failures]
                 )
             },
             # A lost connection or a throttled bucket may pass; the folders loaded meanwhile

@@ -12,11 +12,12 @@ import time
 
 import dagster as dg
 
+from msd_dagster import event_metadata as em
 from msd_dagster import settings
+from msd_dagster.defs.assets import OWNERS
 from msd_dagster.defs.assets.additional_files import LOAD_KEY
-from msd_dagster.defs.assets.folders import OWNERS, TABLE_ORDER
 from msd_dagster.defs.resources import WarehouseResource
-from msd_dagster.defs.tables import warehouse_key
+from msd_dagster.defs.tables import TABLE_ORDER, warehouse_key
 from msd_dagster.warehouse.profile import TOP_LABELS, profile_warehouse
 
 PROFILE_GROUP = "profile"
@@ -64,7 +65,7 @@ def warehouse_profile(
             PROFILE_MARKDOWN: dg.MetadataValue.md(report.markdown()),
             **report.facts,
             REPORT_PATH: dg.MetadataValue.path(str(page)),
-            "database": warehouse.display_url(),
+            em.DATABASE: warehouse.display_url(),
             "query_seconds": round(query_seconds, 3),
         }
     )

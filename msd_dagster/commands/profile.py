@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 from msd_dagster import settings
 
 if TYPE_CHECKING:
+    import dagster as dg
+
     from msd_dagster.defs.resources import WarehouseResource
-    from msd_dagster.local_runs import LocalRunner
+    from msd_dagster.runs.runner import LocalRunner
 
 
 def write_profile(warehouse: WarehouseResource, folder: Path | None = None) -> int:
@@ -52,18 +54,21 @@ def profile_after_load(
     page is, or why it failed) and the rows per table it counted (``None`` if it failed). A
     failed profile does not fail the load: the data is loaded and checked."""
     from msd_dagster.defs.assets.profile import PROFILE_KEY, REPORT_PATH
+    from msd_dagster.event_metadata import table_rows_key
+    from msd_dagster.runs.progress import materializations, run_error
     from msd_dagster.warehouse.schema import MSD_TABLES
 
     run = runner.run_unpartitioned(_profile_job_fn)
-    for materialization in runner.materializations(run):
+    for materialization in materializations(runner.instance, run):
         metadata = materialization.metadata
         if materialization.asset_key == PROFILE_KEY and REPORT_PATH in metadata:
-            counts = {t.name: metadata[f"rows/{t.name}"].value for t in MSD_TABLES}
+            counts = {t.name: metadata[table_rows_key(t.name)].value for t in MSD_TABLES}
             return f"dataset profile: {metadata[REPORT_PATH].value}", counts
-    return f"dataset profile FAILED: {warehouse.without_secrets(runner.run_error(run))}", None
+    error = run_error(runner.instance, run)
+    return f"dataset profile FAILED: {warehouse.without_secrets(error)}", None
 
 
-def _profile_job_fn():
+def _profile_job_fn() -> dg.JobDefinition:
     from msd_dagster.definitions import profile_job
 
     return profile_job()
