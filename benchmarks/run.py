@@ -273,7 +273,6 @@ def run_load(root: Path, backend: str, workdir: Path, options: LoadOptions) -> d
             f"{instance} instance"
             + (f", runs of {options.folders_per_run}" if options.folders_per_run else "")
             + ") ...",
-            flush=True,
         )
         tree = run_tree(cmd, env, str(home / "load.log"))
         wal = postgres_wal_bytes(lsn) if lsn else None
@@ -366,7 +365,6 @@ def run_load(root: Path, backend: str, workdir: Path, options: LoadOptions) -> d
         f"{tree.cpu_user_seconds + tree.cpu_system_seconds:.0f} s, {partitions} folder(s) in "
         f"{result['run_count']} run(s), Dagster "
         f"{100 * result['dagster_share_of_wall']:.1f}% of wall",
-        flush=True,
     )
     return result
 
@@ -468,7 +466,7 @@ def run_reference(
             str(out),
         ]
         env = {**os.environ, "PYTHONPATH": _pythonpath(), "PYTHONUNBUFFERED": "1"}
-        print(f"[{backend}] reference loader --workers {workers} ...", flush=True)
+        print(f"[{backend}] reference loader --workers {workers} ...")
         tree = run_tree(cmd, env, str(workdir / f"reference-{backend}.log"))
         if tree.returncode != 0:
             print(tree.stdout[-3000:])
@@ -502,7 +500,6 @@ def run_reference(
         f"{tree.cpu_user_seconds + tree.cpu_system_seconds:.0f} s, peak RSS "
         f"{tree.peak_rss_bytes / 2**20:,.0f} MiB"
         + ("" if result["rows_match_files"] else "; ROWS DIFFER FROM THE FILES"),
-        flush=True,
     )
     return result
 
@@ -528,7 +525,6 @@ def compare_to_reference(backend: str, entry: dict[str, Any]) -> None:
             + ("" if load["rows_equal_reference"] else ", different rows")
             for load in entry["loads"]
         ),
-        flush=True,
     )
 
 
@@ -553,7 +549,6 @@ def run_baseline(root: Path, backend: str, songs: int, workdir: Path) -> dict[st
     print(
         f"[{backend}] row-by-row baseline: {result['rows']:,} rows of {result['songs']} songs in "
         f"{result['seconds']:.1f} s ({result['rows_per_second']:,.0f} rows/s)",
-        flush=True,
     )
     return result
 
@@ -567,7 +562,6 @@ def run_parse_benchmark(root: Path, files: int) -> dict[str, Any]:
     print(
         f"parse: read_song {result['read_song_files_per_cpu_second']:.0f} files/s per core, "
         f"h5py {result['h5py_files_per_cpu_second']:.0f} files/s per core",
-        flush=True,
     )
     return result
 
@@ -687,7 +681,6 @@ def run_fixed_cost(
             if "reference" in fixed
             else ""
         ),
-        flush=True,
     )
     return entry
 
@@ -776,6 +769,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="", help="tag for the result file, e.g. 'before'")
     parser.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
     args = parser.parse_args(argv)
+    # Progress lines show at once, also when the output goes to a pipe or a log.
+    sys.stdout.reconfigure(line_buffering=True)
     backends = [b.strip() for b in args.backend.split(",") if b.strip()]
     unknown = sorted(set(backends) - set(BACKENDS))
     if unknown:

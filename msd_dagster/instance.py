@@ -251,16 +251,13 @@ class PooledSqliteStorage(DagsterSqliteStorage):
 
     @property
     def event_storage_data(self) -> ConfigurableClassData | None:
-        return ConfigurableClassData(
-            __name__,
-            PooledSqliteEventLogStorage.__name__,
-            f"base_dir: {sqlite_storage_folders(self.base_dir)[1]!r}\n",
-        )
+        return _part_data(PooledSqliteEventLogStorage, sqlite_storage_folders(self.base_dir)[1])
 
     @property
     def run_storage_data(self) -> ConfigurableClassData | None:
-        return ConfigurableClassData(
-            __name__,
-            PooledSqliteRunStorage.__name__,
-            f"base_dir: {sqlite_storage_folders(self.base_dir)[0]!r}\n",
-        )
+        return _part_data(PooledSqliteRunStorage, sqlite_storage_folders(self.base_dir)[0])
+
+
+def _part_data(storage: type, base_dir: str) -> ConfigurableClassData:
+    """How Dagster rebuilds one part of :class:`PooledSqliteStorage` on its own."""
+    return ConfigurableClassData(__name__, storage.__name__, f"base_dir: {base_dir!r}\n")

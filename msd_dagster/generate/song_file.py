@@ -83,10 +83,19 @@ TABLES: tuple[TableSpec, ...] = (
 _TABLES_BY_GROUP = {spec.path.split("/")[0]: spec for spec in TABLES}
 
 
+# Chunk shapes by array kind: fixed, whatever the array's length.
+_ARRAY_CHUNKS: dict[str, tuple[int, ...]] = {
+    "f8": (1024,),
+    "f8x12": (85, 12),
+    "i4": (2048,),
+    "S20": (409,),
+    "S256": (32,),
+}
+
+
 @dataclass(frozen=True)
 class ArraySpec:
     path: str
-    chunks: tuple[int, ...]
     title: str
 
     @property
@@ -96,49 +105,38 @@ class ArraySpec:
         kind = dtype.lstrip("<")
         return f"{kind}x{shape[0]}" if shape else kind
 
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return _ARRAY_CHUNKS[self.kind]
 
-_F = (1024,)
-# In creation order (which is also the order of the EXTDIM values in real files).
-ARRAYS: tuple[ArraySpec, ...] = (
-    ArraySpec("metadata/similar_artists", (409,), "array of similar artists Echo Nest id"),
-    ArraySpec("metadata/artist_terms", (32,), "array of terms (Echo Nest tags) for an artist"),
-    ArraySpec(
-        "metadata/artist_terms_freq",
-        _F,
-        "array of term (Echo Nest tags) frequencies for an artist",
-    ),
-    ArraySpec(
-        "metadata/artist_terms_weight",
-        _F,
-        "array of term (Echo Nest tags) weights for an artist",
-    ),
-    ArraySpec("analysis/segments_start", _F, "array of start times of segments"),
-    ArraySpec("analysis/segments_confidence", _F, "array of confidence of segments"),
-    ArraySpec("analysis/segments_pitches", (85, 12), "array of pitches of segments (chromas)"),
-    ArraySpec("analysis/segments_timbre", (85, 12), "array of timbre of segments (MFCC-like)"),
-    ArraySpec("analysis/segments_loudness_max", _F, "array of max loudness of segments"),
-    ArraySpec("analysis/segments_loudness_max_time", _F, "array of max loudness time of segments"),
-    ArraySpec(
-        "analysis/segments_loudness_start",
-        _F,
-        "array of loudness of segments at start time",
-    ),
-    ArraySpec("analysis/sections_start", _F, "array of start times of sections"),
-    ArraySpec("analysis/sections_confidence", _F, "array of confidence of sections"),
-    ArraySpec("analysis/beats_start", _F, "array of start times of beats"),
+
+# Array path -> title, in creation order (which is also the order of the EXTDIM values in real
+# files).
+_ARRAY_TITLES: dict[str, str] = {
+    "metadata/similar_artists": "array of similar artists Echo Nest id",
+    "metadata/artist_terms": "array of terms (Echo Nest tags) for an artist",
+    "metadata/artist_terms_freq": "array of term (Echo Nest tags) frequencies for an artist",
+    "metadata/artist_terms_weight": "array of term (Echo Nest tags) weights for an artist",
+    "analysis/segments_start": "array of start times of segments",
+    "analysis/segments_confidence": "array of confidence of segments",
+    "analysis/segments_pitches": "array of pitches of segments (chromas)",
+    "analysis/segments_timbre": "array of timbre of segments (MFCC-like)",
+    "analysis/segments_loudness_max": "array of max loudness of segments",
+    "analysis/segments_loudness_max_time": "array of max loudness time of segments",
+    "analysis/segments_loudness_start": "array of loudness of segments at start time",
+    "analysis/sections_start": "array of start times of sections",
+    "analysis/sections_confidence": "array of confidence of sections",
+    "analysis/beats_start": "array of start times of beats",
     # Sic: the real files carry this copy-pasted title on beats_confidence.
-    ArraySpec("analysis/beats_confidence", _F, "array of confidence of sections"),
-    ArraySpec("analysis/bars_start", _F, "array of start times of bars"),
-    ArraySpec("analysis/bars_confidence", _F, "array of confidence of bars"),
-    ArraySpec("analysis/tatums_start", _F, "array of start times of tatums"),
-    ArraySpec("analysis/tatums_confidence", _F, "array of confidence of tatums"),
-    ArraySpec("musicbrainz/artist_mbtags", (32,), "array of tags from MusicBrainz for an artist"),
-    ArraySpec(
-        "musicbrainz/artist_mbtags_count",
-        (2048,),
-        "array of tag counts from MusicBrainz for an artist",
-    ),
-)
+    "analysis/beats_confidence": "array of confidence of sections",
+    "analysis/bars_start": "array of start times of bars",
+    "analysis/bars_confidence": "array of confidence of bars",
+    "analysis/tatums_start": "array of start times of tatums",
+    "analysis/tatums_confidence": "array of confidence of tatums",
+    "musicbrainz/artist_mbtags": "array of tags from MusicBrainz for an artist",
+    "musicbrainz/artist_mbtags_count": "array of tag counts from MusicBrainz for an artist",
+}
+ARRAYS: tuple[ArraySpec, ...] = tuple(ArraySpec(p, t) for p, t in _ARRAY_TITLES.items())
 
 ARRAY_PATHS: tuple[str, ...] = tuple(a.path for a in ARRAYS)
 

@@ -205,23 +205,45 @@ def _text(values: list[str]) -> pd.arrays.StringArray:
     return pd.array([v if v else None for v in values], dtype="string")
 
 
-def _sep_frame(
-    data: bytes,
-    name: str,
-    columns: tuple[str, ...],
-    ids: Mapping[str, str],
-    floats: tuple[str, ...] = (),
-    ints: tuple[str, ...] = (),
-) -> pd.DataFrame:
+@dataclass(frozen=True)
+class _SepLayout:
+    """The columns of a ``<SEP>`` file in order; which hold MSD ids (column -> prefix), floats
+    and integers (the rest is text)."""
+
+    columns: tuple[str, ...]
+    ids: Mapping[str, str]
+    floats: tuple[str, ...] = ()
+    ints: tuple[str, ...] = ()
+
+
+_UNIQUE_ARTISTS = _SepLayout(
+    ("artist_id", "artist_mbid", "track_id", "artist_name"),
+    ids={"artist_id": "AR", "track_id": "TR"},
+)
+_ARTIST_LOCATION = _SepLayout(
+    ("artist_id", "latitude", "longitude", "track_id", "artist_name"),
+    ids={"artist_id": "AR", "track_id": "TR"},
+    floats=("latitude", "longitude"),
+)
+_UNIQUE_TRACKS = _SepLayout(
+    ("track_id", "song_id", "artist_name", "title"), ids={"track_id": "TR", "song_id": "SO"}
+)
+_TRACKS_PER_YEAR = _SepLayout(
+    ("year", "track_id", "artist_name", "title"), ids={"track_id": "TR"}, ints=("year",)
+)
+
+
+def _sep_frame(data: bytes, name: str, layout: _SepLayout) -> pd.DataFrame:
+    columns = layout.columns
     numbers, rows = _split_lines(data, name, columns)
     values: dict[str, list[str]] = {c: [row[i] for row in rows] for i, c in enumerate(columns)}
     out: dict[str, object] = {}
     for column in columns:
-        if column in ids:
-            _check_ids(values[column], numbers, name, column, ids[column])
-        if column in floats:
+        if column in layout.ids:
+            _check_ids(values[column], numbers, name, column, layout.ids[column])
+        if column in layout.floats:
             out[column] = _floats(values[column], numbers, name, column)
-        elif column in ints:
+        elif column in layout.ints:
             out[column] = _ints(values[column], numbers, name, column)
         else:
             out[column] = _text(values[column])
@@ -230,23 +252,12 @@ def _sep_frame(
 
 def parse_unique_artists(data: bytes, name: str = "unique_artists.txt") -> pd.DataFrame:
     """artist_id, artist_mbid (NULL when empty), track_id (one example track), artist_name."""
-    return _sep_frame(
-        data,
-        name,
-        ("artist_id", "artist_mbid", "track_id", "artist_name"),
-        ids={"artist_id": "AR", "track_id": "TR"},
-    )
+    return _sep_frame(data, name, _UNIQUE_ARTISTS)
 
 
 def parse_artist_location(data: bytes, name: str = "artist_location.txt") -> pd.DataFrame:
     """artist_id, latitude, longitude (float64), track_id, artist_name."""
-    return _sep_frame(
-        data,
-        name,
-        ("artist_id", "latitude", "longitude", "track_id", "artist_name"),
-        ids={"artist_id": "AR", "track_id": "TR"},
-        floats=("latitude", "longitude"),
-    )
+    return _sep_frame(data, name, _ARTIST_LOCATION)
 
 
 def _one_per_line(data: bytes, name: str, column: str) -> pd.DataFrame:
@@ -266,23 +277,12 @@ def parse_unique_mbtags(data: bytes, name: str = "unique_mbtags.txt") -> pd.Data
 
 def parse_unique_tracks(data: bytes, name: str = "unique_tracks.txt") -> pd.DataFrame:
     """track_id, song_id, artist_name, title."""
-    return _sep_frame(
-        data,
-        name,
-        ("track_id", "song_id", "artist_name", "title"),
-        ids={"track_id": "TR", "song_id": "SO"},
-    )
+    return _sep_frame(data, name, _UNIQUE_TRACKS)
 
 
 def parse_tracks_per_year(data: bytes, name: str = "tracks_per_year.txt") -> pd.DataFrame:
     """year (Int32), track_id, artist_name, title: only tracks with a known year."""
-    return _sep_frame(
-        data,
-        name,
-        ("year", "track_id", "artist_name", "title"),
-        ids={"track_id": "TR"},
-        ints=("year",),
-    )
+    return _sep_frame(data, name, _TRACKS_PER_YEAR)
 
 
 # --------------------------------------------------------------------------------------------
@@ -546,40 +546,29 @@ def additional_frames(
     similarity_db: dict[str, pd.DataFrame] = parsed.get("artist_similarity", {})  # type: ignore[assignment]
     metadata_db: dict[str, pd.DataFrame] = parsed.get("track_metadata", {})  # type: ignore[assignment]
 
-    # --- Dictionaries: text list and database table together; empty names are not names.
-    def names(*series: pd.Series | None) -> list[str]:
-        return [v for s in series if s is not None for v in s.tolist() if _present(v) and v != ""]
+    # --- Per label (Echo Nest term, MusicBrainz tag): its dictionary, from the text list and
+    # the database tables together (empty names are not names), and the artist-label pairs
+    # (artist_term.db only; no freq/weight/count there).
+    def label_frames(label: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        listed: pd.DataFrame | None = parsed.get(f"unique_{label}s")  # type: ignore[assignment]
+        pairs = term_db.get(f"artist_{label}")
+        sources = (listed, term_db.get(f"{label}s"), pairs)
+        names = [
+            v
+            for frame in sources
+            if frame is not None
+            for v in frame[label].tolist()
+            if _present(v) and v != ""
+        ]
+        if pairs is None:
+            pairs = pd.DataFrame({"artist_id": [], label: []})
+        pairs = pairs[pairs[label] != ""]
+        return dictionary_frame(names, f"{label}_name"), _loader_frame(
+            f"msd_artist_{label}", {"artist_id": pairs["artist_id"], f"{label}_name": pairs[label]}
+        )
 
-    unique_terms = parsed.get("unique_terms")
-    unique_mbtags = parsed.get("unique_mbtags")
-    artist_term = term_db.get("artist_term")
-    artist_mbtag = term_db.get("artist_mbtag")
-    r_term = dictionary_frame(
-        names(
-            unique_terms["term"] if unique_terms is not None else None,  # type: ignore[index]
-            term_db["terms"]["term"] if "terms" in term_db else None,
-            artist_term["term"] if artist_term is not None else None,
-        ),
-        "term_name",
-    )
-    r_mbtag = dictionary_frame(
-        names(
-            unique_mbtags["mbtag"] if unique_mbtags is not None else None,  # type: ignore[index]
-            term_db["mbtags"]["mbtag"] if "mbtags" in term_db else None,
-            artist_mbtag["mbtag"] if artist_mbtag is not None else None,
-        ),
-        "mbtag_name",
-    )
-
-    # --- Artist-term / artist-mbtag pairs (artist_term.db only); no freq/weight/count there.
-    def pairs(frame: pd.DataFrame | None, value: str, column: str, table: str) -> pd.DataFrame:
-        if frame is None:
-            frame = pd.DataFrame({"artist_id": [], value: []})
-        frame = frame[frame[value] != ""]
-        return _loader_frame(table, {"artist_id": frame["artist_id"], column: frame[value]})
-
-    artist_terms = pairs(artist_term, "term", "term_name", "msd_artist_term")
-    artist_mbtags = pairs(artist_mbtag, "mbtag", "mbtag_name", "msd_artist_mbtag")
+    r_term, artist_terms = label_frames("term")
+    r_mbtag, artist_mbtags = label_frames("mbtag")
 
     similarity = similarity_db.get("similarity")
     if similarity is None:

@@ -57,6 +57,17 @@ ARTIST_COLUMNS: dict[str, str] = {
     "artist_7digitalid": "artist_7digitalid",
     "artist_playmeid": "artist_playmeid",
 }
+# The artists' lists: table column -> array path, the listed value first (its key with
+# artist_id; the arrays of one artist are parallel).
+ARTIST_TERM_ARRAYS: dict[str, str] = {
+    "term_name": "metadata/artist_terms",
+    "term_freq": "metadata/artist_terms_freq",
+    "term_weight": "metadata/artist_terms_weight",
+}
+ARTIST_MBTAG_ARRAYS: dict[str, str] = {
+    "mbtag_name": "musicbrainz/artist_mbtags",
+    "mbtag_count": "musicbrainz/artist_mbtags_count",
+}
 TRACK_ANALYSIS_COLUMNS: tuple[str, ...] = (
     "analysis_sample_rate",
     "audio_md5",
@@ -220,9 +231,8 @@ def artists_frame(representatives: Sequence[Song]) -> pd.DataFrame:
     return typed_columns(pd.DataFrame.from_records(records, columns=columns))
 
 
-def _artist_list_frame(
-    representatives: Sequence[Song], value_column: str, arrays: dict[str, str]
-) -> pd.DataFrame:
+def _artist_list_frame(representatives: Sequence[Song], arrays: dict[str, str]) -> pd.DataFrame:
+    value_column = next(iter(arrays))
     # Concatenated once per column (a DataFrame per artist would cost ~1 ms each).
     listed = [s for s in representatives if len(s.arrays[arrays[value_column]])]
     columns = ["artist_id", *arrays]
@@ -247,27 +257,12 @@ def _artist_list_frame(
 
 def artist_terms_frame(representatives: Sequence[Song]) -> pd.DataFrame:
     """msd_artist_term: the Echo Nest terms of each artist, with frequency and weight."""
-    return _artist_list_frame(
-        representatives,
-        "term_name",
-        {
-            "term_name": "metadata/artist_terms",
-            "term_freq": "metadata/artist_terms_freq",
-            "term_weight": "metadata/artist_terms_weight",
-        },
-    )
+    return _artist_list_frame(representatives, ARTIST_TERM_ARRAYS)
 
 
 def artist_mbtags_frame(representatives: Sequence[Song]) -> pd.DataFrame:
     """msd_artist_mbtag: the MusicBrainz tags of each artist, with their counts."""
-    return _artist_list_frame(
-        representatives,
-        "mbtag_name",
-        {
-            "mbtag_name": "musicbrainz/artist_mbtags",
-            "mbtag_count": "musicbrainz/artist_mbtags_count",
-        },
-    )
+    return _artist_list_frame(representatives, ARTIST_MBTAG_ARRAYS)
 
 
 def artist_similarity_frame(representatives: Sequence[Song]) -> pd.DataFrame:

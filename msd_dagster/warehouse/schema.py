@@ -153,43 +153,41 @@ msd_track = sa.Table(
     **TABLE_OPTIONS,
 )
 
-msd_r_term = sa.Table(
-    "msd_r_term",
-    metadata,
-    _id_column("term_id"),
-    sa.Column("term_name", _key_text(256), nullable=False, unique=True),
-    **TABLE_OPTIONS,
-)
 
-msd_r_mbtag = sa.Table(
-    "msd_r_mbtag",
-    metadata,
-    _id_column("mbtag_id"),
-    sa.Column("mbtag_name", _key_text(256), nullable=False, unique=True),
-    **TABLE_OPTIONS,
-)
+def _label_table(name: str, label: str) -> sa.Table:
+    """The reference list of one kind of artist label (Echo Nest terms, MusicBrainz tags)."""
+    return sa.Table(
+        name,
+        metadata,
+        _id_column(f"{label}_id"),
+        sa.Column(f"{label}_name", _key_text(256), nullable=False, unique=True),
+        **TABLE_OPTIONS,
+    )
 
-msd_artist_term = sa.Table(
+
+def _artist_label_table(name: str, label: str, extra: list[sa.Column]) -> sa.Table:
+    """Which artist carries which label: one row per (artist, label name)."""
+    return sa.Table(
+        name,
+        metadata,
+        _id_column(f"artist_{label}_id"),
+        sa.Column("artist_id", _msd_id(), sa.ForeignKey("msd_artist.artist_id"), nullable=False),
+        sa.Column(f"{label}_name", _key_text(256), nullable=False),
+        *extra,
+        sa.UniqueConstraint("artist_id", f"{label}_name", name=f"uq_{name}"),
+        **TABLE_OPTIONS,
+    )
+
+
+msd_r_term = _label_table("msd_r_term", "term")
+msd_r_mbtag = _label_table("msd_r_mbtag", "mbtag")
+msd_artist_term = _artist_label_table(
     "msd_artist_term",
-    metadata,
-    _id_column("artist_term_id"),
-    sa.Column("artist_id", _msd_id(), sa.ForeignKey("msd_artist.artist_id"), nullable=False),
-    sa.Column("term_name", _key_text(256), nullable=False),
-    sa.Column("term_freq", _double()),
-    sa.Column("term_weight", _double()),
-    sa.UniqueConstraint("artist_id", "term_name", name="uq_msd_artist_term"),
-    **TABLE_OPTIONS,
+    "term",
+    [sa.Column("term_freq", _double()), sa.Column("term_weight", _double())],
 )
-
-msd_artist_mbtag = sa.Table(
-    "msd_artist_mbtag",
-    metadata,
-    _id_column("artist_mbtag_id"),
-    sa.Column("artist_id", _msd_id(), sa.ForeignKey("msd_artist.artist_id"), nullable=False),
-    sa.Column("mbtag_name", _key_text(256), nullable=False),
-    sa.Column("mbtag_count", sa.Integer),
-    sa.UniqueConstraint("artist_id", "mbtag_name", name="uq_msd_artist_mbtag"),
-    **TABLE_OPTIONS,
+msd_artist_mbtag = _artist_label_table(
+    "msd_artist_mbtag", "mbtag", [sa.Column("mbtag_count", sa.Integer)]
 )
 
 msd_artist_similarity = sa.Table(

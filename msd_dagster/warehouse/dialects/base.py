@@ -106,6 +106,9 @@ class Backend:
     temp_schema: ClassVar[str] = ""  # prefix naming a temporary table in DROP ("pg_temp.")
     # The dialect's INSERT with ON CONFLICT (PostgreSQL, SQLite): upserts use it when set.
     on_conflict_insert: ClassVar[Callable[[sa.Table], Any] | None] = None
+    # The backend's own upsert SQL (MySQL's ON DUPLICATE KEY, SQL Server's MERGE), from the
+    # dialect, the target and the stage: used when set, instead of the INSERT above.
+    upsert_sql: ClassVar[Callable[[sa.Dialect, sa.Table, sa.Table], str] | None] = None
 
     # Table definitions: this backend's type for a portable column kind where it differs from
     # the portable one (a variant of the column type for :attr:`dialect_names`), and keyword
@@ -228,9 +231,20 @@ class Backend:
         chunk_rows: int | None,
     ) -> Iterator[dict[str, StagedCopy]]:
         """Bulk-copy frames before the load transaction begins, for drivers whose bulk copy
-        cannot join it; yields the staged copies by table name (none here: every table is
-        written inside the transaction by :meth:`bulk_insert`)."""
-        yield {}
+        cannot join it (:attr:`stages_outside_transaction`, through :meth:`stage_copies`);
+        yields the staged copies by table name (none otherwise: every table is then written
+        inside the transaction by :meth:`bulk_insert`)."""
+        if not self.stages_outside_transaction:
+            yield {}
+            return
+        with self.stage_copies(conn, frames, self.chunk_rows(chunk_rows)) as staged:
+            yield dict(staged)
+
+    def stage_copies(
+        self, conn: sa.Connection, frames: Mapping[sa.Table, pd.DataFrame], chunk_rows: int
+    ) -> contextlib.AbstractContextManager[Mapping[str, StagedCopy]]:
+        """The bulk copy of a backend that :attr:`stages_outside_transaction`."""
+        raise NotImplementedError(f"{self.display_name} stages nothing outside a transaction")
 
     # ----------------------------------------------------------------------------------------
     # Catalog
@@ -269,9 +283,12 @@ class Backend:
     def upsert_statement(
         self, dialect: sa.Dialect, target: sa.Table, stage: sa.Table
     ) -> sa.Executable | str:
-        """The set-based statement moving ``stage`` into ``target`` (merge_rules): INSERT ...
-        ON CONFLICT where the dialect has it, else (generic SQL) a plain insert of the missing
-        keys, without concurrent-insert protection."""
+        """The set-based statement moving ``stage`` into ``target`` (merge_rules): the
+        backend's :attr:`upsert_sql`, else INSERT ... ON CONFLICT where the dialect has it,
+        else (generic SQL) a plain insert of the missing keys, without concurrent-insert
+        protection."""
+        if self.upsert_sql is not None:
+            return self.upsert_sql(dialect, target, stage)
         if self.on_conflict_insert is not None:
             return on_conflict_upsert(self.on_conflict_insert, target, stage)
         return insert_missing(target, stage)

@@ -316,6 +316,8 @@ def _app_lock(conn: sa.Connection, resource: str, what: str, wait_ms: int | None
 
 @dataclass(frozen=True)
 class SQLServerBackend(Backend):
+    """SQL Server and Azure SQL, through pyodbc or mssql-python (three bulk paths: module doc)."""
+
     name = "mssql"
     dialect_names = ("mssql",)
     display_name = "SQL Server"
@@ -326,6 +328,7 @@ class SQLServerBackend(Backend):
     default_lock_timeout_s = 60.0
     lock_timeout_setting = "LOCK_TIMEOUT"
     distinct_national_text = True
+    upsert_sql = staticmethod(mssql_merge_sql)
     column_types = {
         "key_text": lambda t: mssql_dialect.NVARCHAR(t.length, collation=MSSQL_BINARY_COLLATION),
         "msd_id": lambda t: mssql_dialect.CHAR(t.length, collation=MSSQL_BINARY_COLLATION),
@@ -401,20 +404,10 @@ class SQLServerBackend(Backend):
     def stages_outside_transaction(self) -> bool:
         return self.bulkcopy and self.driver == "mssqlpython"
 
-    @contextlib.contextmanager
-    def copy_outside_transaction(
-        self,
-        conn: sa.Connection,
-        frames: Mapping[sa.Table, pd.DataFrame],
-        chunk_rows: int | None,
-    ) -> Iterator[dict[str, StagedCopy]]:
-        if not self.stages_outside_transaction:
-            yield {}
-            return
-        with bulk_copy_to_staging(
-            conn, frames, self.chunk_rows(chunk_rows), timeout_s=self.bulkcopy_timeout_s
-        ) as staged:
-            yield dict(staged)
+    def stage_copies(
+        self, conn: sa.Connection, frames: Mapping[sa.Table, pd.DataFrame], chunk_rows: int
+    ) -> contextlib.AbstractContextManager[Mapping[str, StagedCopy]]:
+        return bulk_copy_to_staging(conn, frames, chunk_rows, timeout_s=self.bulkcopy_timeout_s)
 
     def stage_name(self, target: sa.Table) -> str:
         return "#" + super().stage_name(target)  # local temp table: private to the session
@@ -424,11 +417,6 @@ class SQLServerBackend(Backend):
 
     def drop_stage_sql(self, dialect: sa.Dialect, stage: sa.Table) -> str:
         return drop_temp_table_sql(dialect, stage.name)
-
-    def upsert_statement(
-        self, dialect: sa.Dialect, target: sa.Table, stage: sa.Table
-    ) -> sa.Executable | str:
-        return mssql_merge_sql(dialect, target, stage)
 
     @classmethod
     def lock_error(cls, orig: BaseException) -> LockErrorKind | None:

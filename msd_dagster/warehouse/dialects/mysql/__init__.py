@@ -212,6 +212,8 @@ def _mysql_executemany(job: BulkJob) -> int:
 
 @dataclass(frozen=True)
 class MySQLBackend(Backend):
+    """MySQL and MariaDB, through PyMySQL (LOAD DATA LOCAL INFILE) or mysqlclient."""
+
     name = "mysql"
     dialect_names = ("mysql", "mariadb")
     display_name = "MySQL/MariaDB"
@@ -221,6 +223,7 @@ class MySQLBackend(Backend):
     max_bind_parameters = 30_000
     default_lock_timeout_s = 60.0
     lock_timeout_setting = "innodb_lock_wait_timeout"
+    upsert_sql = staticmethod(mysql_upsert_sql)
     column_types = {
         "key_text": lambda t: KeyUnicode(t.length),
         # FLOAT is single precision, DATETIME rounds microseconds away.
@@ -340,11 +343,6 @@ class MySQLBackend(Backend):
     def drop_stage_sql(self, dialect: sa.Dialect, stage: sa.Table) -> str:
         # A plain DROP TABLE would commit the load's transaction.
         return f"DROP TEMPORARY TABLE IF EXISTS {dialect.identifier_preparer.quote(stage.name)}"
-
-    def upsert_statement(
-        self, dialect: sa.Dialect, target: sa.Table, stage: sa.Table
-    ) -> sa.Executable | str:
-        return mysql_upsert_sql(dialect, target, stage)
 
     @classmethod
     def lock_error(cls, orig: BaseException) -> LockErrorKind | None:

@@ -184,6 +184,9 @@ def _postgres_copy(job: BulkJob) -> int:
 
 
 class PostgreSQLBackend(Backend):
+    """PostgreSQL through psycopg 3 (binary COPY) or psycopg2; analysis rows partitioned by
+    folder."""
+
     name = "postgresql"
     dialect_names = ("postgresql",)
     display_name = "PostgreSQL"

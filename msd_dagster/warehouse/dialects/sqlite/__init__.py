@@ -105,6 +105,8 @@ def _executemany(job: BulkJob) -> int:
 
 
 class SQLiteBackend(Backend):
+    """SQLite files, through the standard library's sqlite3."""
+
     name = "sqlite"
     dialect_names = ("sqlite",)
     display_name = "SQLite"
