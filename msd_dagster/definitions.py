@@ -11,12 +11,16 @@ import dagster as dg
 from msd_dagster.defs.assets.additional_files import (
     additional_files_frames,
     additional_files_warehouse,
-    msd_additional_files_job,
 )
 from msd_dagster.defs.assets.folders import load_folders
-from msd_dagster.defs.assets.profile import msd_profile_job, warehouse_profile
+from msd_dagster.defs.assets.profile import warehouse_profile
 from msd_dagster.defs.checks import ALL_FOLDERS, total_tracks_match_partitions
-from msd_dagster.defs.jobs import msd_partition_job, msd_totals_job
+from msd_dagster.defs.jobs import (
+    msd_additional_files_job,
+    msd_partition_job,
+    msd_profile_job,
+    msd_totals_job,
+)
 from msd_dagster.defs.resources import (
     FrameStoreResource,
     MsdS3Resource,

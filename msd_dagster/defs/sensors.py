@@ -15,11 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
-from msd_dagster.defs.assets.additional_files import msd_additional_files_job
 from msd_dagster.defs.assets.folders import load_folders
-from msd_dagster.defs.assets.profile import msd_profile_job
 from msd_dagster.defs.check_names import TOTAL_TRACKS
-from msd_dagster.defs.jobs import msd_partition_job, msd_totals_job
+from msd_dagster.defs.jobs import (
+    msd_additional_files_job,
+    msd_partition_job,
+    msd_profile_job,
+    msd_totals_job,
+)
 from msd_dagster.defs.outside_layout import (
     outside_layout_digest,
     outside_layout_lines,

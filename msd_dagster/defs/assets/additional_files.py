@@ -62,7 +62,6 @@ __all__ = [
     "additional_files_warehouse",
     "additional_key",
     "find_additional_files",
-    "msd_additional_files_job",
     "read_additional_files",
 ]
 
@@ -296,14 +295,3 @@ def additional_files_warehouse(
             em.LOAD_SECONDS: round(seconds, 3),
         }
     )
-
-
-msd_additional_files_job = dg.define_asset_job(
-    name="msd_additional_files_job",
-    selection=dg.AssetSelection.groups(ADDITIONAL_GROUP),
-    description=(
-        "Load the dataset's AdditionalFiles (artists without song files, locations, every "
-        "published term and tag, artist terms/tags/similarity) into the shared tables."
-    ),
-    tags={"msd/job": "additional_files"},
-)

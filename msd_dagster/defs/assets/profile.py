@@ -69,11 +69,3 @@ def warehouse_profile(
             "query_seconds": round(query_seconds, 3),
         }
     )
-
-
-msd_profile_job = dg.define_asset_job(
-    name="msd_profile_job",
-    selection=dg.AssetSelection.assets(PROFILE_KEY),
-    description="Profile the loaded data: plots and numbers on profile/dataset's page.",
-    tags={"msd/job": "profile"},
-)
