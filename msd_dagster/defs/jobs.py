@@ -9,9 +9,7 @@ from msd_dagster.defs.assets.profile import PROFILE_KEY
 from msd_dagster.defs.checks import total_tracks_match_partitions
 
 
-def _job(
-    kind: str, selection: dg.AssetSelection, description: str
-) -> dg.UnresolvedAssetJobDefinition:
+def _job(kind: str, selection: dg.AssetSelection, description: str):
     """``msd_<kind>_job``, its runs tagged ``msd/job: <kind>`` (what the run queue's limits and
     the sensors key on)."""
     return dg.define_asset_job(
