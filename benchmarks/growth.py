@@ -24,11 +24,11 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from benchmarks.bulk_insert_bench import fresh_engine
+from benchmarks.reference_loader import create_plain_tables
 from msd_dagster.msd.partition import FolderStream
 from msd_dagster.source.local import LocalDataset
 from msd_dagster.warehouse.checked_load import CheckedLoad, load_and_verify
 from msd_dagster.warehouse.ddl import ensure_schema
-from msd_dagster.warehouse.schema import MSD_TABLES, msd_schema_version
 
 
 def database_size(engine: sa.Engine) -> int:
@@ -47,13 +47,6 @@ def load_folder(
     seconds = time.perf_counter() - started
     assert all(v.passed for v in loaded.verdicts), folder
     return loaded, stream, len(files), seconds
-
-
-def create_plain_tables(engine: sa.Engine) -> None:
-    """The tables as ``ensure_schema`` made them before the partitioning by folder."""
-    with engine.begin() as conn:
-        for table in (msd_schema_version, *MSD_TABLES):
-            table.create(conn)
 
 
 def run(source: str, log, *, plain: bool = False) -> list[dict[str, object]]:

@@ -19,8 +19,9 @@ import time
 import sqlalchemy as sa
 
 from benchmarks.bulk_insert_bench import fresh_engine
-from benchmarks.growth import create_plain_tables, database_size, load_folder
+from benchmarks.growth import database_size, load_folder
 from benchmarks.memory import MIB
+from benchmarks.reference_loader import create_plain_tables
 from msd_dagster.source.local import LocalDataset
 from msd_dagster.warehouse.ddl import ensure_schema
 from msd_dagster.warehouse.schema import TRACK_TABLE_NAMES
