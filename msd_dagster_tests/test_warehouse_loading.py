@@ -1009,6 +1009,17 @@ def test_postgresql_reload_truncates_the_folders_own_partitions(
     bounds = re.sub(r" +'", "'", first["msd_bar_p_ab"][3])  # CHAR(18) pads them
     assert bounds == "FOR VALUES FROM ('TRAB') TO ('TRAC')"
     with engine.connect() as conn:
+        # The identity key is each partition's primary key; the natural key is unique overall.
+        keys = conn.exec_driver_sql(
+            "SELECT conrelid::regclass::text, contype, pg_get_constraintdef(oid) "
+            "FROM pg_constraint WHERE contype IN ('p', 'u') "
+            "AND conrelid IN ('msd_bar'::regclass, 'msd_bar_p_aa'::regclass)"
+        ).all()
+        assert sorted(keys) == [
+            ("msd_bar", "u", "UNIQUE (track_id, track_bar_id)"),
+            ("msd_bar_p_aa", "p", "PRIMARY KEY (bar_id)"),
+            ("msd_bar_p_aa", "u", "UNIQUE (track_id, track_bar_id)"),
+        ]
         for table in analysis:
             for key, frames in (("aa", aa), ("ab", ab)):
                 own = conn.exec_driver_sql(f"SELECT count(*) FROM {table}_p_{key}").scalar()

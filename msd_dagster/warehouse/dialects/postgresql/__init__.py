@@ -44,8 +44,12 @@ _PG_PARTITION_LOCK_CLASS = 0x6D736470  # arbitrary int ("msdp"): first key of a 
 # the first rollback).
 _LIBPQ_DRIVERS = ("psycopg", "psycopg2")
 
+# The partitioned tables among :names, with their identity column.
 _PARTITIONED_PARENTS = """
-SELECT c.relname FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid
+SELECT c.relname, a.attname
+FROM pg_partitioned_table p
+JOIN pg_class c ON c.oid = p.partrelid
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attidentity <> ''
 WHERE c.relnamespace = current_schema()::regnamespace AND c.relname IN :names
 """
 _ATTACHED_PARTITIONS = """
@@ -236,12 +240,13 @@ class PostgreSQLBackend(Backend):
 
     def place_table(self, table: sa.Table, by_folder: bool) -> None:
         if by_folder:
-            # A partitioned table's unique keys must hold its partition key: the identity
-            # column stays unique by its sequence, and (track_id, position) by its constraint.
-            id_column = next(iter(table.primary_key.columns))
-            table.c.track_id.primary_key = True
-            table.c.track_id.autoincrement = False
-            table.append_constraint(sa.PrimaryKeyConstraint(id_column.name, "track_id"))
+            # A partitioned table's own keys must hold its partition key: a primary key of
+            # (id, track_id) would double its index. So the identity key is each partition's
+            # primary key (own_partition_tables), unique across them by its sequence; the
+            # natural key (track_id, position) is the partitioned table's unique constraint.
+            for column in table.primary_key.columns:
+                column.primary_key = False
+            table.append_constraint(sa.PrimaryKeyConstraint())
             table.dialect_kwargs["postgresql_partition_by"] = "RANGE (track_id)"
 
     def own_partition_tables(
@@ -250,30 +255,33 @@ class PostgreSQLBackend(Backend):
         lo, hi = partition_track_range(partition_key)
         names = {t: folder_partition_name(t, partition_key) for t in sorted(by_folder)}
         with engine.connect() as conn, conn.begin():
-            parents = set(conn.execute(_expanding(_PARTITIONED_PARENTS), {"names": list(names)}))
+            found = conn.execute(_expanding(_PARTITIONED_PARENTS), {"names": list(names)})
+            parents = {table: id_column for table, id_column in found}
             if not parents:
                 return {}  # a database made before the partitioning: plain tables
             # Loads of one folder take turns from here (also their transactions: lock_partition).
             self.lock_partition(conn, partition_key)
-            attached = {
-                name
-                for (name,) in conn.execute(
+            attached = set(
+                conn.execute(
                     _expanding(_ATTACHED_PARTITIONS), {"names": list(names.values())}
-                )
-            }
+                ).scalars()
+            )
             prep = conn.dialect.identifier_preparer
-            for (table,) in sorted(parents):
+            for table, id_column in sorted(parents.items()):
                 if names[table] in attached:
                     continue
                 # CREATE ... PARTITION OF would lock the parent against every running load;
                 # ATTACH takes a lock that inserts into other partitions do not wait for.
                 child, parent = prep.quote(names[table]), prep.quote(table)
-                conn.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {child} (LIKE {parent})")
+                conn.exec_driver_sql(
+                    f"CREATE TABLE IF NOT EXISTS {child} "
+                    f"(LIKE {parent}, PRIMARY KEY ({prep.quote(id_column)}))"
+                )
                 conn.exec_driver_sql(
                     f"ALTER TABLE {parent} ATTACH PARTITION {child} "
                     f"FOR VALUES FROM ('{lo}') TO ('{hi}')"
                 )
-        return {table: names[table] for (table,) in parents}
+        return {table: names[table] for table in parents}
 
     def check_encoding(self, conn: sa.Connection) -> None:
         encoding = conn.exec_driver_sql("SHOW server_encoding").scalar()
