@@ -151,7 +151,7 @@ def main() -> None:
     with open(out.with_suffix(".log"), "w") as log:
         folders = run(args.source, log, plain=args.plain)
     summary = {"last_5_over_first_5": tail_ratios(folders)}
-    record = {"source": args.source, "layout": layout, **summary, "folders": folders}
+    record = {"source": Path(args.source).name, "layout": layout, **summary, "folders": folders}
     out.write_text(json.dumps(record, indent=1) + "\n")
     plot({layout: folders}, args.plot)
     print(f"wrote {out} and {args.plot}; {summary}")
