@@ -478,7 +478,11 @@ def test_backfill_from_the_warehouse_group_with_clicks(
     dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
     expect(dialog.get_by_text(re.compile(r"Launch runs to materialize 16 assets"))).to_be_visible()
     dialog.get_by_text("Select a partition or create one").click()
+    # The dropdown renders only the rows in view (it scrolls a virtual list): its filter box
+    # brings each folder up.
+    search = page.get_by_placeholder("Filter partitions", exact=True)
     for partition in targets:
+        search.fill(partition)
         page.get_by_role("menuitem").filter(has_text=partition).first.click()
     page.keyboard.press("Escape")
     expect(dialog.get_by_text(f"{len(targets)} partitions", exact=True)).to_be_visible()
